@@ -1,0 +1,297 @@
+"""OSTree object encodings and checksums. Pure: bytes in, values out, no file access."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import stat
+import zlib
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from strata.errors import CorruptionError, InvalidInputError
+from strata.image import gvariant
+from strata.image.gvariant import Variant
+
+DIRTREE_TYPE = "(a(say)a(sayay))"
+DIRMETA_TYPE = "(uuua(ayay))"
+COMMIT_TYPE = "(a{sv}aya(say)sstayay)"
+FILE_HEADER_TYPE = "(uuuusa(ayay))"
+ARCHIVE_HEADER_TYPE = "(tuuuusa(ayay))"
+VARDICT_TYPE = "a{sv}"
+
+Xattrs = list[tuple[bytes, bytes]]  # (name without NUL, value), sorted by name
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class ObjectType(Enum):
+    FILE = "file"
+    DIRTREE = "dirtree"
+    DIRMETA = "dirmeta"
+    COMMIT = "commit"
+    TOMBSTONE_COMMIT = "tombstone-commit"
+    COMMITMETA = "commitmeta"
+
+    @property
+    def is_meta(self) -> bool:
+        return self is not ObjectType.FILE
+
+    @property
+    def number(self) -> int:
+        return _TYPE_NUMBERS[self]
+
+
+_TYPE_NUMBERS = {ObjectType.FILE: 1, ObjectType.DIRTREE: 2, ObjectType.DIRMETA: 3, ObjectType.COMMIT: 4,
+                 ObjectType.TOMBSTONE_COMMIT: 5, ObjectType.COMMITMETA: 6}
+
+
+def is_checksum(text: str) -> bool:
+    return bool(_HEX64.fullmatch(text))
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def validate_name(name: str) -> None:
+    """A tree entry name must be a single, non-empty path component."""
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise InvalidInputError(f"invalid file name in tree: {name!r}")
+
+
+# ---------------------------------------------------------------- xattrs
+
+
+def normalize_xattrs(xattrs: Xattrs | None) -> Xattrs:
+    if not xattrs:
+        return []
+    return sorted(xattrs, key=lambda kv: kv[0])
+
+
+def _xattrs_to_gv(xattrs: Xattrs) -> list[tuple[bytes, bytes]]:
+    return [(name + b"\0", value) for name, value in xattrs]
+
+
+def _xattrs_from_gv(items: list[tuple[bytes, bytes]]) -> Xattrs:
+    result = []
+    for name, value in items:
+        if not name.endswith(b"\0") or len(name) < 2:
+            raise CorruptionError("malformed xattr name")
+        result.append((name[:-1], value))
+    return result
+
+
+# ---------------------------------------------------------------- dirmeta
+
+
+@dataclass(frozen=True)
+class DirMeta:
+    uid: int
+    gid: int
+    mode: int  # full st_mode including S_IFDIR
+    xattrs: tuple[tuple[bytes, bytes], ...] = ()
+
+    def serialize(self) -> bytes:
+        return gvariant.encode(DIRMETA_TYPE, (self.uid, self.gid, self.mode, _xattrs_to_gv(list(self.xattrs))))
+
+    @classmethod
+    def parse(cls, data: bytes) -> DirMeta:
+        uid, gid, mode, xattrs = gvariant.decode(DIRMETA_TYPE, data)
+        if not stat.S_ISDIR(mode) or mode & ~(stat.S_IFMT(mode) | 0o7777):
+            raise CorruptionError(f"invalid directory mode {mode:o}")
+        return cls(uid, gid, mode, tuple(_xattrs_from_gv(xattrs)))
+
+
+# ---------------------------------------------------------------- dirtree
+
+
+@dataclass
+class DirTree:
+    files: dict[str, str] = field(default_factory=dict)  # name -> content checksum
+    dirs: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (dirtree, dirmeta)
+
+    def serialize(self) -> bytes:
+        files = [(name, bytes.fromhex(self.files[name])) for name in sorted(self.files, key=_name_key)]
+        dirs = [(name, bytes.fromhex(t), bytes.fromhex(m))
+                for name, (t, m) in sorted(self.dirs.items(), key=lambda kv: _name_key(kv[0]))]
+        return gvariant.encode(DIRTREE_TYPE, (files, dirs))
+
+    @classmethod
+    def parse(cls, data: bytes) -> DirTree:
+        files_raw, dirs_raw = gvariant.decode(DIRTREE_TYPE, data)
+        tree = cls()
+        for name, csum in files_raw:
+            validate_name(name)
+            _check_raw_checksum(csum)
+            tree.files[name] = csum.hex()
+        for name, tcsum, mcsum in dirs_raw:
+            validate_name(name)
+            _check_raw_checksum(tcsum)
+            _check_raw_checksum(mcsum)
+            if name in tree.files:
+                raise CorruptionError(f"name {name!r} is both a file and a directory")
+            tree.dirs[name] = (tcsum.hex(), mcsum.hex())
+        return tree
+
+
+def _name_key(name: str) -> bytes:
+    return name.encode("utf-8")
+
+
+def _check_raw_checksum(raw: bytes) -> None:
+    if len(raw) != 32:
+        raise CorruptionError("checksum field is not 32 bytes")
+
+
+# ---------------------------------------------------------------- commit
+
+
+@dataclass
+class Commit:
+    metadata: list[tuple[str, Variant]]
+    parent: str | None
+    subject: str
+    body: str
+    timestamp: int
+    root_tree: str
+    root_meta: str
+    related: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def serialize(self) -> bytes:
+        parent = bytes.fromhex(self.parent) if self.parent else b""
+        return gvariant.encode(COMMIT_TYPE, (
+            self.metadata, parent, self.related, self.subject, self.body, self.timestamp,
+            bytes.fromhex(self.root_tree), bytes.fromhex(self.root_meta)))
+
+    @classmethod
+    def parse(cls, data: bytes) -> Commit:
+        meta, parent, related, subject, body, ts, tree, dmeta = gvariant.decode(COMMIT_TYPE, data)
+        if parent and len(parent) != 32:
+            raise CorruptionError("commit parent is not 32 bytes")
+        _check_raw_checksum(tree)
+        _check_raw_checksum(dmeta)
+        if any(not key for key, _ in meta):
+            raise CorruptionError("commit metadata has an empty key")
+        return cls(meta, parent.hex() if parent else None, subject, body, ts, tree.hex(), dmeta.hex(),
+                   related)
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        return gvariant.vardict_get(self.metadata, key, default)
+
+    @property
+    def version(self) -> str | None:
+        value = self.meta("version")
+        return value if isinstance(value, str) else None
+
+    @property
+    def content_checksum(self) -> str:
+        return sha256_hex(bytes.fromhex(self.root_tree) + bytes.fromhex(self.root_meta))
+
+
+# ---------------------------------------------------------------- content objects
+
+
+@dataclass(frozen=True)
+class FileMeta:
+    """What a content object records besides the data: owner, mode, symlink target, xattrs."""
+
+    uid: int
+    gid: int
+    mode: int  # full st_mode with S_IFREG or S_IFLNK
+    symlink_target: str = ""
+    xattrs: tuple[tuple[bytes, bytes], ...] = ()
+
+    @property
+    def is_symlink(self) -> bool:
+        return stat.S_ISLNK(self.mode)
+
+    def validate(self) -> None:
+        if not (stat.S_ISREG(self.mode) or stat.S_ISLNK(self.mode)):
+            raise CorruptionError(f"content object has invalid mode {self.mode:o}")
+        if self.mode & ~(stat.S_IFMT(self.mode) | 0o7777):
+            raise CorruptionError(f"content object has invalid mode bits {self.mode:o}")
+
+
+def _frame(variant_bytes: bytes) -> bytes:
+    return len(variant_bytes).to_bytes(4, "big") + b"\0\0\0\0" + variant_bytes
+
+
+def file_header(meta: FileMeta) -> bytes:
+    """The header hashed before a file's content (§7.2)."""
+    return _frame(gvariant.encode(FILE_HEADER_TYPE, (
+        meta.uid, meta.gid, meta.mode, 0, meta.symlink_target, _xattrs_to_gv(list(meta.xattrs)))))
+
+
+def archive_header(meta: FileMeta, size: int) -> bytes:
+    """The header at the start of a .filez object (§8.1)."""
+    return _frame(gvariant.encode(ARCHIVE_HEADER_TYPE, (
+        size, meta.uid, meta.gid, meta.mode, 0, meta.symlink_target, _xattrs_to_gv(list(meta.xattrs)))))
+
+
+def parse_archive_header(data: bytes) -> tuple[FileMeta, int, int]:
+    """Parse the start of a .filez object: (meta, content size, offset where deflate data starts)."""
+    if len(data) < 8:
+        raise CorruptionError("truncated archive file header")
+    length = int.from_bytes(data[:4], "big")
+    end = 8 + length
+    if len(data) < end:
+        raise CorruptionError("truncated archive file header")
+    size, uid, gid, mode, _rdev, target, xattrs = gvariant.decode(ARCHIVE_HEADER_TYPE, data[8:end])
+    meta = FileMeta(uid, gid, mode, target, tuple(_xattrs_from_gv(xattrs)))
+    meta.validate()
+    return meta, size, end
+
+
+def encode_ostreemeta(meta: FileMeta) -> bytes:
+    """The user.ostreemeta xattr value of a bare-user object (§8.3)."""
+    return gvariant.encode(DIRMETA_TYPE, (meta.uid, meta.gid, meta.mode, _xattrs_to_gv(list(meta.xattrs))))
+
+
+def decode_ostreemeta(value: bytes) -> tuple[int, int, int, Xattrs]:
+    uid, gid, mode, xattrs = gvariant.decode(DIRMETA_TYPE, value)
+    return uid, gid, mode, _xattrs_from_gv(xattrs)
+
+
+def content_checksum(meta: FileMeta, content: bytes = b"") -> str:
+    digest = hashlib.sha256(file_header(meta))
+    if not meta.is_symlink:
+        digest.update(content)
+    return digest.hexdigest()
+
+
+def new_archive_compressor(level: int = 6) -> Any:
+    return zlib.compressobj(level, zlib.DEFLATED, -15)
+
+
+def archive_compress(content: bytes, level: int = 6) -> bytes:
+    comp = new_archive_compressor(level)
+    return comp.compress(content) + comp.flush()
+
+
+def archive_decompress(data: bytes, expected_size: int) -> bytes:
+    try:
+        decomp = zlib.decompressobj(-15)
+        out = decomp.decompress(data) + decomp.flush()
+    except zlib.error as exc:
+        raise CorruptionError(f"corrupt compressed content: {exc}") from None
+    if len(out) != expected_size:
+        raise CorruptionError(f"content size {len(out)} does not match header size {expected_size}")
+    return out
+
+
+def vardict(entries: list[tuple[str, str, Any]]) -> list[tuple[str, Variant]]:
+    """Build an a{sv} value from (key, type, value) triples, keeping the order."""
+    return [(key, Variant(sig, value)) for key, sig, value in entries]
+
+
+def tombstone(commit_checksum: str) -> bytes:
+    return gvariant.encode(VARDICT_TYPE, [("commit", Variant("ay", commit_checksum.encode() + b"\0"))])
+
+
+def object_relpath(checksum: str, objtype: ObjectType, archive: bool) -> str:
+    ext = objtype.value
+    if objtype is ObjectType.FILE and archive:
+        ext = "filez"
+    return f"objects/{checksum[:2]}/{checksum[2:]}.{ext}"
