@@ -1,1 +1,1 @@
-"""strata.cli"""
+"""Command-line interface: argument parsing and printing only; the work is done in the layers below."""

@@ -273,9 +273,8 @@ def _dec_array(elem: _Type, data: memoryview) -> Any:
 
 def _dec_tuple(t: _Type, data: memoryview) -> Any:
     size = len(data)
-    if t.fixed_size is not None:
-        if size != t.fixed_size:
-            raise ValueError(f"{t.code}: expected {t.fixed_size} bytes")
+    if t.fixed_size is not None and size != t.fixed_size:
+        raise ValueError(f"{t.code}: expected {t.fixed_size} bytes")
     width = _width_for_size(size) if t.fixed_size is None else 0
     table_end = size
     pos = 0

@@ -267,7 +267,7 @@ def new_archive_compressor(level: int = 6) -> Any:
 
 def archive_compress(content: bytes, level: int = 6) -> bytes:
     comp = new_archive_compressor(level)
-    return comp.compress(content) + comp.flush()
+    return bytes(comp.compress(content) + comp.flush())
 
 
 def archive_decompress(data: bytes, expected_size: int) -> bytes:

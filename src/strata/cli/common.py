@@ -1,0 +1,28 @@
+"""Helpers shared by the CLI modules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+
+def add_repo_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo", default=os.environ.get("STRATA_REPO", os.environ.get("OSTREE_REPO", ".")),
+                        help="path to the repository (default: $STRATA_REPO or the current directory)")
+
+
+def add_sysroot_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sysroot", default=os.environ.get("STRATA_SYSROOT", "/"),
+                        help="path to the sysroot (default: $STRATA_SYSROOT or /)")
+
+
+def print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()

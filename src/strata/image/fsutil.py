@@ -1,0 +1,104 @@
+"""Small filesystem helpers shared by the image and sysroot layers: atomic writes, xattrs, locks."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from strata.errors import LockedError, StrataError
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644, fsync: bool = True) -> None:
+    """Write data to path so that readers see either the old or the complete new content."""
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, mode)
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    if fsync:
+        fsync_dir(path.parent)
+
+
+def atomic_symlink(target: str, path: Path) -> None:
+    """Point the symlink at path to target, replacing any old link atomically."""
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    os.symlink(target, tmp)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_xattrs(path: str | os.PathLike[str], *, follow_symlinks: bool = False) -> list[tuple[bytes, bytes]]:
+    """All extended attributes of path, sorted by name (empty if the filesystem has none)."""
+    try:
+        names = os.listxattr(path, follow_symlinks=follow_symlinks)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EPERM):
+            return []
+        raise
+    result = []
+    for name in names:
+        try:
+            value = os.getxattr(path, name, follow_symlinks=follow_symlinks)
+        except OSError as exc:
+            if exc.errno in (errno.ENODATA, errno.ENOTSUP):
+                continue
+            raise
+        result.append((name.encode("utf-8", "surrogateescape"), value))
+    result.sort(key=lambda kv: kv[0])
+    return result
+
+
+def apply_xattrs(path: str | os.PathLike[str], xattrs: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...],
+                 *, follow_symlinks: bool = False) -> None:
+    for name, value in xattrs:
+        os.setxattr(path, name.decode("utf-8", "surrogateescape"), value, follow_symlinks=follow_symlinks)
+
+
+@contextlib.contextmanager
+def flock(path: Path, *, exclusive: bool, wait: bool = True, what: str = "repository") -> Iterator[None]:
+    """Hold an flock on path (created if missing) for the duration of the block."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        op = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        try:
+            fcntl.flock(fd, op | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise LockedError(f"{what} is locked by another process: {path}") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def ensure_writable_dir(path: Path) -> None:
+    if not os.access(path, os.W_OK):
+        raise StrataError(f"{path} is read-only")

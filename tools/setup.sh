@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what strata needs on a fresh Debian machine (run as root): system tools and a venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Real parts strata drives (bwrap, rpm for scriptlets' interpreters), test oracles (ostree, rpm, nginx,
+# createrepo_c) and the Debian packages the lab distribution is repackaged from (htop nano strace tree).
+APT_PACKAGES=(ostree rpm bubblewrap createrepo-c nginx-light attr htop nano strace tree xz-utils zstd)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+stamp=.venv/.strata-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e '.[test]'
+  touch "$stamp"
+fi
