@@ -1,0 +1,314 @@
+"""Treefiles: parsing YAML/JSON, includes and their merge rules, variables, validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from strata.errors import InvalidInputError
+
+MAX_INCLUDE_DEPTH = 50
+
+LIST_KEYS = {
+    "repos", "postprocess", "add-files", "remove-files", "remove-from-packages", "units", "install-langs",
+    "initramfs-args", "exclude-packages", "ostree-layers", "ostree-override-layers", "etc-group-members",
+    "lockfile-repos", "repo-packages", "container-cmd", "cliwrap-binaries",
+}
+SET_KEYS = {"packages", "ignore-removed-users", "ignore-removed-groups", "bootstrap_packages"}
+MAP_KEYS = {"add-commit-metadata", "metadata", "variables", "repovars"}
+SCALAR_KEYS = {
+    "ref", "releasever", "edition", "selinux", "selinux-label-version", "ima", "ignore-devices", "recommends",
+    "documentation", "no-initramfs", "boot-location", "tmp-is-dir", "opt-usrlocal", "machineid-compat",
+    "default-target", "preserve-passwd", "check-passwd", "check-groups", "postprocess-script",
+    "mutate-os-release", "automatic-version-prefix", "automatic-version-suffix", "gpg-key", "container",
+    "rpmdb", "rpmdb-normalize", "readonly-executables", "repo-metadata", "advisories-metadata",
+    "platform-module", "cliwrap", "sysusers", "rojig",
+}
+INCLUDE_KEYS = {"include", "arch-include", "conditional-include"}
+LEGACY_KEYS = {"default_target": "default-target", "boot_location": "boot-location", "gpg_key": "gpg-key",
+               "automatic_version_prefix": "automatic-version-prefix"}
+DERIVE_KEYS = {"base-refspec", "container-image-reference", "packages-local", "packages-local-fileoverride",
+               "override-remove", "override-replace-local", "ex-override-replace", "initramfs", "custom",
+               "override-commit", "unconfigured-state"}
+KNOWN_KEYS = LIST_KEYS | SET_KEYS | MAP_KEYS | SCALAR_KEYS | INCLUDE_KEYS
+RESERVED_VARIABLES = ("basearch", "releasever")
+_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_COND_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(==|!=|<=|>=|<|>)\s*(.+?)\s*$")
+
+
+def host_basearch() -> str:
+    machine = platform.machine()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+
+
+@dataclass
+class Treefile:
+    """A fully expanded treefile: includes merged, variables substituted."""
+
+    path: Path
+    data: dict[str, Any]
+    basearch: str
+    sources: list[Path] = field(default_factory=list)  # every file read, top file first
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    @property
+    def ref(self) -> str | None:
+        ref = self.data.get("ref")
+        return str(ref) if ref is not None else None
+
+    @property
+    def packages(self) -> list[str]:
+        return list(self.data.get("packages", []))
+
+    @property
+    def exclude_packages(self) -> list[str]:
+        return list(self.data.get("exclude-packages", []))
+
+    @property
+    def recommends(self) -> bool:
+        return bool(self.data.get("recommends", True))
+
+    @property
+    def documentation(self) -> bool:
+        return bool(self.data.get("documentation", True))
+
+    @property
+    def repos(self) -> list[str] | None:
+        repos = self.data.get("repos")
+        return list(repos) if repos is not None else None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def to_json(self) -> str:
+        return json.dumps(self.data, indent=2, sort_keys=True)
+
+    def canonical_bytes(self) -> bytes:
+        """The flattened treefile re-serialised, so that formatting and key order do not matter."""
+        return json.dumps(self.data, sort_keys=True, separators=(",", ":")).encode()
+
+
+def load_treefile(path: str | os.PathLike[str], *, basearch: str | None = None) -> Treefile:
+    top = Path(path).resolve()
+    arch = basearch or host_basearch()
+    if arch != host_basearch():
+        raise InvalidInputError(f"Invalid basearch {arch} on {host_basearch()}: cross-composes are not supported")
+    loader = _Loader(arch)
+    merged = loader.load(top, depth=0)
+    variables = _variables(merged, arch)
+    data = _finalize(merged, variables, arch)
+    return Treefile(top, data, arch, loader.seen)
+
+
+class _Loader:
+    def __init__(self, basearch: str) -> None:
+        self.basearch = basearch
+        self.seen: list[Path] = []
+
+    def load(self, path: Path, depth: int) -> dict[str, Any]:
+        if depth > MAX_INCLUDE_DEPTH:
+            raise InvalidInputError(f"maximum include depth {MAX_INCLUDE_DEPTH} exceeded at {path}")
+        if path in self.seen:
+            raise InvalidInputError(f"{path} is included more than once")
+        self.seen.append(path)
+        return self.expand(_read_file(path), path.parent, depth, str(path))
+
+    def expand(self, raw: dict[str, Any], directory: Path, depth: int, source: str) -> dict[str, Any]:
+        own = _normalise_keys(raw, source)
+        result: dict[str, Any] = {}
+        for include in _as_list(own.pop("include", None)):
+            result = _merge(result, self._include(include, directory, depth))
+        arch_includes = own.pop("arch-include", None) or {}
+        if not isinstance(arch_includes, dict):
+            raise InvalidInputError(f"{source}: arch-include must be a map")
+        for include in _as_list(arch_includes.get(self.basearch)):
+            result = _merge(result, self._include(include, directory, depth))
+        for cond in own.pop("conditional-include", None) or []:
+            variables = _variables(_merge(result, own), self.basearch)
+            if _condition_holds(cond.get("if"), variables, source):
+                for include in _as_list(cond.get("include")):
+                    result = _merge(result, self._include(include, directory, depth))
+        return _merge(result, own)
+
+    def _include(self, include: Any, directory: Path, depth: int) -> dict[str, Any]:
+        if isinstance(include, dict):
+            return self.expand(include, directory, depth + 1, "inline include")
+        if not isinstance(include, str):
+            raise InvalidInputError(f"invalid include: {include!r}")
+        return self.load((directory / include).resolve(), depth + 1)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InvalidInputError(f"treefile not found: {path}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidInputError(f"cannot parse treefile {path}: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"treefile {path} must be a map at the top level")
+    return data
+
+
+def _normalise_keys(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    own: dict[str, Any] = {}
+    derive = sorted(k for k in raw if k in DERIVE_KEYS)
+    if derive:
+        raise InvalidInputError(f"the following derivation fields are not supported: {', '.join(derive)}")
+    unknown = sorted(k for k in raw if k not in KNOWN_KEYS and k not in LEGACY_KEYS
+                     and not k.startswith("packages-"))
+    if unknown:
+        raise InvalidInputError(f"{source}: Unknown fields: {', '.join(unknown)}")
+    for key, value in raw.items():
+        own[LEGACY_KEYS.get(key, key)] = value
+    if "bootstrap_packages" in own:
+        own["packages"] = list(own.get("packages") or []) + list(own.pop("bootstrap_packages") or [])
+    return own
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """Merge an included treefile (parent) with the includer (child) by the documented rules."""
+    result = dict(parent)
+    for key, value in child.items():
+        if key not in result or value is None:
+            result[key] = value
+        elif key in LIST_KEYS or key.startswith("packages-"):
+            result[key] = list(result[key] or []) + list(value or [])
+        elif key in SET_KEYS:
+            merged = list(result[key] or [])
+            merged += [v for v in value or [] if v not in merged]
+            result[key] = merged
+        elif key in MAP_KEYS:
+            result[key] = {**(result[key] or {}), **(value or {})}
+        else:
+            result[key] = value
+    return result
+
+
+def _variables(data: dict[str, Any], basearch: str) -> dict[str, Any]:
+    declared = data.get("variables") or {}
+    for name in RESERVED_VARIABLES:
+        if name in declared:
+            raise InvalidInputError(f"cannot define reserved variable '{name}'")
+    variables = dict(declared)
+    variables["basearch"] = basearch
+    if data.get("releasever") is not None:
+        variables["releasever"] = str(data["releasever"])
+    return variables
+
+
+def _condition_holds(cond: Any, variables: dict[str, Any], source: str) -> bool:
+    return all(_one_condition(c, variables, source) for c in _as_list(cond))
+
+
+def _one_condition(text: Any, variables: dict[str, Any], source: str) -> bool:
+    match = _COND_RE.match(str(text))
+    if not match:
+        raise InvalidInputError(f"{source}: invalid condition: {text!r}")
+    name, op, raw_value = match.groups()
+    if name not in variables:
+        raise InvalidInputError(f"{source}: unknown variable in condition: {name}")
+    left = variables[name]
+    right: Any = yaml.safe_load(raw_value)
+    if isinstance(left, bool) != isinstance(right, bool) or (
+            isinstance(left, int | float) != isinstance(right, int | float)):
+        if not (isinstance(left, str) and isinstance(right, str)):
+            raise InvalidInputError(f"{source}: type mismatch in condition: {text!r}")
+    ops = {"==": left == right, "!=": left != right}
+    if op in ops:
+        return ops[op]
+    return bool({"<": left < right, "<=": left <= right, ">": left > right, ">=": left >= right}[op])
+
+
+def substitute(text: str, variables: dict[str, Any]) -> str:
+    def repl(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in variables:
+            raise InvalidInputError(f"unknown variable ${{{name}}}")
+        value = variables[name]
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    return _VAR_RE.sub(repl, text)
+
+
+def split_package_entries(entries: list[Any]) -> list[str]:
+    """Split `packages` entries on whitespace, except single-quoted ones (which may hold constraints)."""
+    result: list[str] = []
+    for entry in entries:
+        text = str(entry)
+        if text.count("'") % 2:
+            raise InvalidInputError(f"Missing terminating quote: {text}")
+        lexer = shlex.shlex(text, posix=True)
+        lexer.whitespace_split = True
+        lexer.quotes = "'"
+        result.extend(token for token in lexer if token)
+    return result
+
+
+def _finalize(data: dict[str, Any], variables: dict[str, Any], basearch: str) -> dict[str, Any]:
+    out = dict(data)
+    packages = split_package_entries(out.get("packages") or [])
+    for key in [k for k in out if k.startswith("packages-")]:
+        extra = out.pop(key) or []
+        if key == f"packages-{basearch}":
+            packages += [p for p in split_package_entries(extra) if p not in packages]
+    if packages or "packages" in out:
+        out["packages"] = packages
+    if "exclude-packages" in out:
+        excluded = split_package_entries(out["exclude-packages"] or [])
+        both = sorted(set(excluded) & set(packages))
+        if both:
+            raise InvalidInputError(f"package(s) both in packages and exclude-packages: {', '.join(both)}")
+        out["exclude-packages"] = excluded
+    for key in ("ref", "automatic-version-prefix", "mutate-os-release", "platform-module"):
+        if isinstance(out.get(key), str):
+            out[key] = substitute(out[key], variables)
+    for key in ("metadata", "add-commit-metadata"):
+        if isinstance(out.get(key), dict):
+            out[key] = {k: substitute(v, variables) if isinstance(v, str) else v for k, v in out[key].items()}
+    suffix = out.get("automatic-version-suffix")
+    if suffix is not None and (len(str(suffix)) != 1 or not str(suffix).isascii()):
+        raise InvalidInputError(f"Invalid automatic-version-suffix, must be exactly one ASCII character: {suffix}")
+    for src_dest in out.get("add-files") or []:
+        _check_add_file(src_dest)
+    for path in out.get("remove-files") or []:
+        if str(path).startswith("/") or ".." in str(path).split("/"):
+            raise InvalidInputError(f"invalid path in remove-files: {path}")
+    if out.get("units") and out.get("machineid-compat") is False:
+        raise InvalidInputError("'units' directive is incompatible with machineid-compat = false")
+    return out
+
+
+_ADD_FILES_ROOTS = ("/usr/", "/etc/", "/bin/", "/sbin/", "/lib/", "/lib64/")
+
+
+def _check_add_file(entry: Any) -> None:
+    if not isinstance(entry, list) or len(entry) != 2:
+        raise InvalidInputError(f"add-files entries must be [source, destination]: {entry!r}")
+    dest = str(entry[1])
+    if not dest.startswith(_ADD_FILES_ROOTS) or dest.startswith("/usr/local/") or ".." in dest.split("/"):
+        raise InvalidInputError(f"Unsupported path in add-files: {dest}")
+    src = str(entry[0])
+    if src.startswith("/") or ".." in src.split("/"):
+        raise InvalidInputError(f"add-files source must be relative to the treefile directory: {src}")
