@@ -33,11 +33,11 @@ postprocess: ["echo extra"]
 include: [base.yaml, extra.yaml]
 ref: lab/${basearch}/${flavor}
 packages: ["nano 'demo-engine >= 1.13'", bash]
-packages-%s: [strace]
+packages-ARCH: [strace]
 packages-nosucharch: [tree]
 postprocess: ["echo top"]
 add-commit-metadata: {b: top}
-""" % host_basearch())
+""".replace("ARCH", host_basearch()))
     tf = load_treefile(top)
     assert tf.ref == f"lab/{host_basearch()}/lab"
     assert tf.packages == ["bash", "coreutils", "htop", "nano", "demo-engine >= 1.13", "strace"]

@@ -232,13 +232,13 @@ def _one_condition(text: Any, variables: dict[str, Any], source: str) -> bool:
         raise InvalidInputError(f"{source}: unknown variable in condition: {name}")
     left = variables[name]
     right: Any = yaml.safe_load(raw_value)
-    if isinstance(left, bool) != isinstance(right, bool) or (
-            isinstance(left, int | float) != isinstance(right, int | float)):
-        if not (isinstance(left, str) and isinstance(right, str)):
-            raise InvalidInputError(f"{source}: type mismatch in condition: {text!r}")
+    mismatch = isinstance(left, bool) != isinstance(right, bool) or (
+        isinstance(left, int | float) != isinstance(right, int | float))
+    if mismatch and not (isinstance(left, str) and isinstance(right, str)):
+        raise InvalidInputError(f"{source}: type mismatch in condition: {text!r}")
     ops = {"==": left == right, "!=": left != right}
     if op in ops:
-        return ops[op]
+        return bool(ops[op])
     return bool({"<": left < right, "<=": left <= right, ">": left > right, ">=": left >= right}[op])
 
 
