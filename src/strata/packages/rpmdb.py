@@ -1,0 +1,66 @@
+"""The rpmdb of a tree, written and read by the real rpm (sqlite backend) so that `rpm -qa` agrees.
+
+rpm-ostree keeps the database in /usr/share/rpm; /usr/lib/sysimage/rpm and /var/lib/rpm point there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from strata.errors import StrataError
+
+RPMDB_DIR = "usr/share/rpm"
+RPM_MACROS_FILE = "usr/lib/rpm/macros.d/macros.rpm-ostree"
+_BATCH = 200  # rpm command lines stay well below ARG_MAX
+
+
+def _rpm(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    rpm = shutil.which("rpm")
+    if rpm is None:
+        raise StrataError("rpm is not installed; it is needed to write the rpmdb")
+    argv = [rpm, "--root", str(root), "--dbpath", "/" + RPMDB_DIR, *args]
+    return subprocess.run(argv, text=True, capture_output=True, check=False,
+                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"})
+
+
+def write_rpmdb(root: Path, install: Sequence[Path], erase: Sequence[str] = ()) -> None:
+    """Record packages as installed in root's rpmdb (creating it), and erase others by NEVRA."""
+    (root / RPMDB_DIR).mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(erase), _BATCH):
+        proc = _rpm(root, "-e", "--justdb", "--nodeps", "--noscripts", "--notriggers",
+                    *erase[start:start + _BATCH])
+        if proc.returncode != 0:
+            raise StrataError(f"Writing rpmdb: {_first_line(proc.stderr)}")
+    for start in range(0, len(install), _BATCH):
+        batch = [str(p) for p in install[start:start + _BATCH]]
+        proc = _rpm(root, "-i", "--justdb", "--nodeps", "--noscripts", "--notriggers", "--nosignature",
+                    "--nodigest", "--ignorearch", "--ignoreos", "--replacepkgs", "--replacefiles", *batch)
+        if proc.returncode != 0:
+            raise StrataError(f"Writing rpmdb: {_first_line(proc.stderr)}")
+    _remove_transient_files(root / RPMDB_DIR)
+
+
+def installed_nevras(root: Path) -> list[str]:
+    """NEVRAs recorded in root's rpmdb, as `rpm -qa` prints them, sorted."""
+    if not (root / RPMDB_DIR).is_dir():
+        return []
+    proc = _rpm(root, "-qa", "--qf", "%{NAME}-%{EPOCHNUM}:%{VERSION}-%{RELEASE}.%{ARCH}\n")
+    if proc.returncode != 0:
+        raise StrataError(f"reading rpmdb: {_first_line(proc.stderr)}")
+    return sorted(line.replace("-0:", "-") for line in proc.stdout.split())
+
+
+def _remove_transient_files(dbdir: Path) -> None:
+    for entry in dbdir.iterdir():
+        if entry.name.startswith(("__db.", ".rpm.lock", ".dbenv.lock")) or entry.name.endswith(
+                ("-shm", "-wal")):
+            entry.unlink()
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "rpm failed"
