@@ -1,0 +1,124 @@
+"""The deployment origin as rpm-ostree keeps it (spec D): what the user asked for, in one typed model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from strata.errors import InvalidInputError
+from strata.image.keyfile import KeyFile
+
+
+@dataclass(frozen=True)
+class LocalPackage:
+    """A local RPM recorded as `<sha256 of lead+signature+header>:<nevra>`."""
+
+    sha256: str
+    nevra: str
+
+    def serialize(self) -> str:
+        return f"{self.sha256}:{self.nevra}"
+
+    @classmethod
+    def parse(cls, text: str) -> LocalPackage:
+        digest, sep, nevra = text.partition(":")
+        if not sep or len(digest) != 64:
+            raise InvalidInputError(f"malformed local package entry in origin: {text}")
+        return cls(digest, nevra)
+
+
+@dataclass(frozen=True)
+class Origin:
+    refspec: str
+    override_commit: str | None = None
+    requested: tuple[str, ...] = ()
+    requested_local: tuple[LocalPackage, ...] = ()
+    requested_local_fileoverride: tuple[LocalPackage, ...] = ()
+    override_remove: tuple[str, ...] = ()
+    override_replace_local: tuple[LocalPackage, ...] = ()
+    regenerate_initramfs: bool = False
+    initramfs_args: tuple[str, ...] = ()
+    unconfigured_state: str | None = None
+    pinned: bool = False
+    extra: dict[str, dict[str, str]] = field(default_factory=dict)  # groups/keys we keep but do not model
+
+    @property
+    def needs_local_assembly(self) -> bool:
+        return bool(self.requested or self.requested_local or self.requested_local_fileoverride
+                    or self.override_remove or self.override_replace_local or self.regenerate_initramfs
+                    or self.initramfs_args)
+
+    @property
+    def has_overrides(self) -> bool:
+        return bool(self.override_remove or self.override_replace_local)
+
+    def evolve(self, **changes: object) -> Origin:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------ key file
+
+    @classmethod
+    def from_keyfile(cls, kf: KeyFile) -> Origin:
+        refspec = kf.get("origin", "baserefspec") or kf.get("origin", "refspec")
+        if not refspec:
+            raise InvalidInputError("origin has neither refspec nor baserefspec")
+        known = {("origin", "refspec"), ("origin", "baserefspec"), ("origin", "override-commit"),
+                 ("origin", "unconfigured-state"), ("packages", "requested"), ("packages", "requested-local"),
+                 ("packages", "requested-local-fileoverride"), ("overrides", "remove"),
+                 ("overrides", "replace-local"), ("rpmostree", "regenerate-initramfs"),
+                 ("rpmostree", "initramfs-args"), ("libostree-transient", "pinned")}
+        extra: dict[str, dict[str, str]] = {}
+        for group, entries in kf.groups.items():
+            for key, value in entries.items():
+                if (group, key) not in known:
+                    extra.setdefault(group, {})[key] = value
+        return cls(
+            refspec=refspec,
+            override_commit=kf.get("origin", "override-commit"),
+            requested=tuple(kf.get_list("packages", "requested")),
+            requested_local=tuple(map(LocalPackage.parse, kf.get_list("packages", "requested-local"))),
+            requested_local_fileoverride=tuple(
+                map(LocalPackage.parse, kf.get_list("packages", "requested-local-fileoverride"))),
+            override_remove=tuple(kf.get_list("overrides", "remove")),
+            override_replace_local=tuple(map(LocalPackage.parse, kf.get_list("overrides", "replace-local"))),
+            regenerate_initramfs=kf.get_bool("rpmostree", "regenerate-initramfs", False),
+            initramfs_args=tuple(kf.get_list("rpmostree", "initramfs-args")),
+            unconfigured_state=kf.get("origin", "unconfigured-state"),
+            pinned=kf.get_bool("libostree-transient", "pinned", False),
+            extra=extra,
+        )
+
+    @classmethod
+    def parse(cls, text: str) -> Origin:
+        return cls.from_keyfile(KeyFile.parse(text, "origin"))
+
+    def to_keyfile(self) -> KeyFile:
+        kf = KeyFile()
+        kf.set("origin", "baserefspec" if self.needs_local_assembly else "refspec", self.refspec)
+        if self.override_commit:
+            kf.set("origin", "override-commit", self.override_commit)
+        if self.unconfigured_state:
+            kf.set("origin", "unconfigured-state", self.unconfigured_state)
+        if self.regenerate_initramfs:
+            kf.set("rpmostree", "regenerate-initramfs", True)
+        if self.initramfs_args:
+            kf.set("rpmostree", "initramfs-args", list(self.initramfs_args))
+        if self.requested:
+            kf.set("packages", "requested", sorted(self.requested))
+        if self.requested_local:
+            kf.set("packages", "requested-local", [p.serialize() for p in self.requested_local])
+        if self.requested_local_fileoverride:
+            kf.set("packages", "requested-local-fileoverride",
+                   [p.serialize() for p in self.requested_local_fileoverride])
+        if self.override_remove:
+            kf.set("overrides", "remove", sorted(self.override_remove))
+        if self.override_replace_local:
+            kf.set("overrides", "replace-local", [p.serialize() for p in self.override_replace_local])
+        for group, entries in self.extra.items():
+            for key, value in entries.items():
+                kf.set(group, key, value)
+        if self.pinned:
+            kf.set("libostree-transient", "pinned", True)
+        return kf
+
+    def serialize(self) -> str:
+        return self.to_keyfile().serialize()
