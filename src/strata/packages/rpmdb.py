@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,6 +43,18 @@ def write_rpmdb(root: Path, install: Sequence[Path], erase: Sequence[str] = ()) 
         if proc.returncode != 0:
             raise StrataError(f"Writing rpmdb: {_first_line(proc.stderr)}")
     _remove_transient_files(root / RPMDB_DIR)
+
+
+def write_rpmdb_from_headers(root: Path, headers: Sequence[bytes], erase: Sequence[str] = ()) -> None:
+    """Like write_rpmdb, from package headers (lead + signature + header, as the package cache keeps
+    them): rpm records a package from its header alone when asked for the database only."""
+    with tempfile.TemporaryDirectory(prefix="strata-rpmdb-") as tmp:
+        paths = []
+        for index, header in enumerate(headers):
+            path = Path(tmp) / f"{index:05d}.rpm"
+            path.write_bytes(header)
+            paths.append(path)
+        write_rpmdb(root, paths, erase)
 
 
 def installed_nevras(root: Path) -> list[str]:

@@ -93,8 +93,13 @@ def run_scriptlets(root: Path, scripts: Iterable[Scriptlet], log: Log, *, upgrad
         box = sandbox_for(root, Path(tmp))
         for script in todo:
             _run_one(box, script, "2" if script.package in upgrade else "1", log)
+    cleanup_etc_mountpoint(root)
+
+
+def cleanup_etc_mountpoint(root: Path) -> None:
+    """Remove the empty /etc that bwrap needed as a mount point for usr/etc."""
     etc_mountpoint = root / "etc"
-    if etc_mountpoint.is_dir() and not any(etc_mountpoint.iterdir()):
+    if etc_mountpoint.is_dir() and not etc_mountpoint.is_symlink() and not any(etc_mountpoint.iterdir()):
         etc_mountpoint.rmdir()
 
 
