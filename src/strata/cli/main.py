@@ -12,7 +12,8 @@ from strata import __version__
 from strata.errors import StrataError
 
 # Each module has register(subparsers) adding its verbs; a verb sets func(args) -> int.
-VERB_MODULES = ("strata.cli.repo", "strata.cli.admin", "strata.cli.compose", "strata.cli.client", "strata.cli.lab")
+VERB_MODULES = ("strata.cli.repo", "strata.cli.admin", "strata.cli.compose", "strata.cli.db", "strata.cli.client",
+                "strata.cli.lab")
 
 
 class _Parser(argparse.ArgumentParser):
