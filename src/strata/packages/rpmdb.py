@@ -5,6 +5,7 @@ rpm-ostree keeps the database in /usr/share/rpm; /usr/lib/sysimage/rpm and /var/
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -19,11 +20,21 @@ RPM_MACROS_FILE = "usr/lib/rpm/macros.d/macros.rpm-ostree"
 _BATCH = 200  # rpm command lines stay well below ARG_MAX
 
 
-def _rpm(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+@functools.cache
+def _rpm_binary() -> tuple[str, tuple[str, ...]]:
+    """The rpm binary and the options it needs: Debian's build refuses installs unless forced."""
     rpm = shutil.which("rpm")
     if rpm is None:
         raise StrataError("rpm is not installed; it is needed to write the rpmdb")
-    argv = [rpm, "--root", str(root), "--dbpath", "/" + RPMDB_DIR, *args]
+    helptext = subprocess.run([rpm, "--help"], capture_output=True, text=True, check=False).stdout
+    return rpm, ("--force-debian",) if "--force-debian" in helptext else ()
+
+
+def _rpm(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    rpm, extra = _rpm_binary()
+    writing = args[:1] in (("-i",), ("-e",))
+    argv = [rpm, "--root", str(root.resolve()), "--dbpath", "/" + RPMDB_DIR, *args[:1],
+            *(extra if writing else ()), *args[1:]]
     return subprocess.run(argv, text=True, capture_output=True, check=False,
                           env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"})
 

@@ -1,0 +1,220 @@
+"""Reading RPM files through rpm-rs (PyPI `rpm-rs`): identity, file list, scriptlets, streamed payload."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import rpm_rs
+
+from strata.errors import CorruptionError, StrataError
+from strata.packages.importer import normalize_payload_path
+from strata.packages.nevra import Nevra
+from strata.packages.scripts import Scriptlet
+
+_DOC_FLAGS = int(rpm_rs.FileFlags.DOC) | int(rpm_rs.FileFlags.LICENSE) | int(rpm_rs.FileFlags.README)
+_SCRIPT_GETTERS = {"pre": "pre_install_script", "post": "post_install_script", "posttrans": "post_trans_script",
+                   "pretrans": "pre_trans_script", "preun": "pre_uninstall_script",
+                   "postun": "post_uninstall_script"}
+
+
+@dataclass(frozen=True)
+class RpmFile:
+    """One entry of the package's file list (from the header)."""
+
+    path: str
+    mode: int
+    user: str
+    group: str
+    flags: int
+    linkto: str
+    size: int
+    caps: bytes | None
+
+    @property
+    def is_doc(self) -> bool:
+        return bool(self.flags & _DOC_FLAGS)
+
+    @property
+    def is_config(self) -> bool:
+        return bool(self.flags & int(rpm_rs.FileFlags.CONFIG))
+
+    @property
+    def is_ghost(self) -> bool:
+        return bool(self.flags & int(rpm_rs.FileFlags.GHOST))
+
+
+@dataclass(frozen=True)
+class PayloadItem:
+    path: str
+    mode: int
+    data: bytes
+    link_target: str
+    user: str
+    group: str
+
+
+class RpmHeader:
+    """The metadata of a package: from an .rpm file or from the header bytes the package cache keeps."""
+
+    def __init__(self, raw: bytes, metadata: Any) -> None:
+        self.raw = raw  # lead + signature header + main header
+        self._md = metadata
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> RpmHeader:
+        try:
+            return cls(raw, rpm_rs.PackageMetadata.from_bytes(raw))
+        except Exception as exc:  # rpm-rs raises plain runtime errors for malformed input
+            raise CorruptionError(f"cannot parse RPM header: {exc}") from None
+
+    def _get(self, attr: str) -> Any:
+        """rpm-rs exposes some fields as properties and others as methods; a missing tag raises."""
+        value = getattr(self._md, attr)
+        return value() if callable(value) else value
+
+    @cached_property
+    def nevra(self) -> Nevra:
+        return Nevra(self._get("name"), self._epoch(), self._get("version"), self._get("release"),
+                     self._get("arch"))
+
+    def _epoch(self) -> int:
+        try:
+            return int(self._get("epoch") or 0)
+        except RuntimeError:  # no EPOCH tag
+            return 0
+
+    @property
+    def buildtime(self) -> int:
+        return int(self._get("build_time"))
+
+    @cached_property
+    def files(self) -> list[RpmFile]:
+        result = []
+        for entry in self._get("file_entries"):
+            result.append(RpmFile(entry.path, int(entry.mode.raw_mode), entry.user or "root", entry.group or "root",
+                                  int(entry.flags), entry.linkto or "", int(entry.size or 0),
+                                  parse_capabilities(entry.caps) if entry.caps else None))
+        return result
+
+    def is_doc(self, path: str) -> bool:
+        return path in self._doc_paths
+
+    @cached_property
+    def _doc_paths(self) -> frozenset[str]:
+        return frozenset(f.path for f in self.files if f.is_doc)
+
+    def scriptlets(self, kind: str) -> list[Scriptlet]:
+        try:
+            script = self._get(_SCRIPT_GETTERS[kind])
+        except RuntimeError:
+            return []
+        if script is None or not script.script:
+            return []
+        program = tuple(script.program) if script.program else ("/bin/sh",)
+        return [Scriptlet(self.nevra.name, kind, program, script.script)]
+
+    def dependencies(self, kind: str) -> list[tuple[str, int, str]]:
+        """(name, flags, version) of requires/provides/conflicts/obsoletes/recommends."""
+        try:
+            deps = self._get(kind)
+        except RuntimeError:
+            return []
+        return [(d.name, int(d.flags), d.version or "") for d in deps]
+
+
+class RpmPackage(RpmHeader):
+    """An .rpm file on disk: its header plus a streamed payload."""
+
+    def __init__(self, path: Path, raw: bytes, metadata: Any) -> None:
+        super().__init__(raw, metadata)
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> RpmPackage:
+        source = Path(path)
+        try:
+            metadata = rpm_rs.PackageMetadata.open(str(source))
+            offsets = metadata.package_segment_offsets
+            offsets = offsets() if callable(offsets) else offsets
+            with open(source, "rb") as f:
+                raw = f.read(int(offsets.payload))
+        except FileNotFoundError:
+            raise StrataError(f"{source}: no such file") from None
+        except Exception as exc:
+            raise CorruptionError(f"{source.name}: not a valid RPM ({exc})") from None
+        return cls(source, raw, metadata)
+
+    @property
+    def header_bytes(self) -> bytes:
+        return self.raw
+
+    def payload(self) -> Iterator[PayloadItem]:
+        owners = {f.path: (f.user, f.group) for f in self.files}
+        try:
+            reader = rpm_rs.PackageReader.open(str(self.path))
+            for entry in reader:
+                path = entry.metadata.path
+                normalize_payload_path(path)
+                mode = int(entry.metadata.mode.raw_mode)
+                content = bytes(entry.content) if entry.content is not None else b""
+                user, group = owners.get(path, ("root", "root"))
+                target = content.decode("utf-8", "surrogateescape") if _is_symlink(mode) else ""
+                yield PayloadItem(path, mode, b"" if target else content, target, user, group)
+        except StrataError:
+            raise
+        except Exception as exc:
+            raise CorruptionError(f"{self.path.name}: corrupt payload ({exc})") from None
+
+
+def _is_symlink(mode: int) -> bool:
+    return (mode & 0o170000) == 0o120000
+
+
+_CAP_NAMES = (
+    "chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid", "setuid", "setpcap",
+    "linux_immutable", "net_bind_service", "net_broadcast", "net_admin", "net_raw", "ipc_lock", "ipc_owner",
+    "sys_module", "sys_rawio", "sys_chroot", "sys_ptrace", "sys_pacct", "sys_admin", "sys_boot", "sys_nice",
+    "sys_resource", "sys_time", "sys_tty_config", "mknod", "lease", "audit_write", "audit_control", "setfcap",
+    "mac_override", "mac_admin", "syslog", "wake_alarm", "block_suspend", "audit_read", "perfmon", "bpf",
+    "checkpoint_restore")
+
+
+def parse_capabilities(text: str) -> bytes:
+    """A file capability text (`cap_net_raw=ep`, `cap_a,cap_b+ep`) as a VFS_CAP_REVISION_2 xattr value."""
+    permitted = inheritable = 0
+    effective = False
+    for clause in text.replace("=", "=\0").split():
+        names, op, flags = _split_clause(clause.replace("\0", ""))
+        bits = 0
+        for name in names.split(","):
+            if not name:
+                continue
+            key = name.lower().removeprefix("cap_")
+            if key == "all":
+                bits |= (1 << len(_CAP_NAMES)) - 1
+            elif key in _CAP_NAMES:
+                bits |= 1 << _CAP_NAMES.index(key)
+            else:
+                raise CorruptionError(f"unknown capability {name}")
+        if op in ("=", "+"):
+            permitted = permitted | bits if "p" in flags else permitted
+            inheritable = inheritable | bits if "i" in flags else inheritable
+            effective = effective or "e" in flags
+        elif op == "-":
+            permitted &= ~bits if "p" in flags else permitted
+            inheritable &= ~bits if "i" in flags else inheritable
+    magic = 0x02000000 | (1 if effective else 0)
+    words = (magic, permitted & 0xFFFFFFFF, inheritable & 0xFFFFFFFF, permitted >> 32, inheritable >> 32)
+    return b"".join(w.to_bytes(4, "little") for w in words)
+
+
+def _split_clause(clause: str) -> tuple[str, str, str]:
+    for index, char in enumerate(clause):
+        if char in "=+-":
+            return clause[:index], char, clause[index + 1:]
+    return clause, "=", "ep"
