@@ -1,0 +1,184 @@
+"""Dependency solving with libsolv (PyPI `solv`) over rpm-md repositories."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import solv
+
+from strata.errors import NotFoundError, StrataError
+from strata.packages.nevra import Nevra
+from strata.packages.rpmmd import RepoMetadata
+
+_SELECT_FLAGS = (solv.Selection.SELECTION_NAME | solv.Selection.SELECTION_PROVIDES
+                 | solv.Selection.SELECTION_CANON | solv.Selection.SELECTION_DOTARCH
+                 | solv.Selection.SELECTION_REL | solv.Selection.SELECTION_FILELIST)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A package available in a repository."""
+
+    nevra: Nevra
+    repo_id: str
+    location: str
+    checksum: tuple[str, str]  # (hashlib algorithm, hex)
+    size: int
+
+    @property
+    def checksum_text(self) -> str:
+        return f"{self.checksum[0]}:{self.checksum[1]}"
+
+
+@dataclass(frozen=True)
+class InstalledPackage:
+    """A package of a base tree: identity plus what it provides (for solving layers on top)."""
+
+    nevra: Nevra
+    provides: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+
+
+@dataclass
+class Solution:
+    install: list[Candidate] = field(default_factory=list)  # in installation order
+    erase: list[Nevra] = field(default_factory=list)
+
+
+class Solver:
+    def __init__(self, repos: Iterable[RepoMetadata]) -> None:
+        self.pool = solv.Pool()
+        self.pool.setarch()
+        self.repos: dict[str, RepoMetadata] = {}
+        for meta in repos:
+            self._add_repo(meta)
+        self.installed: Any = None
+
+    def _add_repo(self, meta: RepoMetadata) -> None:
+        repo = self.pool.add_repo(meta.config.id)
+        self.repos[meta.config.id] = meta
+        with _xfopen(meta.repomd) as handle:
+            repo.add_repomdxml(handle, 0)
+        with _xfopen(meta.files["primary"]) as handle:
+            repo.add_rpmmd(handle, None, 0)
+        if "filelists" in meta.files:
+            with _xfopen(meta.files["filelists"]) as handle:
+                repo.add_rpmmd(handle, None, solv.Repo.REPO_EXTEND_SOLVABLES)
+
+    def set_installed(self, packages: Iterable[InstalledPackage]) -> None:
+        """Declare the base packages (as installed, and locked unless removed)."""
+        repo = self.pool.add_repo("@System")
+        for pkg in packages:
+            solvable = repo.add_solvable()
+            solvable.name = pkg.nevra.name
+            solvable.evr = pkg.nevra.evr
+            solvable.arch = pkg.nevra.arch
+            solvable.add_provides(self.pool.Dep(pkg.nevra.name).Rel(solv.REL_EQ, self.pool.Dep(pkg.nevra.evr)))
+            for provide in pkg.provides:
+                solvable.add_provides(self._dep(provide))
+            for path in pkg.files:
+                solvable.add_provides(self.pool.Dep(path))
+        repo.internalize()
+        self.pool.installed = repo
+        self.installed = repo
+
+    def _prepare(self) -> None:
+        self.pool.addfileprovides()
+        self.pool.createwhatprovides()
+
+    def _dep(self, text: str) -> Any:
+        parts = text.split()
+        if len(parts) == 3:
+            ops = {"=": solv.REL_EQ, ">=": solv.REL_GT | solv.REL_EQ, "<=": solv.REL_LT | solv.REL_EQ,
+                   ">": solv.REL_GT, "<": solv.REL_LT}
+            if parts[1] in ops:
+                return self.pool.Dep(parts[0]).Rel(ops[parts[1]], self.pool.Dep(parts[2]))
+        return self.pool.Dep(text)
+
+    def providers(self, request: str) -> list[Any]:
+        """Solvables (installed or available) matching a request string."""
+        self._prepare()
+        return list(self.pool.select(request, _SELECT_FLAGS).solvables())
+
+    def installed_providers(self, request: str) -> list[Nevra]:
+        return [_nevra(s) for s in self.providers(request) if self.installed is not None and s.repo == self.installed]
+
+    def resolve(self, requests: Iterable[str], *, exclude: Iterable[str] = (), remove: Iterable[str] = (),
+                recommends: bool = True) -> Solution:
+        self._prepare()
+        jobs: list[Any] = []
+        missing = []
+        for request in requests:
+            selection = self.pool.select(request, _SELECT_FLAGS)
+            if selection.isempty():
+                missing.append(request)
+                continue
+            jobs += selection.jobs(solv.Job.SOLVER_INSTALL)
+        if missing:
+            raise NotFoundError(f"Packages not found: {', '.join(missing)}")
+        for name in exclude:
+            selection = self.pool.select(name, solv.Selection.SELECTION_NAME)
+            jobs += selection.jobs(solv.Job.SOLVER_LOCK)
+        removed = set()
+        for name in remove:
+            selection = self.pool.select(name, solv.Selection.SELECTION_NAME | solv.Selection.SELECTION_INSTALLED_ONLY)
+            jobs += selection.jobs(solv.Job.SOLVER_ERASE)
+            removed.add(name)
+        if self.installed is not None:
+            for solvable in self.installed.solvables:
+                if solvable.name not in removed:
+                    jobs.append(self.pool.Job(solv.Job.SOLVER_SOLVABLE | solv.Job.SOLVER_LOCK, solvable.id))
+        solver = self.pool.Solver()
+        if not recommends:
+            solver.set_flag(solv.Solver.SOLVER_FLAG_IGNORE_RECOMMENDED, 1)
+        problems = solver.solve(jobs)
+        if problems:
+            texts = [f"Problem {i}: {p}" if len(problems) > 1 else f"Problem: {p}" for i, p in enumerate(problems, 1)]
+            count = len(problems)
+            raise StrataError(f"Could not depsolve transaction; {count} problem{'s' if count > 1 else ''} detected: "
+                              + "; ".join(texts))
+        transaction = solver.transaction()
+        transaction.order()
+        solution = Solution()
+        for solvable in transaction.steps():
+            if self.installed is not None and solvable.repo == self.installed:
+                solution.erase.append(_nevra(solvable))
+            else:
+                solution.install.append(self._candidate(solvable))
+        return solution
+
+    def _candidate(self, solvable: Any) -> Candidate:
+        location, _media = solvable.lookup_location()
+        checksum = solvable.lookup_checksum(solv.SOLVABLE_CHECKSUM)
+        if checksum is None:
+            raise StrataError(f"package {solvable} has no checksum in its repository metadata")
+        size = solvable.lookup_num(solv.SOLVABLE_DOWNLOADSIZE) or 0
+        algo = checksum.typestr().lower()
+        return Candidate(_nevra(solvable), solvable.repo.name, location, (algo, checksum.hex()), int(size))
+
+
+def _nevra(solvable: Any) -> Nevra:
+    evr = solvable.evr
+    epoch = 0
+    if ":" in evr:
+        epoch_text, _, evr = evr.partition(":")
+        epoch = int(epoch_text)
+    version, _, release = evr.rpartition("-")
+    return Nevra(solvable.name, epoch, version, release, solvable.arch)
+
+
+class _xfopen:
+    """solv.xfopen as a context manager (it decompresses .gz/.xz/.zst metadata by suffix)."""
+
+    def __init__(self, path: object) -> None:
+        self.handle = solv.xfopen(str(path))
+        if self.handle is None:
+            raise StrataError(f"cannot open {path}")
+
+    def __enter__(self) -> Any:
+        return self.handle
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.close()
