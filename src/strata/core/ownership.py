@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -19,16 +19,25 @@ _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 
 
 class OwnedFile(Protocol):
-    path: str
-    mode: int
-    user: str
-    group: str
-    caps: bytes | None  # raw security.capability value
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def mode(self) -> int: ...
+
+    @property
+    def user(self) -> str: ...
+
+    @property
+    def group(self) -> str: ...
+
+    @property
+    def caps(self) -> bytes | None: ...  # raw security.capability value
 
 
 class HeaderWithFiles(Protocol):
     @property
-    def files(self) -> list[OwnedFile]: ...
+    def files(self) -> Sequence[OwnedFile]: ...
 
 
 def read_ids(root: Path, name: str) -> dict[str, int]:

@@ -33,12 +33,23 @@ _VAR_TO_USR = {"var/lib/alternatives": "usr/lib/alternatives", "var/lib/vagrant"
 class PayloadEntry(Protocol):
     """One member of an RPM payload as the reader yields it."""
 
-    path: str  # absolute path as in the RPM
-    mode: int  # full st_mode
-    data: bytes  # file content (regular files)
-    link_target: str  # symlink target
-    user: str  # owner name from the RPM file list
-    group: str
+    @property
+    def path(self) -> str: ...  # absolute path as in the RPM
+
+    @property
+    def mode(self) -> int: ...  # full st_mode
+
+    @property
+    def data(self) -> bytes: ...  # file content (regular files)
+
+    @property
+    def link_target(self) -> str: ...
+
+    @property
+    def user(self) -> str: ...  # owner name from the RPM file list
+
+    @property
+    def group(self) -> str: ...
 
 
 class PackageFile(Protocol):

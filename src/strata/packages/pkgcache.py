@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import string
+from typing import TYPE_CHECKING
 
-from strata.errors import InvalidInputError
+from strata.errors import InvalidInputError, StrataError
+from strata.image.objects import ObjectType
+from strata.image.repo import Repo
+from strata.packages.nevra import Nevra
+
+if TYPE_CHECKING:
+    from strata.packages.rpmread import RpmHeader
 
 PKG_REF_PREFIX = "rpmostree/pkg"
 _KEEP = frozenset(string.ascii_letters + string.digits + ".-")
@@ -50,3 +57,24 @@ def evr_string(epoch: int | None, version: str, release: str) -> str:
 def package_ref(name: str, epoch: int | None, version: str, release: str, arch: str) -> str:
     evr = evr_string(epoch, version, release)
     return f"{PKG_REF_PREFIX}/{escape_ref_component(name)}/{escape_ref_component(evr)}.{escape_ref_component(arch)}"
+
+
+def cached_commit(repo: Repo, nevra: Nevra, repodata_checksum: str, *, nodocs: bool) -> str | None:
+    """The package's commit if it is cached from the same RPM (same repodata checksum) and filtering."""
+    commit = repo.read_ref(package_ref(nevra.name, nevra.epoch, nevra.version, nevra.release, nevra.arch))
+    if commit is None or not repo.has_object(commit, ObjectType.COMMIT):
+        return None
+    loaded = repo.load_commit(commit)
+    if loaded.meta("rpmostree.repodata_checksum") != repodata_checksum:
+        return None
+    if bool(loaded.meta("rpmostree.nodocs", False)) != nodocs:
+        return None
+    return commit
+
+
+def header_of(repo: Repo, commit: str) -> RpmHeader:
+    raw = repo.load_commit(commit).meta("rpmostree.metadata")
+    if not isinstance(raw, bytes):
+        raise StrataError(f"package commit {commit} has no rpmostree.metadata")
+    from strata.packages.rpmread import RpmHeader
+    return RpmHeader.from_bytes(raw)

@@ -1,0 +1,79 @@
+"""The set of enabled rpm-md repositories of a treefile or a deployment, ready to solve and download from."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from strata.packages.rpmmd import RepoMetadata, download_package, load_metadata, parse_repo_files, select_repos
+from strata.packages.solver import Candidate, InstalledPackage, Solution, Solver
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class RepositorySet:
+    metadata: list[RepoMetadata]
+
+    def solver(self, installed: Iterable[InstalledPackage] | None = None) -> Solver:
+        solver = Solver(self.metadata)
+        if installed is not None:
+            solver.set_installed(installed)
+        return solver
+
+    def solve(self, requests: list[str], *, exclude: list[str] = (), recommends: bool = True  # type: ignore[assignment]
+              ) -> list[Candidate]:
+        solution: Solution = self.solver().resolve(requests, exclude=exclude, recommends=recommends)
+        return solution.install
+
+    def download(self, packages: list[Candidate], dest: Path, log: Log) -> dict[str, Path]:
+        by_repo = {m.config.id: m.config for m in self.metadata}
+        paths: dict[str, Path] = {}
+        for repo_id in sorted({p.repo_id for p in packages}):
+            log(f"Downloading from '{repo_id}'...")
+            for pkg in (p for p in packages if p.repo_id == repo_id):
+                paths[pkg.nevra.nevra] = download_package(by_repo[repo_id], pkg.location, pkg.checksum, dest,
+                                                          pkg.size or None)
+            log(f"Downloading from '{repo_id}'... done")
+        return paths
+
+    def repo_timestamps(self) -> dict[str, int]:
+        return {m.config.id: m.timestamp for m in self.metadata}
+
+
+def _iso(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def open_repositories(directory: Path, wanted: list[str] | None, cachedir: Path, log: Log,
+                      variables: dict[str, str] | None = None, *, force: bool = False) -> RepositorySet:
+    configs = select_repos(parse_repo_files(directory, variables), wanted)
+    if not configs:
+        log("No enabled rpm-md repositories.")
+        return RepositorySet([])
+    log(f"Enabled rpm-md repositories: {' '.join(c.id for c in configs)}")
+    metadata = []
+    for config in configs:
+        meta = load_metadata(config, cachedir, log, force=force)
+        count = _count_packages(meta)
+        if meta.cached:
+            log(f"rpm-md repo '{config.id}' (cached); generated: {_iso(meta.timestamp)} solvables: {count}")
+        else:
+            log(f"Updating metadata for '{config.id}'... done")
+            log(f"rpm-md repo '{config.id}'; generated: {_iso(meta.timestamp)} solvables: {count}")
+        metadata.append(meta)
+    log("Importing rpm-md... done")
+    return RepositorySet(metadata)
+
+
+def _count_packages(meta: RepoMetadata) -> int:
+    import gzip
+    import re
+    path = meta.files["primary"]
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:  # type: ignore[operator]
+        head = f.read(4096)
+    match = re.search(rb'packages="(\d+)"', head)
+    return int(match.group(1)) if match else 0
