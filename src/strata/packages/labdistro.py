@@ -144,7 +144,8 @@ def elf_sonames(path: Path) -> tuple[list[str], list[str]]:
         if f.read(4) != b"\x7fELF":
             return [], []
     proc = subprocess.run(["readelf", "-d", "-W", str(path)], capture_output=True, text=True, check=False)
-    needed, soname = [], []
+    needed: list[str] = []
+    soname: list[str] = []
     for line in proc.stdout.splitlines():
         if "(NEEDED)" in line or "(SONAME)" in line:
             value = line.split("[", 1)[1].rstrip("]")
