@@ -88,12 +88,7 @@ def mutate_os_release(root: Path, needle: str, version: str | None, log: Log) ->
     if version is None:
         log("Ignoring mutate-os-release: no commit version specified.")
         return
-    for candidate in ("usr/etc/os-release", "usr/lib/os-release"):
-        if (root / candidate).is_symlink() or (root / candidate).exists():
-            path = resolve_in_root(root, candidate)
-            break
-    else:
-        raise StrataError("mutate-os-release: no os-release file in the tree")
+    path = _os_release_path(root)
     log(f"Updating {path.relative_to(root)}")
     lines = []
     for line in path.read_text().splitlines():
@@ -105,6 +100,25 @@ def mutate_os_release(root: Path, needle: str, version: str | None, log: Log) ->
     lines.append(f"OSTREE_VERSION={shlex.quote(version)}")
     path.unlink()  # may be a hardlink into the package cache
     path.write_text("\n".join(lines) + "\n")
+
+
+def _os_release_path(root: Path) -> Path:
+    """The real os-release file. /usr/etc becomes /etc at deploy time, so a relative symlink there is
+    resolved as if it were in /etc."""
+    etc_link = root / "usr/etc/os-release"
+    if etc_link.is_symlink():
+        target = os.readlink(etc_link)
+        relpath = target.lstrip("/") if target.startswith("/") else os.path.normpath(f"etc/{target}")
+        if relpath == "etc" or relpath.startswith("etc/"):
+            relpath = "usr/" + relpath
+        path = resolve_in_root(root, relpath)
+    elif etc_link.exists():
+        path = etc_link
+    else:
+        path = resolve_in_root(root, "usr/lib/os-release")
+    if not path.is_file():
+        raise StrataError("mutate-os-release: no os-release file in the tree")
+    return path
 
 
 def remove_files(root: Path, paths: list[str], log: Log) -> None:

@@ -124,10 +124,10 @@ def deb_entries(deb: str) -> list[Entry]:
     for raw in listing.read_text().splitlines():
         if raw in ("/.", "") or raw.startswith(SKIPPED_PREFIXES):
             continue
-        host = Path(raw)
+        path = merged_usr(raw)
+        host = Path(path)  # on a merged-/usr host, /lib itself is a symlink: look at the real place
         if not (host.exists() or host.is_symlink()):
             continue
-        path = merged_usr(raw)
         st = host.lstat()
         if host.is_symlink():
             entries.append(Entry(path, "symlink", target=os.readlink(host)))

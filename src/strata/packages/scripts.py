@@ -68,7 +68,7 @@ def sandbox_for(root: Path, workdir: Path) -> bwrap.Sandbox:
     """The scriptlet sandbox of spec E.6: tree as /, /etc from usr/etc, no network, private /run and /tmp."""
     empty = workdir / "empty"
     empty.mkdir(exist_ok=True)
-    box = bwrap.Sandbox(root=root, tmpfs=["/run", "/tmp", "/var/tmp"],
+    box = bwrap.Sandbox(root=root, tmpfs=["/run", "/tmp"],
                         env={"SYSTEMD_OFFLINE": "1", "PATH": "/usr/sbin:/usr/bin"})
     if (root / "usr/etc").is_dir():
         (root / "etc").mkdir(exist_ok=True)
