@@ -56,3 +56,10 @@ def run_ostree(*args: str, check: bool = True) -> subprocess.CompletedProcess[st
 def tar_members(archive: Path) -> list[tarfile.TarInfo]:
     with tarfile.open(archive) as tf:
         return tf.getmembers()
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded lab distribution (RPMs + rpm-md), built once per session."""
+    from tests.lab import lab_distribution
+    return lab_distribution(tmp_path_factory.mktemp("lab"))
