@@ -1,0 +1,169 @@
+"""Reading commits the way `ostree log|show|ls|cat|diff` present them."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from strata.errors import InvalidInputError, NotFoundError
+from strata.image.gvariant import Variant
+from strata.image.objects import Commit, FileMeta
+from strata.image.repo import Repo
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    path: str
+    kind: str  # 'd', '-', 'l'
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    target: str = ""
+    xattrs: tuple[tuple[bytes, bytes], ...] = ()
+    checksum: str = ""  # content checksum, or dirtree checksum for directories
+
+
+def format_date(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S +0000")
+
+
+def log_entry(checksum: str, commit: Commit) -> list[str]:
+    lines = [f"commit {checksum}"]
+    if commit.parent:
+        lines.append(f"Parent:  {commit.parent}")
+    lines.append(f"ContentChecksum:  {commit.content_checksum}")
+    lines.append(f"Date:  {format_date(commit.timestamp)}")
+    if commit.version is not None:
+        lines.append(f"Version: {commit.version}")
+    lines += ["", f"    {commit.subject}", ""]
+    if commit.body:
+        lines += [f"    {line}" for line in commit.body.splitlines()] + [""]
+    return lines
+
+
+def format_value(value: object) -> str:
+    """A GVariant value in roughly GLib's text form, for `show` and `ls -X`."""
+    if isinstance(value, Variant):
+        return format_value(value.value)
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, bytes):
+        return "b'" + value.decode("utf-8", "backslashreplace") + "'" if value.isascii() else "[" + ", ".join(
+            f"0x{b:02x}" for b in value) + "]"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(format_value(v) for v in value) + ")"
+    if isinstance(value, list):
+        if value and isinstance(value[0], tuple) and len(value[0]) == 2 and isinstance(value[0][1], Variant):
+            return "{" + ", ".join(f"{format_value(k)}: <{format_value(v)}>" for k, v in value) + "}"
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    return str(value)
+
+
+def walk(repo: Repo, root: tuple[str, str], path: str = "", *, recursive: bool = True) -> Iterator[TreeEntry]:
+    """Entries below a directory, depth first, files before subdirectories as ostree lists them."""
+    tree = repo.load_dirtree(root[0])
+    for name in sorted(tree.files, key=lambda n: n.encode()):
+        yield file_entry(repo, f"{path}/{name}", tree.files[name])
+    for name in sorted(tree.dirs, key=lambda n: n.encode()):
+        sub = tree.dirs[name]
+        yield dir_entry(repo, f"{path}/{name}", sub)
+        if recursive:
+            yield from walk(repo, sub, f"{path}/{name}")
+
+
+def dir_entry(repo: Repo, path: str, pair: tuple[str, str]) -> TreeEntry:
+    meta = repo.load_dirmeta(pair[1])
+    return TreeEntry(path or "/", "d", stat.S_IMODE(meta.mode), meta.uid, meta.gid, 0, xattrs=meta.xattrs,
+                     checksum=pair[0])
+
+
+def file_entry(repo: Repo, path: str, checksum: str) -> TreeEntry:
+    meta: FileMeta = repo.read_file_meta(checksum)
+    if meta.is_symlink:
+        return TreeEntry(path, "l", stat.S_IMODE(meta.mode), meta.uid, meta.gid, 0, meta.symlink_target,
+                         meta.xattrs, checksum)
+    return TreeEntry(path, "-", stat.S_IMODE(meta.mode), meta.uid, meta.gid, content_size(repo, checksum),
+                     xattrs=meta.xattrs, checksum=checksum)
+
+
+def content_size(repo: Repo, checksum: str) -> int:
+    if repo.is_archive:
+        from strata.image.objects import ObjectType, parse_archive_header
+        path = repo.object_path(checksum, ObjectType.FILE)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            length = int.from_bytes(head[:4], "big")
+            _meta, size, _offset = parse_archive_header(head + f.read(length))
+        return size
+    from strata.image.objects import ObjectType
+    return repo.object_path(checksum, ObjectType.FILE).stat().st_size
+
+
+def lookup(repo: Repo, commit: str, path: str) -> tuple[str, TreeEntry]:
+    """('dir'|'file', entry) for a path inside a commit."""
+    loaded = repo.load_commit(commit)
+    pair = (loaded.root_tree, loaded.root_meta)
+    parts = [p for p in path.strip("/").split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise InvalidInputError(f"invalid path: {path}")
+    current = ""
+    for index, part in enumerate(parts):
+        tree = repo.load_dirtree(pair[0])
+        current += "/" + part
+        if part in tree.dirs:
+            pair = tree.dirs[part]
+        elif part in tree.files and index == len(parts) - 1:
+            return "file", file_entry(repo, current, tree.files[part])
+        else:
+            raise NotFoundError(f"No such file or directory: {current}")
+    return "dir", dir_entry(repo, current, pair)
+
+
+def format_entry(entry: TreeEntry, *, xattrs: bool = False, checksum: bool = False) -> str:
+    text = f"{entry.kind}{entry.mode:05o} {entry.uid} {entry.gid} {entry.size:6d} "
+    if checksum:
+        text += f"{entry.checksum} "
+    if xattrs:
+        text += "{ " + _xattrs_text(entry.xattrs) + " } "
+    text += entry.path
+    if entry.kind == "l":
+        text += f" -> {entry.target}"
+    return text
+
+
+def _xattrs_text(xattrs: tuple[tuple[bytes, bytes], ...]) -> str:
+    if not xattrs:
+        return "@a(ayay) []"
+    return "[" + ", ".join(f"({name!r}, [{', '.join(f'0x{b:02x}' for b in value)}])" for name, value in xattrs) + "]"
+
+
+def diff_trees(repo: Repo, old: tuple[str, str], new: tuple[str, str], path: str = "") -> Iterator[tuple[str, str]]:
+    """('A'|'M'|'D', path) for every difference, like `ostree diff`."""
+    if old == new:
+        return
+    old_tree = repo.load_dirtree(old[0])
+    new_tree = repo.load_dirtree(new[0])
+    names = sorted(set(old_tree.files) | set(old_tree.dirs) | set(new_tree.files) | set(new_tree.dirs))
+    for name in names:
+        sub = f"{path}/{name}"
+        in_old = name in old_tree.files or name in old_tree.dirs
+        in_new = name in new_tree.files or name in new_tree.dirs
+        if not in_new:
+            yield "D", sub
+        elif not in_old:
+            yield "A", sub
+        elif name in old_tree.files and name in new_tree.files:
+            if old_tree.files[name] != new_tree.files[name]:
+                yield "M", sub
+        elif name in old_tree.dirs and name in new_tree.dirs:
+            if old_tree.dirs[name][1] != new_tree.dirs[name][1]:
+                yield "M", sub
+            yield from diff_trees(repo, old_tree.dirs[name], new_tree.dirs[name], sub)
+        else:
+            yield "D", sub
+            yield "A", sub

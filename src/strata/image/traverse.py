@@ -1,0 +1,65 @@
+"""Walking what a commit reaches: its dirtrees, dirmetas and content objects (and its parents)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from strata.errors import NotFoundError
+from strata.image.objects import ObjectType
+from strata.image.repo import Repo
+
+ObjectName = tuple[str, ObjectType]
+
+
+def commit_objects(repo: Repo, commit: str, seen_trees: set[str] | None = None) -> Iterator[ObjectName]:
+    """The commit and every object of its tree (each dirtree walked once per seen_trees)."""
+    yield commit, ObjectType.COMMIT
+    loaded = repo.load_commit(commit)
+    yield loaded.root_meta, ObjectType.DIRMETA
+    yield from tree_objects(repo, loaded.root_tree, seen_trees if seen_trees is not None else set())
+
+
+def tree_objects(repo: Repo, dirtree: str, seen: set[str]) -> Iterator[ObjectName]:
+    stack = [dirtree]
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        yield current, ObjectType.DIRTREE
+        tree = repo.load_dirtree(current)
+        for checksum in tree.files.values():
+            yield checksum, ObjectType.FILE
+        for sub_tree, sub_meta in tree.dirs.values():
+            yield sub_meta, ObjectType.DIRMETA
+            stack.append(sub_tree)
+
+
+def history(repo: Repo, commit: str, depth: int = -1) -> Iterator[str]:
+    """commit and its ancestors present in the repo, up to depth parents (-1: all)."""
+    current: str | None = commit
+    steps = 0
+    while current is not None:
+        yield current
+        if depth >= 0 and steps >= depth:
+            return
+        try:
+            parent = repo.load_commit(current).parent
+        except NotFoundError:
+            return
+        if parent is None or not repo.has_object(parent, ObjectType.COMMIT):
+            return
+        current = parent
+        steps += 1
+
+
+def reachable(repo: Repo, roots: list[tuple[str, int]]) -> set[ObjectName]:
+    """Everything reachable from (commit, depth) roots."""
+    found: set[ObjectName] = set()
+    seen_trees: set[str] = set()
+    for root, depth in roots:
+        for commit in history(repo, root, depth):
+            if (commit, ObjectType.COMMIT) in found:
+                continue
+            found.update(commit_objects(repo, commit, seen_trees))
+    return found
