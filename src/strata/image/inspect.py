@@ -139,7 +139,13 @@ def format_entry(entry: TreeEntry, *, xattrs: bool = False, checksum: bool = Fal
 def _xattrs_text(xattrs: tuple[tuple[bytes, bytes], ...]) -> str:
     if not xattrs:
         return "@a(ayay) []"
-    return "[" + ", ".join(f"({name!r}, [{', '.join(f'0x{b:02x}' for b in value)}])" for name, value in xattrs) + "]"
+    # GLib's text form annotates the type on the first byte array only
+    items = []
+    for index, (name, value) in enumerate(xattrs):
+        data = ", ".join(f"0x{b:02x}" for b in value)
+        prefix = "byte " if index == 0 and value else ""
+        items.append(f"({name!r}, [{prefix}{data}])" if value else f"({name!r}, @ay [])")
+    return "[" + ", ".join(items) + "]"
 
 
 def diff_trees(repo: Repo, old: tuple[str, str], new: tuple[str, str], path: str = "") -> Iterator[tuple[str, str]]:
