@@ -58,7 +58,7 @@ def build_corpus(work: Path, size: str) -> Path:
 
 def write_treefile(corpus: Path, tree_dir: Path) -> Path:
     info = json.loads((corpus / "corpus.json").read_text())
-    names = sorted(info["packages"])
+    names = sorted(p["name"] for p in info["packages"])
     tree_dir.mkdir(parents=True, exist_ok=True)
     (tree_dir / "bench.repo").write_text(
         f"[bench]\nname=bench\nbaseurl=file://{corpus}\nenabled=1\ngpgcheck=0\n")

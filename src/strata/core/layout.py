@@ -216,8 +216,9 @@ def finalize_layout(root: Path, treefile: Treefile, log: Log) -> None:
     tmpfiles.mkdir(parents=True, exist_ok=True)
     (root / INTEGRATION_CONF).write_text(INTEGRATION_LINES)
     if opt_usrlocal == "var":
+        extra = _empty_dirs_as_tmpfiles(root, "usr/local", "/var/usrlocal")
         _replace_with_symlink(root / "usr/local", "../var/usrlocal")
-        (root / OPT_USRLOCAL_CONF).write_text(OPT_USRLOCAL_LINES)
+        (root / OPT_USRLOCAL_CONF).write_text(OPT_USRLOCAL_LINES + "".join(extra))
     _rpmdb_links(root)
     if treefile.get("machineid-compat", True):
         machine_id = root / "usr/etc/machine-id"
@@ -229,12 +230,31 @@ def finalize_layout(root: Path, treefile: Treefile, log: Log) -> None:
     (share / "treefile.json").write_text(treefile.to_json() + "\n")
 
 
+def _empty_dirs_as_tmpfiles(root: Path, relpath: str, runtime: str) -> list[str]:
+    """Directories packages ship below a path that becomes a link into /var are recreated by tmpfiles;
+    files there cannot be kept."""
+    top = root / relpath
+    if top.is_symlink() or not top.is_dir():
+        return []
+    lines = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        if filenames:
+            raise StrataError(f"/{relpath} must not contain files in a composed tree: "
+                              f"{Path(dirpath, filenames[0]).relative_to(root)}")
+        for name in sorted(dirnames):
+            rel = (Path(dirpath) / name).relative_to(top)
+            lines.append(f"d {runtime}/{rel} 0755 root root - -\n")
+    shutil.rmtree(top)
+    top.mkdir()
+    return sorted(set(lines) - set(OPT_USRLOCAL_LINES.splitlines(keepends=True)))
+
+
 def _replace_with_symlink(path: Path, target: str) -> None:
     if path.is_symlink():
         path.unlink()
     elif path.is_dir():
         if any(path.iterdir()):
-            raise StrataError(f"/{path.name} must be empty in a composed tree, it has content")
+            raise StrataError(f"{path.name} must be empty in a composed tree, it has content")
         path.rmdir()
     elif path.exists():
         path.unlink()

@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import stat
+import threading
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
@@ -70,6 +71,7 @@ class Repo:
         self.fsync = config.get_bool("core", "fsync", True)
         self.per_object_fsync = config.get_bool("core", "per-object-fsync", False)
         self._devino: dict[tuple[int, int], str] | None = None
+        self._devino_lock = threading.Lock()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -377,18 +379,23 @@ class Repo:
         """The checksum of the object a hardlinked checkout file shares its inode with, if any."""
         if self.mode is RepoMode.ARCHIVE or st.st_nlink < 2:
             return None
-        if self._devino is None:
-            self._devino = {}
-            objdir = self.path / "objects"
-            for prefix in os.listdir(objdir):
-                if len(prefix) != 2:
-                    continue
-                with os.scandir(objdir / prefix) as entries:
-                    for entry in entries:
-                        if entry.name.endswith(".file"):
-                            est = entry.stat(follow_symlinks=False)
-                            self._devino[(est.st_dev, est.st_ino)] = prefix + entry.name[:-5]
+        with self._devino_lock:
+            if self._devino is None:
+                self._devino = self._scan_devino()
         return self._devino.get((st.st_dev, st.st_ino))
+
+    def _scan_devino(self) -> dict[tuple[int, int], str]:
+        found: dict[tuple[int, int], str] = {}
+        objdir = self.path / "objects"
+        for prefix in os.listdir(objdir):
+            if len(prefix) != 2:
+                continue
+            with os.scandir(objdir / prefix) as entries:
+                for entry in entries:
+                    if entry.name.endswith(".file"):
+                        est = entry.stat(follow_symlinks=False)
+                        found[(est.st_dev, est.st_ino)] = prefix + entry.name[:-5]
+        return found
 
     def sync(self) -> None:
         """Flush written objects to disk before a ref points at them (ostree syncs once per transaction)."""
