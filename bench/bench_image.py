@@ -1,0 +1,119 @@
+"""Benchmark: strata's image store vs the real ostree on the same tree, in one run.
+
+Lines: commit into a bare-user repo, commit into an archive repo, hardlink checkout (bare-user, user mode),
+fsck (archive), and a recommit of the checked-out tree after changing 10 files (bare-user, device/inode
+cache). Page caches are dropped before every timed run. Prints seconds, the strata/ostree ratio and
+strata's peak RSS.
+
+    .venv/bin/python bench/bench_image.py [--tree DIR] [--work DIR]
+
+The default tree is a copy of this machine's /usr/share and /usr/bin (tens of thousands of files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STRATA = [sys.executable, "-m", "strata.cli.main"]
+
+
+def drop_caches() -> None:
+    subprocess.run(["sync"], check=True)
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def timed(argv: list[str]) -> tuple[float, float]:
+    """Seconds and peak RSS (MB) of argv, run after dropping caches."""
+    drop_caches()
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.monotonic() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(argv)}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def make_tree(work: Path) -> Path:
+    tree = work / "tree"
+    if not tree.exists():
+        partial = work / "tree.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        (partial / "usr").mkdir(parents=True)
+        for sub in ("share", "bin"):
+            subprocess.run(["cp", "-a", f"/usr/{sub}", str(partial / "usr" / sub)], check=True)
+        partial.rename(tree)
+    return tree
+
+
+def change_files(tree: Path, count: int) -> None:
+    changed = 0
+    for path in sorted(tree.rglob("*.txt")) + sorted(tree.rglob("*.py")):
+        if changed == count:
+            return
+        if path.is_file() and not path.is_symlink():
+            replacement = path.with_name(path.name + ".bench-new")
+            replacement.write_bytes(path.read_bytes() + b"\n# changed by bench\n")
+            replacement.rename(path)  # a new inode: never write through a hardlink into the store
+            changed += 1
+
+
+def run_pair(name: str, ours: list[str], theirs: list[str], rows: list[tuple[str, float, float, float]]) -> None:
+    ostree_time, _ = timed(theirs)
+    strata_time, rss = timed(ours)
+    rows.append((name, strata_time, ostree_time, rss))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tree", type=Path)
+    parser.add_argument("--work", type=Path, default=Path("/var/tmp/strata-bench-image"))
+    args = parser.parse_args()
+    work: Path = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    tree = args.tree or make_tree(work)
+    files = sum(len(f) for _, _, f in os.walk(tree))
+    runs = work / "runs"
+    shutil.rmtree(runs, ignore_errors=True)
+    runs.mkdir()
+    repos = {f"{tool}-{mode}": runs / f"{tool}-{mode}" for tool in ("strata", "ostree")
+             for mode in ("bare-user", "archive")}
+    for name, path in repos.items():
+        tool, mode = name.split("-", 1)
+        if tool == "strata":
+            subprocess.run([*STRATA, "repo", "init", "--repo", str(path), "--mode", mode], check=True)
+        else:
+            subprocess.run(["ostree", f"--repo={path}", "init", f"--mode={mode}"], check=True)
+    rows: list[tuple[str, float, float, float]] = []
+    for mode in ("bare-user", "archive"):
+        run_pair(f"commit ({mode})",
+                 [*STRATA, "repo", "commit", "--repo", str(repos[f"strata-{mode}"]), "-b", "b", f"--tree=dir={tree}"],
+                 ["ostree", f"--repo={repos[f'ostree-{mode}']}", "commit", "-b", "b", f"--tree=dir={tree}"], rows)
+    co_s, co_o = runs / "co-strata", runs / "co-ostree"
+    run_pair("checkout (hardlinks, -U)",
+             [*STRATA, "repo", "checkout", "--repo", str(repos["strata-bare-user"]), "-U", "-H", "b", str(co_s)],
+             ["ostree", f"--repo={repos['ostree-bare-user']}", "checkout", "-U", "-H", "b", str(co_o)], rows)
+    run_pair("fsck (archive)", [*STRATA, "repo", "fsck", "--repo", str(repos["strata-archive"])],
+             ["ostree", f"--repo={repos['ostree-archive']}", "fsck"], rows)
+    change_files(co_s, 10)
+    change_files(co_o, 10)
+    run_pair("recommit, 10 changed files",
+             [*STRATA, "repo", "commit", "--repo", str(repos["strata-bare-user"]), "-b", "b", f"--tree=dir={co_s}"],
+             ["ostree", f"--repo={repos['ostree-bare-user']}", "commit", "--link-checkout-speedup", "-b", "b",
+              f"--tree=dir={co_o}"], rows)
+    print(f"tree: {tree} ({files} files)")
+    print(f"{'operation':<30}{'strata s':>10}{'ostree s':>10}{'ratio':>8}{'strata RSS MB':>15}")
+    for name, ours, theirs, rss in rows:
+        print(f"{name:<30}{ours:>10.2f}{theirs:>10.2f}{ours / theirs:>8.2f}{rss:>15.0f}")
+    print("targets: ratio <= 1.5 on every line, peak RSS < 300 MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
