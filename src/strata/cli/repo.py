@@ -13,6 +13,7 @@ from strata.errors import InvalidInputError
 from strata.image.checkout import CheckoutOptions, checkout_commit
 from strata.image.commit import CommitRequest, TreeWriteOptions, commit_directory
 from strata.image.repo import Repo, RepoMode
+from strata.image.transfer import pull_local
 
 # Modules that add more verbs to `strata repo` (register_repo_verbs(subparsers)).
 EXTRA_REPO_VERB_MODULES = ("strata.cli.repo_inspect", "strata.cli.remote")
@@ -26,6 +27,7 @@ def register(sub: Any) -> None:
     _register_checkout(verbs)
     _register_refs(verbs)
     _register_rev_parse(verbs)
+    _register_pull_local(verbs)
     for name in EXTRA_REPO_VERB_MODULES:
         try:
             module = importlib.import_module(name)
@@ -201,4 +203,23 @@ def _register_rev_parse(verbs: Any) -> None:
 
 def _rev_parse(args: argparse.Namespace) -> int:
     print(open_repo(args).resolve_rev(args.rev))
+    return 0
+
+
+def _register_pull_local(verbs: Any) -> None:
+    p = verbs.add_parser("pull-local", help="copy commits and refs from a repository on this machine")
+    add_repo_option(p)
+    p.add_argument("source")
+    p.add_argument("refs", nargs="*")
+    p.add_argument("--remote", help="store the refs as REMOTE:REF")
+    p.add_argument("--depth", type=int, default=0)
+    p.set_defaults(func=_pull_local)
+
+
+def _pull_local(args: argparse.Namespace) -> int:
+    source = Repo.open(Path(args.source))
+    target = open_repo(args)
+    refs = args.refs or [name for name in source.list_refs(remotes=False)]
+    for ref, commit in pull_local(source, target, refs, remote=args.remote, depth=args.depth).items():
+        print(f"{ref} {commit}")
     return 0
