@@ -35,7 +35,7 @@ class Deployment:
     csum: str
     serial: int
     bootcsum: str
-    kargs: list[str] = field(default_factory=list)  # without ostree=
+    kargs: list[str] = field(default_factory=list)  # as in the boot entry, ostree= included
     staged: bool = False
     bootserial: int = 0
     kernel_version: str = ""
@@ -80,6 +80,7 @@ class Sysroot:
             (root / name).mkdir(exist_ok=True)
             os.chmod(root / name, mode)
         (root / "ostree" / "deploy").mkdir(parents=True, exist_ok=True)
+        (root / "ostree" / "lock").touch()
         Repo.init(root / "ostree" / "repo", RepoMode.BARE)
         return cls(root)
 
@@ -171,7 +172,7 @@ class Sysroot:
             if ostree_arg is None:
                 continue
             dep = self._deployment_from_bootlink(ostree_arg)
-            dep.kargs = bls.without_ostree_karg(args)
+            dep.kargs = args  # ostree= stays where it is; it is rewritten in place for each entry
             result.append(dep)
         return result
 
@@ -201,7 +202,7 @@ class Sysroot:
             raise StrataError(f"malformed staged deployment state: {name}")
         kargs = list(state["kargs"].value) if "kargs" in state else []
         dep = Deployment(target["osname"].value, match.group(1), int(match.group(2)), target["bootcsum"].value,
-                         bls.without_ostree_karg(kargs), staged=True)
+                         kargs, staged=True)
         if not self.deployment_dir(dep).is_dir():
             return None
         return dep
@@ -496,7 +497,8 @@ def _same_boot_config(current: list[Deployment], new: list[Deployment], sysroot:
     if len(current) != len(new):
         return False
     for old, dep in zip(current, new, strict=True):
-        if (old.stateroot, old.bootcsum, old.kargs) != (dep.stateroot, dep.bootcsum, dep.kargs):
+        same_args = bls.without_ostree_karg(old.kargs) == bls.without_ostree_karg(dep.kargs)
+        if not same_args or (old.stateroot, old.bootcsum) != (dep.stateroot, dep.bootcsum):
             return False
         if sysroot.commit_version(old.csum) != sysroot.commit_version(dep.csum):
             return False
