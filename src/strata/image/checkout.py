@@ -125,10 +125,9 @@ class _Checkout:
                 os.utime(path, (0, 0))
 
     def place_file(self, checksum: str, dest: str) -> None:
+        # Empty files and bare-user symlinks are never linked; a failed link raises with -H.
         if self.can_link and self._try_link(checksum, dest):
             return
-        if self.opts.require_hardlinks and self.can_link:
-            raise StrataError(f"could not hardlink {dest}")
         meta, content = self.repo.read_file(checksum, verify=True)
         self._write_copy(meta, content, dest)
 
