@@ -63,3 +63,17 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded lab distribution (RPMs + rpm-md), built once per session."""
     from tests.lab import lab_distribution
     return lab_distribution(tmp_path_factory.mktemp("lab"))
+
+
+LAB_REF = "strata-lab/x86_64/base"
+
+
+@pytest.fixture(scope="session")
+def lab_repo(lab: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An archive repo holding the lab base composed from the embedded lab distribution (ref LAB_REF)."""
+    from strata.core.compose import ComposeOptions, compose_tree
+    from strata.image.repo import Repo, RepoMode
+    work = tmp_path_factory.mktemp("lab-repo")
+    Repo.init(work / "repo", RepoMode.ARCHIVE)
+    compose_tree(lab / "lab.json", ComposeOptions(repo=work / "repo", cachedir=work / "cache"), lambda _line: None)
+    return work / "repo"

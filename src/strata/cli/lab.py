@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from strata.errors import StrataError
+from strata.packages.labdistro import build_lab
+
+LAB_REF = "strata-lab/x86_64/base"
 
 
 def register(sub: Any) -> None:
@@ -46,35 +49,41 @@ class Session:
         return proc.stdout
 
 
-def _make_demo_tree(root: Path, version: int) -> None:
-    (root / "usr/bin").mkdir(parents=True, exist_ok=True)
-    (root / "usr/etc").mkdir(parents=True, exist_ok=True)
-    (root / "usr/lib").mkdir(parents=True, exist_ok=True)
-    hello = root / "usr/bin/hello"
-    hello.write_text(f"#!/bin/sh\necho 'hello from demo OS {version}'\n")
-    hello.chmod(0o755)
-    (root / "usr/etc/motd").write_text(f"Demo OS version {version}\n")
-    (root / "usr/lib/os-release").write_text(f'NAME="Demo OS"\nVERSION_ID={version}\n')
-    link = root / "usr/bin/hi"
-    if not link.is_symlink():
-        link.symlink_to("hello")
+def build_distribution(s: Session) -> Path:
+    s.say("Build the embedded lab distribution (RPMs repackaged from this machine's Debian packages)")
+    out = s.workdir / "distro"
+    build_lab(out)
+    packages = sorted(p.name for p in (out / "lab" / "Packages").glob("*.rpm"))
+    print(f"{len(packages)} RPMs in {out / 'lab'} (plus the newer demo-engine family in lab-updates)")
+    return out
 
 
-def image_store_demo(s: Session) -> None:
-    repo = str(s.workdir / "repo")
-    tree = s.workdir / "tree"
-    s.say("An OSTree-format repository: commit a tree, check it out, change it, commit again")
+def compose_base(s: Session, distro: Path) -> str:
+    repo = str(s.workdir / "build-repo")
+    s.say("Compose the base OS on the build server: treefile + rpm-md repos -> one OSTree commit")
     s.run("repo", "init", "--repo", repo, "--mode", "archive")
-    _make_demo_tree(tree, 1)
-    s.run("repo", "commit", "--repo", repo, "-b", "demo/os", f"--tree=dir={tree}", "-s", "Demo OS 1",
-          "--add-metadata-string=version=1")
-    _make_demo_tree(tree, 2)
-    s.run("repo", "commit", "--repo", repo, "-b", "demo/os", f"--tree=dir={tree}", "-s", "Demo OS 2",
-          "--add-metadata-string=version=2")
-    s.run("repo", "refs", "--repo", repo, "--list")
-    s.run("repo", "rev-parse", "--repo", repo, "demo/os^")
-    s.run("repo", "checkout", "--repo", repo, "demo/os", str(s.workdir / "checkout"))
-    print((s.workdir / "checkout/usr/etc/motd").read_text(), end="")
+    s.run("compose", "tree", "--repo", repo, "--cachedir", str(s.workdir / "compose-cache"), str(distro / "lab.json"))
+    s.say("Compose again: nothing changed, so no new commit")
+    s.run("compose", "tree", "--repo", repo, "--cachedir", str(s.workdir / "compose-cache"), str(distro / "lab.json"))
+    s.run("repo", "log", "--repo", repo, LAB_REF)
+    s.run("db", "list", "--repo", repo, LAB_REF, "bash", "glibc", "kernel")
+    return repo
+
+
+def deploy_and_boot(s: Session, build_repo: str) -> str:
+    sysroot = str(s.workdir / "sysroot")
+    s.say("A client: a sysroot in a directory, with one stateroot")
+    s.run("admin", "init-fs", sysroot)
+    s.run("admin", "os-init", "--sysroot", sysroot, "lab")
+    s.run("repo", "pull-local", "--repo", f"{sysroot}/ostree/repo", "--remote", "lab", build_repo, LAB_REF)
+    s.run("admin", "deploy", "--sysroot", sysroot, "--os", "lab", "--karg=root=LABEL=lab-root", "--karg=rw",
+          f"lab:{LAB_REF}")
+    s.run("admin", "boot", "--sysroot", sysroot)
+    s.run("admin", "status", "--sysroot", sysroot)
+    s.say("Run commands inside the booted deployment (bubblewrap: deployment as /, its /etc, the stateroot's /var)")
+    s.run("admin", "run", "--sysroot", sysroot, "--", "/usr/bin/bash", "-c",
+          "cat /etc/os-release | head -2; id testsvc; cat /usr/share/test-scripts/post-ran")
+    return sysroot
 
 
 def _lab(args: argparse.Namespace) -> int:
@@ -92,6 +101,8 @@ def _lab(args: argparse.Namespace) -> int:
 
 def _run_lab(workdir: Path) -> int:
     session = Session(workdir)
-    image_store_demo(session)
+    distro = build_distribution(session)
+    build_repo = compose_base(session, distro)
+    deploy_and_boot(session, build_repo)
     print("\nlab complete")
     return 0

@@ -417,6 +417,7 @@ class Sysroot:
                 target.unlink()
             else:
                 shutil.rmtree(target, ignore_errors=True)
+        crash_point("cleanup-midway")
         self._remove_unlisted_deployments(keep)
         used_boot = {f"{d.stateroot}-{d.bootcsum}" for d in listed}
         boot_ostree = self.path / "boot" / "ostree"
