@@ -420,7 +420,7 @@ def write_treefile(out: Path) -> None:
     treefile = {
         "ref": "strata-lab/${basearch}/base",
         "repos": ["lab"],
-        "packages": [*BASE_PACKAGES, "test-scripts", "test-config"],
+        "packages": [*BASE_PACKAGES, "strace", "demo-engine", "test-scripts", "test-config"],
         "recommends": False,
         "documentation": False,
         "automatic-version-prefix": "1",
