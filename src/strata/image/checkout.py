@@ -104,7 +104,10 @@ class _Checkout:
         assert self.pool is not None
         for name, checksum in tree.files.items():
             validate_name(name)
-            self.futures.append(self.pool.submit(self.place_file, checksum, os.path.join(path, name)))
+            dest = os.path.join(path, name)
+            # Links are cheap syscalls, done inline; copies (decompression, hashing) go to the pool.
+            if not (self.can_link and self._try_link(checksum, dest)):
+                self.futures.append(self.pool.submit(self.copy_file, checksum, dest))
         for name, (sub_tree, sub_meta) in tree.dirs.items():
             validate_name(name)
             self.checkout_dir(sub_tree, sub_meta, os.path.join(path, name))
@@ -128,6 +131,9 @@ class _Checkout:
         # Empty files and bare-user symlinks are never linked; a failed link raises with -H.
         if self.can_link and self._try_link(checksum, dest):
             return
+        self.copy_file(checksum, dest)
+
+    def copy_file(self, checksum: str, dest: str) -> None:
         meta, content = self.repo.read_file(checksum, verify=True)
         self._write_copy(meta, content, dest)
 
@@ -139,11 +145,15 @@ class _Checkout:
             raise NotFoundError(f"file object {checksum} not found") from None
         if stat.S_ISREG(st.st_mode) and st.st_size == 0:
             return False
-        is_bare_user_file = self.repo.mode is RepoMode.BARE_USER and stat.S_ISREG(st.st_mode)
-        if is_bare_user_file and self.repo.read_file_meta(checksum).is_symlink:
+        if self.repo.mode is RepoMode.BARE_USER and self.repo.is_symlink_object(checksum, st):
             return False
         try:
-            self._replace(dest, lambda tmp: os.link(src, tmp, follow_symlinks=False))
+            if self.opts.union:
+                self._replace(dest, lambda tmp: os.link(src, tmp, follow_symlinks=False))
+            else:
+                os.link(src, dest, follow_symlinks=False)
+        except FileExistsError:
+            raise StrataError(f"{dest} already exists") from None
         except OSError as exc:
             if exc.errno in _LINK_FALLBACK_ERRNOS and not self.opts.require_hardlinks:
                 return False

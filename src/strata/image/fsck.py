@@ -115,7 +115,7 @@ def _verify_contents(repo: Repo, report: FsckReport, checked: dict[tuple[str, Ob
                      contents: dict[str, set[str]]) -> None:
     def verify(checksum: str) -> str | None:
         try:
-            repo.read_file(checksum, verify=True)
+            repo.verify_content(checksum)
             return None
         except NotFoundError:
             return f"Missing file object {checksum}"

@@ -97,8 +97,8 @@ class DirMeta:
         return gvariant.encode(DIRMETA_TYPE, (self.uid, self.gid, self.mode, _xattrs_to_gv(list(self.xattrs))))
 
     @classmethod
-    def parse(cls, data: bytes) -> DirMeta:
-        uid, gid, mode, xattrs = gvariant.decode(DIRMETA_TYPE, data)
+    def parse(cls, data: bytes, *, strict: bool = True) -> DirMeta:
+        uid, gid, mode, xattrs = gvariant.decode(DIRMETA_TYPE, data, strict=strict)
         if not stat.S_ISDIR(mode) or mode & ~(stat.S_IFMT(mode) | 0o7777):
             raise CorruptionError(f"invalid directory mode {mode:o}")
         return cls(uid, gid, mode, tuple(_xattrs_from_gv(xattrs)))
@@ -119,8 +119,9 @@ class DirTree:
         return gvariant.encode(DIRTREE_TYPE, (files, dirs))
 
     @classmethod
-    def parse(cls, data: bytes) -> DirTree:
-        files_raw, dirs_raw = gvariant.decode(DIRTREE_TYPE, data)
+    def parse(cls, data: bytes, *, strict: bool = True) -> DirTree:
+        """strict also checks normal form: always for data from elsewhere (pull, fsck)."""
+        files_raw, dirs_raw = gvariant.decode(DIRTREE_TYPE, data, strict=strict)
         tree = cls()
         for name, csum in files_raw:
             validate_name(name)
@@ -166,8 +167,8 @@ class Commit:
             bytes.fromhex(self.root_tree), bytes.fromhex(self.root_meta)))
 
     @classmethod
-    def parse(cls, data: bytes) -> Commit:
-        meta, parent, related, subject, body, ts, tree, dmeta = gvariant.decode(COMMIT_TYPE, data)
+    def parse(cls, data: bytes, *, strict: bool = True) -> Commit:
+        meta, parent, related, subject, body, ts, tree, dmeta = gvariant.decode(COMMIT_TYPE, data, strict=strict)
         if parent and len(parent) != 32:
             raise CorruptionError("commit parent is not 32 bytes")
         _check_raw_checksum(tree)
@@ -247,6 +248,13 @@ def parse_archive_header(data: bytes) -> tuple[FileMeta, int, int]:
 def encode_ostreemeta(meta: FileMeta) -> bytes:
     """The user.ostreemeta xattr value of a bare-user object (§8.3)."""
     return gvariant.encode(DIRMETA_TYPE, (meta.uid, meta.gid, meta.mode, _xattrs_to_gv(list(meta.xattrs))))
+
+
+def ostreemeta_mode(value: bytes) -> int:
+    """Just the st_mode of a user.ostreemeta value (its third BE32), without decoding the rest."""
+    if len(value) < 12:
+        raise CorruptionError("truncated user.ostreemeta")
+    return int.from_bytes(value[8:12], "big")
 
 
 def decode_ostreemeta(value: bytes) -> tuple[int, int, int, Xattrs]:

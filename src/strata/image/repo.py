@@ -10,9 +10,11 @@ import re
 import secrets
 import stat
 import threading
+import zlib
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from strata.errors import CorruptionError, InvalidInputError, NotFoundError, StrataError
 from strata.image import objects as O
@@ -169,13 +171,13 @@ class Repo:
         return data
 
     def load_commit(self, checksum: str, *, verify: bool = False) -> Commit:
-        return Commit.parse(self.read_metadata(checksum, ObjectType.COMMIT, verify=verify))
+        return Commit.parse(self.read_metadata(checksum, ObjectType.COMMIT, verify=verify), strict=verify)
 
     def load_dirtree(self, checksum: str, *, verify: bool = False) -> DirTree:
-        return DirTree.parse(self.read_metadata(checksum, ObjectType.DIRTREE, verify=verify))
+        return DirTree.parse(self.read_metadata(checksum, ObjectType.DIRTREE, verify=verify), strict=verify)
 
     def load_dirmeta(self, checksum: str, *, verify: bool = False) -> DirMeta:
-        return DirMeta.parse(self.read_metadata(checksum, ObjectType.DIRMETA, verify=verify))
+        return DirMeta.parse(self.read_metadata(checksum, ObjectType.DIRMETA, verify=verify), strict=verify)
 
     def write_metadata(self, objtype: ObjectType, data: bytes, *, expected: str | None = None) -> str:
         checksum = hashlib.sha256(data).hexdigest()
@@ -321,6 +323,16 @@ class Repo:
             os.chmod(tmp, meta.mode & 0o7777)
         os.utime(tmp, (0, 0))
 
+    def is_symlink_object(self, checksum: str, st: os.stat_result) -> bool:
+        """Whether a content object is a symlink, from what lstat already gave (bare-user: its xattr)."""
+        if self.mode is RepoMode.BARE_USER and stat.S_ISREG(st.st_mode):
+            try:
+                value = os.getxattr(self.object_path(checksum, ObjectType.FILE), OSTREEMETA_XATTR)
+            except OSError:
+                raise CorruptionError(f"file object {checksum} has no {OSTREEMETA_XATTR}") from None
+            return stat.S_ISLNK(O.ostreemeta_mode(value))
+        return stat.S_ISLNK(st.st_mode)
+
     def read_file_meta(self, checksum: str) -> FileMeta:
         """The owner, mode, target and xattrs of a content object, without reading its data."""
         path = self.object_path(checksum, ObjectType.FILE)
@@ -374,6 +386,30 @@ class Repo:
             if actual != checksum:
                 raise CorruptionError(f"corrupted file object {checksum} (actual {actual})")
         return meta, content
+
+    def verify_content(self, checksum: str) -> None:
+        """Recompute a content object's checksum, streaming, so big files never sit in memory whole."""
+        path = self.object_path(checksum, ObjectType.FILE)
+        if self.is_archive:
+            if not path.exists():
+                raise NotFoundError(f"file object {checksum} not found")
+            with open(path, "rb") as f:
+                head = f.read(8)
+                length = int.from_bytes(head[:4], "big") if len(head) == 8 else 0
+                meta, size, _offset = O.parse_archive_header(head + f.read(length))
+                digest = hashlib.sha256(O.file_header(meta))
+                if not meta.is_symlink:
+                    _hash_inflated(f, digest, size)
+        else:
+            meta = self.read_file_meta(checksum)
+            digest = hashlib.sha256(O.file_header(meta))
+            if not meta.is_symlink:
+                with open(path, "rb") as f:
+                    while chunk := f.read(_CHUNK):
+                        digest.update(chunk)
+        actual = digest.hexdigest()
+        if actual != checksum:
+            raise CorruptionError(f"corrupted file object {checksum} (actual {actual})")
 
     def devino_lookup(self, st: os.stat_result) -> str | None:
         """The checksum of the object a hardlinked checkout file shares its inode with, if any."""
@@ -511,6 +547,23 @@ class Repo:
 
     def is_partial(self, commit: str) -> bool:
         return (self.path / "state" / f"{commit}.commitpartial").exists()
+
+
+def _hash_inflated(f: Any, digest: Any, size: int) -> None:
+    decomp = zlib.decompressobj(-15)
+    total = 0
+    try:
+        while chunk := f.read(_CHUNK):
+            data = decomp.decompress(chunk)
+            total += len(data)
+            digest.update(data)
+        data = decomp.flush()
+    except zlib.error as exc:
+        raise CorruptionError(f"corrupt compressed content: {exc}") from None
+    total += len(data)
+    digest.update(data)
+    if total != size:
+        raise CorruptionError(f"content size {total} does not match header size {size}")
 
 
 def _walk_refs(top: Path) -> Iterator[tuple[str, str]]:

@@ -78,6 +78,15 @@ def installed_nevras(root: Path) -> list[str]:
     return sorted(line.replace("-0:", "-") for line in proc.stdout.split())
 
 
+def query(root: Path, queryformat: str, packages: Sequence[str] | None = None) -> str:
+    """`rpm -q --qf` over the given packages (all when None) of root's rpmdb."""
+    selection = ["-q", *packages] if packages else ["-qa"]
+    proc = _rpm(root, *selection, "--qf", queryformat)
+    if proc.returncode != 0:
+        raise StrataError(f"reading rpmdb: {_first_line(proc.stderr)}")
+    return proc.stdout
+
+
 def _remove_transient_files(dbdir: Path) -> None:
     for entry in dbdir.iterdir():
         if entry.name.startswith(("__db.", ".rpm.lock", ".dbenv.lock")) or entry.name.endswith(

@@ -1,0 +1,330 @@
+"""Client-side assembly (spec E.5): a base commit plus the origin's requests -> a layered commit.
+
+The tree is always rebuilt from the pristine base: base tree, minus removed or replaced packages, plus the
+package commits of the layer, merged in memory, checked out once by hardlinks, scripts run, rpmdb updated,
+committed with the base as parent."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from strata.core import layout
+from strata.core.assemble import merge_package_trees
+from strata.core.origin import Origin
+from strata.core.ownership import fix_ownership
+from strata.errors import NotFoundError, StrataError
+from strata.image.checkout import CheckoutOptions, checkout_tree
+from strata.image.commit import (
+    CommitRequest,
+    MutableTree,
+    load_mutable_tree,
+    write_commit,
+    write_mutable_tree,
+    write_tree_from_dir,
+)
+from strata.image.gvariant import Variant
+from strata.image.repo import Repo
+from strata.packages import pkgcache as cache
+from strata.packages import rpmdb, scripts
+from strata.packages.importer import ImportOptions, import_package, translate_path
+from strata.packages.nevra import Nevra
+from strata.packages.rpmread import RpmHeader, RpmPackage
+from strata.packages.solver import Candidate, InstalledPackage
+from strata.packages.sources import RepositorySet, open_repositories
+
+Log = Callable[[str], None]
+CLIENTLAYER_VERSION = 6
+
+
+@dataclass
+class LayerPlan:
+    """What the layer will be, decided before anything is written."""
+
+    install: list[Candidate] = field(default_factory=list)  # from repos
+    local: list[tuple[Nevra, str]] = field(default_factory=list)  # local RPMs layered: (nevra, package commit)
+    replacements: list[tuple[Nevra, str, Nevra]] = field(default_factory=list)  # (new, its commit, old base pkg)
+    removals: list[Nevra] = field(default_factory=list)
+    active_requests: list[str] = field(default_factory=list)
+    inactive_requests: list[tuple[str, list[Nevra]]] = field(default_factory=list)
+    inactive_removals: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BaseInfo:
+    commit: str
+    packages: list[InstalledPackage]
+
+    @property
+    def nevras(self) -> list[Nevra]:
+        return [p.nevra for p in self.packages]
+
+    def find(self, name: str) -> list[Nevra]:
+        return [p.nevra for p in self.packages if p.nevra.name == name]
+
+
+def read_base(repo: Repo, base_commit: str, workdir: Path) -> BaseInfo:
+    """The base's packages with what they provide, read from its rpmdb by the real rpm."""
+    loaded = repo.load_commit(base_commit)
+    dbroot = workdir / "basedb"
+    checkout_tree(repo, (loaded.root_tree, loaded.root_meta), dbroot / "usr" / "share" / "rpm",
+                  _subpath("usr/share/rpm"))
+    out = rpmdb.query(dbroot, "%{NAME}\t%{EPOCHNUM}\t%{VERSION}\t%{RELEASE}\t%{ARCH}\n"
+                              "[P\t%{PROVIDENEVRS}\n][F\t%{FILENAMES}\n]")
+    packages: list[InstalledPackage] = []
+    current: tuple[Nevra, list[str], list[str]] | None = None
+    for line in out.splitlines():
+        if line.startswith(("P\t", "F\t")) and current is not None:
+            (current[1] if line[0] == "P" else current[2]).append(line[2:])
+            continue
+        if current is not None:
+            packages.append(InstalledPackage(current[0], tuple(current[1]), tuple(current[2])))
+        name, epoch, version, release, arch = line.split("\t")
+        current = (Nevra(name, int(epoch), version, release, arch), [], [])
+    if current is not None:
+        packages.append(InstalledPackage(current[0], tuple(current[1]), tuple(current[2])))
+    return BaseInfo(base_commit, packages)
+
+
+def _subpath(path: str) -> CheckoutOptions:
+    return CheckoutOptions(subpath=path, force_copy=True)
+
+
+def plan_layer(repo: Repo, origin: Origin, base: BaseInfo, sources: RepositorySet | None, log: Log) -> LayerPlan:
+    plan = LayerPlan()
+    solver = sources.solver(base.packages) if sources is not None else None
+    for name in origin.override_remove:
+        found = base.find(name)
+        if found:
+            plan.removals += found
+        else:
+            plan.inactive_removals.append(name)
+    for entry in origin.override_replace_local:
+        nevra, commit = local_package_commit(repo, entry.sha256, entry.nevra)
+        old = base.find(nevra.name)
+        if not old or old[0] == nevra:
+            continue  # inactive: the package left the base, or the base ships this very build now
+        plan.replacements.append((nevra, commit, old[0]))
+    for entry in (*origin.requested_local, *origin.requested_local_fileoverride):
+        plan.local.append(local_package_commit(repo, entry.sha256, entry.nevra))
+    requests = []
+    for request in origin.requested:
+        provided = solver.installed_providers(request) if solver is not None else _base_provides(base, request)
+        if provided:
+            plan.inactive_requests.append((request, provided))
+        else:
+            requests.append(request)
+    if plan.inactive_requests:
+        log("Inactive requests:")
+        for request, providers in plan.inactive_requests:
+            log(f"  {request} (already provided by {' '.join(p.nevra for p in providers)})")
+    if requests:
+        if solver is None:
+            raise StrataError("No enabled rpm-md repositories to install packages from")
+        erase = [n.name for n in plan.removals] + [old.name for _new, _commit, old in plan.replacements]
+        solution = solver.resolve(requests, remove=erase)
+        base_names = {p.name for p in base.nevras}
+        changed = [c for c in solution.install if c.nevra.name in base_names and c.nevra not in base.nevras]
+        if changed:
+            raise StrataError("Some base packages would be replaced: " + ", ".join(c.nevra.nevra for c in changed))
+        plan.install = [c for c in solution.install if c.nevra not in base.nevras]
+        unexpected = [n for n in solution.erase if n.name not in erase]
+        if unexpected:
+            raise StrataError(f"Base packages would be removed: {', '.join(n.nevra for n in unexpected)}")
+    plan.active_requests = requests
+    return plan
+
+
+def _base_provides(base: BaseInfo, request: str) -> list[Nevra]:
+    return [p.nevra for p in base.packages if request == p.nevra.name or request in p.provides
+            or request in p.files]
+
+
+def state_digest(origin: Origin, plan: LayerPlan) -> str:
+    digest = hashlib.sha512()
+    digest.update(origin.serialize().encode())
+    for candidate in plan.install:
+        digest.update(f"install {candidate.nevra.nevra} {candidate.checksum_text}\n".encode())
+    return digest.hexdigest()
+
+
+def build_layered_commit(repo: Repo, base: BaseInfo, origin: Origin, plan: LayerPlan, sources: RepositorySet | None,
+                         merge_etc: Path | None, cachedir: Path, log: Log) -> str:
+    """Import, assemble, run scripts, write the rpmdb and commit; returns the layered commit."""
+    commits = _import_packages(repo, plan, sources, cachedir, log)
+    base_commit = repo.load_commit(base.commit)
+    tree = load_mutable_tree(repo, base_commit.root_tree, base_commit.root_meta)
+    removed_nevras = plan.removals + [old for _new, _commit, old in plan.replacements]
+    with tempfile.TemporaryDirectory(prefix="layer-", dir=repo.tmp_dir) as work:
+        rootfs = Path(work) / "rootfs"
+        if removed_nevras:
+            _remove_packages(repo, base.commit, tree, removed_nevras, Path(work), log)
+        label = "Processing packages" if plan.removals or plan.replacements else "Checking out packages"
+        log(f"{label}...")
+        merged = merge_package_trees(repo, [(nevra, commits[nevra]) for nevra in commits], base=tree,
+                                     replace_files=frozenset(new.nevra for new, _c, _o in plan.replacements))
+        with repo.lock():
+            root = write_mutable_tree(repo, merged)
+        checkout_tree(repo, root, rootfs)
+        log(f"{label}... done")
+        headers = [cache.header_of(repo, commits[nevra]) for nevra in commits]
+        _run_scripts(rootfs, headers, merge_etc, {old.name for _n, _c, old in plan.replacements}, log)
+        log("Writing rpmdb...")
+        rpmdb.write_rpmdb_from_headers(rootfs, [h.raw for h in headers], erase=[n.nevra for n in removed_nevras])
+        log("Writing rpmdb... done")
+        log("Writing OSTree commit...")
+        commit = _commit(repo, rootfs, base, origin, plan, headers, removed_nevras)
+        log("Writing OSTree commit... done")
+    return commit
+
+
+def _import_packages(repo: Repo, plan: LayerPlan, sources: RepositorySet | None, cachedir: Path,
+                     log: Log) -> dict[str, str]:
+    commits: dict[str, str] = {}
+    missing = []
+    for candidate in plan.install:
+        cached = cache.cached_commit(repo, candidate.nevra, candidate.checksum_text, nodocs=False)
+        if cached:
+            commits[candidate.nevra.nevra] = cached
+        else:
+            missing.append(candidate)
+    imported = False
+    if missing and sources is not None:
+        total = sum(c.size for c in missing)
+        log(f"Will download: {len(missing)} package{'s' if len(missing) != 1 else ''} ({total / 1000:.1f} kB)")
+        downloads = cachedir / "downloads"
+        downloads.mkdir(parents=True, exist_ok=True)
+        paths = sources.download(missing, downloads, log)
+        log("Importing packages...")
+        imported = True
+        with repo.lock():
+            for candidate in missing:
+                options = ImportOptions(repodata_checksum=candidate.checksum_text, repo_id=candidate.repo_id,
+                                        repo_timestamp=sources.repo_timestamps().get(candidate.repo_id))
+                commits[candidate.nevra.nevra] = import_package(repo, RpmPackage.open(paths[candidate.nevra.nevra]),
+                                                                options)
+        for path in paths.values():
+            path.unlink(missing_ok=True)
+    if imported:
+        log("Importing packages... done")
+    for nevra, commit in plan.local + [(new, commit) for new, commit, _old in plan.replacements]:
+        commits[nevra.nevra] = commit
+    ordered = [c.nevra.nevra for c in plan.install] + [n.nevra for n, _ in plan.local] + [
+        n.nevra for n, _c, _o in plan.replacements]
+    return {nevra: commits[nevra] for nevra in ordered}
+
+
+def _remove_packages(repo: Repo, base_commit: str, tree: MutableTree, nevras: list[Nevra], work: Path,
+                     log: Log) -> None:
+    """Delete the files of removed packages that no remaining package owns (paths from the base rpmdb)."""
+    dbroot = work / "basedb"
+    if not (dbroot / "usr/share/rpm").exists():
+        loaded = repo.load_commit(base_commit)
+        checkout_tree(repo, (loaded.root_tree, loaded.root_meta), dbroot / "usr/share/rpm", _subpath("usr/share/rpm"))
+    count = len(nevras)
+    log(f"Applying {count} override{'s' if count != 1 else ''}")
+    removed = {n.nevra for n in nevras}
+    owned_by_others = set()
+    for line in rpmdb.query(dbroot, "[%{NEVRA} %{FILENAMES}\n]").splitlines():
+        owner, _, name = line.partition(" ")
+        if owner not in removed:
+            owned_by_others.add(name)
+    for nevra in nevras:
+        for path in rpmdb.query(dbroot, "[%{FILEMODES:perms} %{FILENAMES}\n]", packages=[nevra.nevra]).splitlines():
+            perms, _, name = path.partition(" ")
+            if perms.startswith("d") or name in owned_by_others:
+                continue
+            translated = translate_path(name, 0o100644)
+            if translated.stored:
+                tree.remove(translated.stored)
+
+
+def _run_scripts(rootfs: Path, headers: list[RpmHeader], merge_etc: Path | None, upgrades: set[str],
+                 log: Log) -> None:
+    if not headers:
+        return
+    _prepare_users(rootfs, merge_etc)
+    for kind in ("pre", "post", "posttrans"):
+        log(f"Running {kind} scripts...")
+        scripts.run_scriptlets(rootfs, [s for h in headers for s in h.scriptlets(kind)], log,
+                               upgrade=frozenset(upgrades))
+        if kind == "pre":
+            fix_ownership(rootfs, headers)
+        log(f"Running {kind} scripts... done")
+    layout.split_passwd_and_group(rootfs, [], lambda _line: None)
+
+
+def _prepare_users(rootfs: Path, merge_etc: Path | None) -> None:
+    """Scripts see every account: the tree's system accounts and those created on this machine."""
+    for name in ("passwd", "group"):
+        seen: dict[str, str] = {}
+        for source in (rootfs / "usr/etc" / name, rootfs / "usr/lib" / name,
+                       *([merge_etc / name] if merge_etc is not None else [])):
+            if source.is_file():
+                for line in source.read_text().splitlines():
+                    if line.strip():
+                        seen.setdefault(line.split(":", 1)[0], line)
+        target = rootfs / "usr/etc" / name
+        if target.exists():
+            target.unlink()
+        target.write_text("".join(line + "\n" for line in seen.values()))
+
+
+def _nevra_variant(nevra: Nevra) -> Variant:
+    return Variant("(sstsss)", (nevra.nevra, nevra.name, nevra.epoch, nevra.version, nevra.release, nevra.arch))
+
+
+def _commit(repo: Repo, rootfs: Path, base: BaseInfo, origin: Origin, plan: LayerPlan, headers: list[RpmHeader],
+            removed: list[Nevra]) -> str:
+    base_commit = repo.load_commit(base.commit)
+    installed = [n for n in base.nevras if n not in removed] + [h.nevra for h in headers]
+    metadata: list[tuple[str, str, object]] = []
+    if base_commit.version is not None:
+        metadata.append(("version", "s", base_commit.version))
+    metadata += [
+        ("rpmostree.clientlayer", "b", True),
+        ("rpmostree.clientlayer_version", "u", CLIENTLAYER_VERSION),
+        ("rpmostree.state-sha512", "s", state_digest(origin, plan)),
+        ("rpmostree.packages", "as", sorted(plan.active_requests)),
+        ("rpmostree.modules", "as", []),
+        ("rpmostree.removed-base-packages", "av", [_nevra_variant(n) for n in plan.removals]),
+        ("rpmostree.replaced-base-packages", "a(vv)",
+         [(_nevra_variant(new), _nevra_variant(old)) for new, _commit, old in plan.replacements]),
+        ("rpmostree.rpmdb.pkglist", "a(sssss)", sorted(n.pkglist_entry() for n in installed)),
+    ]
+    with repo.lock():
+        root = write_tree_from_dir(repo, rootfs)
+        commit = write_commit(repo, root, CommitRequest(metadata=metadata, parent=base.commit,
+                                                        timestamp=base_commit.timestamp))
+        repo.sync()
+    return commit
+
+
+def import_local_rpm(repo: Repo, path: Path) -> tuple[str, Nevra]:
+    """Import a local RPM into the package cache now; returns its origin identity (header SHA-256, NEVRA)."""
+    if not path.is_file():
+        raise NotFoundError(f"{path}: no such file")
+    rpm = RpmPackage.open(path)
+    with repo.lock():
+        import_package(repo, rpm, ImportOptions())
+    return hashlib.sha256(rpm.header_bytes).hexdigest(), rpm.nevra
+
+
+def local_package_commit(repo: Repo, sha256: str, nevra_text: str) -> tuple[Nevra, str]:
+    nevra = Nevra.parse(nevra_text)
+    from strata.packages.pkgcache import package_ref
+    commit = repo.read_ref(package_ref(nevra.name, nevra.epoch, nevra.version, nevra.release, nevra.arch))
+    if commit is None or repo.load_commit(commit).meta("rpmostree.metadata_sha256") != sha256:
+        raise NotFoundError(f"local package {nevra_text} is no longer in the package cache")
+    return nevra, commit
+
+
+def open_deployment_repos(etc: Path, cachedir: Path, log: Log) -> RepositorySet | None:
+    repos_dir = etc / "yum.repos.d"
+    if not repos_dir.is_dir():
+        return None
+    return open_repositories(repos_dir, None, cachedir, log)
+
