@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from strata.cli.common import add_sysroot_option, print_json
+from strata.core.livefs import drop_live_changes
 from strata.errors import InvalidInputError, StrataError
 from strata.image.keyfile import KeyFile
 from strata.sysroot import deploy as ops
@@ -275,6 +276,7 @@ def _kargs(args: argparse.Namespace) -> int:
 def _boot(args: argparse.Namespace) -> int:
     sysroot = _open(args)
     with sysroot.lock():
+        drop_live_changes(sysroot)
         simulated_boot(sysroot, _log)
     return 0
 

@@ -70,6 +70,7 @@ def read_base(repo: Repo, base_commit: str, workdir: Path) -> BaseInfo:
     """The base's packages with what they provide, read from its rpmdb by the real rpm."""
     loaded = repo.load_commit(base_commit)
     dbroot = workdir / "basedb"
+    (dbroot / "usr" / "share").mkdir(parents=True, exist_ok=True)
     checkout_tree(repo, (loaded.root_tree, loaded.root_meta), dbroot / "usr" / "share" / "rpm",
                   _subpath("usr/share/rpm"))
     out = rpmdb.query(dbroot, "%{NAME}\t%{EPOCHNUM}\t%{VERSION}\t%{RELEASE}\t%{ARCH}\n"
@@ -222,6 +223,7 @@ def _remove_packages(repo: Repo, base_commit: str, tree: MutableTree, nevras: li
     """Delete the files of removed packages that no remaining package owns (paths from the base rpmdb)."""
     dbroot = work / "basedb"
     if not (dbroot / "usr/share/rpm").exists():
+        (dbroot / "usr/share").mkdir(parents=True, exist_ok=True)
         loaded = repo.load_commit(base_commit)
         checkout_tree(repo, (loaded.root_tree, loaded.root_meta), dbroot / "usr/share/rpm", _subpath("usr/share/rpm"))
     count = len(nevras)

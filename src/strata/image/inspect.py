@@ -173,3 +173,14 @@ def diff_trees(repo: Repo, old: tuple[str, str], new: tuple[str, str], path: str
         else:
             yield "D", sub
             yield "A", sub
+
+
+def lookup_pair(repo: Repo, root: tuple[str, str], path: str) -> tuple[str, str] | None:
+    """The (dirtree, dirmeta) of a directory inside a tree, or None when path is not a directory there."""
+    pair = root
+    for part in [p for p in path.strip("/").split("/") if p]:
+        tree = repo.load_dirtree(pair[0])
+        if part not in tree.dirs:
+            return None
+        pair = tree.dirs[part]
+    return pair

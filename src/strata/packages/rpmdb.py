@@ -42,6 +42,7 @@ def _rpm(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def write_rpmdb(root: Path, install: Sequence[Path], erase: Sequence[str] = ()) -> None:
     """Record packages as installed in root's rpmdb (creating it), and erase others by NEVRA."""
     (root / RPMDB_DIR).mkdir(parents=True, exist_ok=True)
+    _break_hardlinks(root / RPMDB_DIR)
     for start in range(0, len(erase), _BATCH):
         proc = _rpm(root, "-e", "--justdb", "--nodeps", "--noscripts", "--notriggers",
                     *erase[start:start + _BATCH])
@@ -85,6 +86,16 @@ def query(root: Path, queryformat: str, packages: Sequence[str] | None = None) -
     if proc.returncode != 0:
         raise StrataError(f"reading rpmdb: {_first_line(proc.stderr)}")
     return proc.stdout
+
+
+def _break_hardlinks(dbdir: Path) -> None:
+    """rpm rewrites its database in place: a checkout's files are hardlinks into the object store."""
+    for entry in dbdir.iterdir():
+        st = entry.lstat()
+        if entry.is_file() and not entry.is_symlink() and st.st_nlink > 1:
+            copy = entry.with_name(entry.name + ".strata-copy")
+            shutil.copy2(entry, copy)
+            os.replace(copy, entry)
 
 
 def _remove_transient_files(dbdir: Path) -> None:
