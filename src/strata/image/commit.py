@@ -103,7 +103,7 @@ class TreeWriteOptions:
 class _DirScan:
     def __init__(self, meta: str) -> None:
         self.meta = meta
-        self.files: dict[str, Future[str]] = {}
+        self.files: dict[str, str | Future[str]] = {}
         self.dirs: dict[str, _DirScan] = {}
 
 
@@ -156,17 +156,17 @@ class _TreeWriter:
             if stat.S_ISDIR(est.st_mode):
                 scan.dirs[name] = self.scan_dir(entry.path, est)
             elif stat.S_ISREG(est.st_mode) or stat.S_ISLNK(est.st_mode):
-                scan.files[name] = self.pool.submit(self._write_file, entry.path, est)
+                known = self.repo.devino_lookup(est) if self.devino_ok else None
+                if known is not None:  # a hardlink to an object: nothing to read (inline, no future)
+                    scan.files[name] = known
+                    self._tick()
+                else:
+                    scan.files[name] = self.pool.submit(self._write_file, entry.path, est)
             else:
                 raise InvalidInputError(f"{entry.path}: cannot store special file (device, fifo or socket)")
         return scan
 
     def _write_file(self, path: str, st: os.stat_result) -> str:
-        if self.devino_ok:
-            known = self.repo.devino_lookup(st)
-            if known is not None:
-                self._tick()
-                return known
         uid, gid = self._owner(st)
         xattrs = self._xattrs(path)
         if stat.S_ISLNK(st.st_mode):
@@ -184,7 +184,8 @@ class _TreeWriter:
             self.opts.progress("files", self.count)
 
     def finish(self, scan: _DirScan) -> tuple[str, str]:
-        tree = DirTree({name: fut.result() for name, fut in scan.files.items()})
+        tree = DirTree({name: value if isinstance(value, str) else value.result()
+                        for name, value in scan.files.items()})
         for name, sub in scan.dirs.items():
             tree.dirs[name] = self.finish(sub)
         return self.repo.write_metadata(ObjectType.DIRTREE, tree.serialize()), scan.meta
