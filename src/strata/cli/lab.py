@@ -86,6 +86,36 @@ def deploy_and_boot(s: Session, build_repo: str) -> str:
     return sysroot
 
 
+def layering(s: Session, sysroot: str, distro: Path) -> None:
+    sr = ["--sysroot", sysroot]
+    s.say("Package layering: install htop on top of the base, as a new deployment for the next boot")
+    s.run("status", *sr)
+    s.run("install", *sr, "htop")
+    s.run("status", *sr)
+    s.say("Reboot into it and run htop")
+    s.run("admin", "boot", *sr)
+    s.run("admin", "run", *sr, "--", "htop", "--version")
+    s.say("apply-live: install nano and use it at once, without a reboot")
+    s.run("install", *sr, "--apply-live", "nano")
+    s.run("admin", "run", *sr, "--", "nano", "--version")
+    s.run("status", *sr)
+    s.say("Base overrides: remove strace from the base, replace the demo-engine family with the newer build")
+    s.run("override", "remove", *sr, "strace")
+    updates = sorted(str(p) for p in (distro / "lab-updates" / "Packages").glob("*.rpm"))
+    s.run("override", "replace", *sr, *updates)
+    s.run("admin", "boot", *sr)
+    s.run("admin", "run", *sr, "--", "demo-engine")
+    s.run("status", *sr)
+    s.say("reset drops every layered package and override; rollback brings the previous deployment back")
+    s.run("reset", *sr)
+    s.run("admin", "boot", *sr)
+    s.run("status", *sr)
+    s.run("rollback", *sr)
+    s.run("admin", "boot", *sr)
+    s.run("admin", "run", *sr, "--", "/usr/bin/bash", "-c", "htop --version; demo-engine | head -1")
+    s.run("status", *sr)
+
+
 def _lab(args: argparse.Namespace) -> int:
     if args.workdir:
         workdir = Path(args.workdir).resolve()
@@ -103,6 +133,7 @@ def _run_lab(workdir: Path) -> int:
     session = Session(workdir)
     distro = build_distribution(session)
     build_repo = compose_base(session, distro)
-    deploy_and_boot(session, build_repo)
+    sysroot = deploy_and_boot(session, build_repo)
+    layering(session, sysroot, distro)
     print("\nlab complete")
     return 0
