@@ -183,3 +183,68 @@ def test_guest_stateroot_keeps_host_default(lab_sysroot: Lab) -> None:
     assert "htop 3.2.2" in box.admin("run", "--os=guest", "--", "htop", "--version").stdout
     box.admin("boot")
     assert Sysroot.open(box.root).booted().stateroot == "lab"  # type: ignore[union-attr]
+
+
+def _compose_variant(lab: Path, repo: Path, tmp: Path, name: str, **changes: object) -> str:
+    import json
+
+    from strata.core.compose import ComposeOptions, compose_tree
+    from tests.lab import copy_treefile_dir
+    treefile = copy_treefile_dir(lab, tmp / name)
+    data = json.loads(treefile.read_text())
+    data.update(changes)
+    treefile.write_text(json.dumps(data))
+    result = compose_tree(treefile, ComposeOptions(repo=repo, cachedir=tmp / "cache"), lambda _line: None)
+    assert result.commit is not None
+    return result.commit
+
+
+def test_upgrade_deploy_version_and_rebase(lab: Path, lab_repo: Path, tmp_path: Path) -> None:
+    server = tmp_path / "server"
+    subprocess.run(["cp", "-a", str(lab_repo), str(server)], check=True)
+    root = Sysroot.init_fs(tmp_path / "sysroot")
+    root.os_init("lab")
+    pull_local(Repo.open(server), root.repo, [LAB_REF], remote="lab")
+    root.repo.config.set('remote "lab"', "url", f"file://{server}")
+    root.repo.save_config()
+    box = Lab(root.path, lab)
+    box.admin("deploy", "--os=lab", ORIGIN_REF)
+    box.admin("boot")
+    box.run("install", "htop", "nano")
+    box.admin("boot")
+    assert "No upgrade available." in box.run("upgrade").stdout
+
+    packages = [*json_packages(lab), "htop"]
+    _compose_variant(lab, server, tmp_path, "v2", packages=packages)
+    out = box.run("upgrade").stdout
+    assert "Inactive requests:\n  htop (already provided by htop-3.2.2-2.x86_64)" in out
+    assert 'Run "systemctl reboot" to start a reboot' in out
+    box.admin("boot")
+    status = box.run("status", "-v").stdout
+    assert "                  Version: 1.1 (" in status
+    assert "         InactiveRequests: htop" in status and "          LayeredPackages: nano" in status
+    assert "GNU nano" in box.inside("nano", "--version") and "htop 3.2.2" in box.inside("htop", "--version")
+
+    out = box.run("deploy", "1").stdout
+    assert "Resolving version '1'" in out
+    box.admin("boot")
+    assert "                  Version: 1 (" in box.status().split("\n\n")[0]
+    assert box.default_origin().get("origin", "override-commit") is not None
+    missing = box.run("deploy", "9.9", check=False)
+    assert "Version 9.9 not found in lab:strata-lab/x86_64/base" in missing.stderr
+
+    _compose_variant(lab, server, tmp_path, "devel", ref="strata-lab/x86_64/devel", packages=packages)
+    box.run("rebase", "strata-lab/x86_64/devel")
+    box.admin("boot")
+    assert box.status().split("\n")[2] == "● lab:strata-lab/x86_64/devel"
+    assert box.run("rebase", "lab:strata-lab/x86_64/devel", check=False).returncode == 1
+    box.run("rebase", "strata-lab/x86_64/base")
+    box.admin("boot")
+    assert box.status().split("\n")[2] == "● lab:strata-lab/x86_64/base"
+    assert "GNU nano" in box.inside("nano", "--version")
+
+
+def json_packages(lab: Path) -> list[str]:
+    import json
+    packages: list[str] = json.loads((lab / "lab.json").read_text())["packages"]
+    return packages
