@@ -254,6 +254,13 @@ class Repo:
         self._link_into_store(tmp, checksum, ObjectType.FILE)
         return checksum
 
+    def write_archive_object(self, checksum: str, data: bytes) -> None:
+        """Store a .filez exactly as received (the caller verified it against checksum)."""
+        if not self.is_archive:
+            raise StrataError("raw .filez objects only go into archive repositories")
+        if not self.has_object(checksum, ObjectType.FILE):
+            self._publish_bytes(checksum, ObjectType.FILE, data)
+
     def write_content_from_file(self, meta: FileMeta, source: str | os.PathLike[str], size: int) -> str:
         """Store a regular file from disk; large files are streamed twice instead of held in memory."""
         if size < _STREAM_THRESHOLD:

@@ -1,0 +1,301 @@
+"""Pulling from an archive repository over HTTP (spec §13): the commit first, then only the objects this
+repository lacks, several at a time; every object is checked against its name before it is stored, and the
+ref moves only when the whole commit is present. A pull that stops midway resumes where it was."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from strata.errors import CorruptionError, NotFoundError, StrataError
+from strata.image import objects as O
+from strata.image import sign
+from strata.image.objects import Commit, DirTree, ObjectType
+from strata.image.remote import Remote, get_remote
+from strata.image.repo import Repo
+from strata.image.summary import parse_summary
+
+Progress = Callable[[str], None]
+_WORKERS = 8
+_RETRIES = 3
+_TIMEOUT = 30.0
+_MAX_METADATA = 128 << 20
+
+
+class FetchError(StrataError):
+    def __init__(self, url: str, status: int | None, message: str) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+@dataclass
+class PullOptions:
+    depth: int = 0
+    commit_metadata_only: bool = False
+    mirror: bool = False
+    disable_static_deltas: bool = False
+    progress: Progress | None = None
+
+
+@dataclass
+class PullStats:
+    fetched_objects: int = 0
+    fetched_bytes: int = 0
+    refs: dict[str, str] = field(default_factory=dict)
+
+
+class Fetcher:
+    """HTTP GETs over one keep-alive connection per worker thread, with retries for transient failures."""
+
+    def __init__(self, base_url: str) -> None:
+        parsed = urllib.parse.urlsplit(base_url)
+        if parsed.scheme not in ("http", "https"):
+            raise StrataError(f"unsupported URL scheme for pull: {base_url}")
+        self.scheme = parsed.scheme
+        self.netloc = parsed.netloc
+        self.base_path = parsed.path.rstrip("/")
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.bytes = 0
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self.local, "conn", None)
+        if conn is None:
+            cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+            conn = cls(self.netloc, timeout=_TIMEOUT)
+            self.local.conn = conn
+        return conn  # type: ignore[no-any-return]
+
+    def get(self, relpath: str, *, optional: bool = False, limit: int | None = None) -> bytes | None:
+        url = f"{self.scheme}://{self.netloc}{self.base_path}/{relpath}"
+        last: Exception | None = None
+        for attempt in range(_RETRIES):
+            try:
+                return self._get_once(relpath, url, optional, limit)
+            except FetchError as exc:
+                if exc.status is not None and exc.status < 500:
+                    raise
+                last = exc
+            except http.client.IncompleteRead:
+                last = FetchError(url, None, f"Truncated response for {url}")
+            except (OSError, http.client.HTTPException) as exc:
+                last = FetchError(url, None, f"While fetching {url}: {exc or type(exc).__name__}")
+            self.local.conn = None
+            time.sleep(0.2 * (attempt + 1))
+        assert last is not None
+        raise last
+
+    def _get_once(self, relpath: str, url: str, optional: bool, limit: int | None) -> bytes | None:
+        conn = self._connection()
+        conn.request("GET", f"{self.base_path}/{relpath}", headers={"User-Agent": "strata"})
+        response = conn.getresponse()
+        body = response.read()
+        if response.status == 404 and optional:
+            return None
+        if response.status != 200:
+            raise FetchError(url, response.status, f"Server returned HTTP {response.status} for {url}")
+        expected = response.getheader("Content-Length")
+        if expected is not None and int(expected) != len(body):
+            raise FetchError(url, None, f"Truncated response for {url}")
+        if limit is not None and len(body) > limit:
+            raise CorruptionError(f"{url} is larger than allowed ({len(body)} > {limit})")
+        with self.lock:
+            self.bytes += len(body)
+        return body
+
+
+def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | None = None) -> PullStats:
+    opts = options or PullOptions()
+    remote = get_remote(repo, remote_name)
+    fetcher = Fetcher(remote.url)
+    stats = PullStats()
+    summary = fetcher.get("summary", optional=True)
+    if summary is not None and remote.sign_verify:
+        signature = fetcher.get("summary.sig", optional=True)
+        if signature is not None or remote.sign_verify_summary:
+            sign.verify(summary, signature, list(remote.keys), "summary")
+    targets = _resolve_refs(fetcher, summary, refs or list(remote.branches))
+    if not targets:
+        raise StrataError(f"No refs to pull from remote {remote_name}")
+    session = _Session(repo, fetcher, remote, opts)
+    for ref, checksum in targets.items():
+        session.pull_commit(ref, checksum)
+    for ref, checksum in targets.items():
+        with repo.lock():
+            if opts.mirror:
+                repo.set_ref(ref, checksum)
+            else:
+                repo.set_ref(ref, checksum, remote=remote_name)
+        stats.refs[ref] = checksum
+    stats.fetched_objects = session.fetched
+    stats.fetched_bytes = fetcher.bytes
+    session.report(final=True)
+    return stats
+
+
+def _resolve_refs(fetcher: Fetcher, summary: bytes | None, refs: list[str]) -> dict[str, str]:
+    listed = {r.name: r.checksum for r in parse_summary(summary)[0]} if summary is not None else {}
+    result = {}
+    for ref in refs:
+        if O.is_checksum(ref):
+            result[ref] = ref
+            continue
+        if ref in listed:
+            result[ref] = listed[ref]
+            continue
+        body = fetcher.get(f"refs/heads/{ref}", optional=True)
+        if body is None:
+            raise NotFoundError(f"No such branch '{ref}' in repository")
+        text = body.decode(errors="replace").strip()
+        if not O.is_checksum(text):
+            raise CorruptionError(f"ref {ref} on the server does not hold a checksum")
+        result[ref] = text
+    return result
+
+
+class _Session:
+    def __init__(self, repo: Repo, fetcher: Fetcher, remote: Remote, opts: PullOptions) -> None:
+        self.repo = repo
+        self.fetcher = fetcher
+        self.remote = remote
+        self.opts = opts
+        self.fetched = 0
+        self.count_lock = threading.Lock()
+        self.last_report = 0.0
+        self.started = time.monotonic()
+
+    def pull_commit(self, ref: str, checksum: str) -> None:
+        current: str | None = checksum
+        depth = self.opts.depth
+        while current is not None:
+            commit = self._fetch_commit(ref if current == checksum else None, current)
+            if not self.opts.commit_metadata_only:
+                self._fetch_tree(commit)
+            with self.repo.lock():
+                self.repo.sync()
+                self.repo.clear_partial(current)
+            if depth == 0 or commit.parent is None:
+                break
+            depth -= 1
+            current = commit.parent
+
+    def _fetch_commit(self, ref: str | None, checksum: str) -> Commit:
+        detached = self.fetcher.get(O.object_relpath(checksum, ObjectType.COMMITMETA, False), optional=True)
+        if self.repo.has_object(checksum, ObjectType.COMMIT) and not self.repo.is_partial(checksum):
+            data = self.repo.read_metadata(checksum, ObjectType.COMMIT)
+        else:
+            data = self._get_metadata(checksum, ObjectType.COMMIT)
+        if self.remote.sign_verify:
+            sign.verify(data, detached, list(self.remote.keys), f"commit {checksum}")
+        commit = Commit.parse(data, strict=True)
+        bindings = commit.meta("ostree.ref-binding")
+        if ref is not None and bindings is not None and ref not in bindings:
+            raise StrataError(f"commit {checksum} is not bound to ref {ref} (bound to {', '.join(bindings)})")
+        with self.repo.lock():
+            self.repo.mark_partial(checksum)
+            self.repo.write_metadata(ObjectType.COMMIT, data, expected=checksum)
+            if detached is not None:
+                self.repo.write_detached_metadata(checksum, detached)
+        return commit
+
+    def _get_metadata(self, checksum: str, objtype: ObjectType) -> bytes:
+        data = self.fetcher.get(O.object_relpath(checksum, objtype, False), limit=_MAX_METADATA)
+        assert data is not None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != checksum:
+            raise CorruptionError(f"Corrupted {objtype.value} object {checksum} from the server (actual {actual})")
+        self._count()
+        return data
+
+    def _fetch_tree(self, commit: Commit) -> None:
+        with ThreadPoolExecutor(max_workers=_WORKERS) as pool, self.repo.lock():
+            self._store_metadata(pool, [(commit.root_meta, ObjectType.DIRMETA)])
+            level = [commit.root_tree]
+            seen: set[str] = set()
+            while level:
+                trees = [self._tree(pool, t) for t in level]
+                files: list[str] = []
+                metas: list[tuple[str, ObjectType]] = []
+                next_level: list[str] = []
+                for tree in trees:
+                    files += [c for c in tree.files.values() if not self.repo.has_object(c, ObjectType.FILE)]
+                    for sub_tree, sub_meta in tree.dirs.values():
+                        metas.append((sub_meta, ObjectType.DIRMETA))
+                        if sub_tree not in seen:
+                            seen.add(sub_tree)
+                            next_level.append(sub_tree)
+                self._store_metadata(pool, metas)
+                list(pool.map(self._fetch_content, sorted(set(files))))
+                level = next_level
+
+    def _tree(self, pool: ThreadPoolExecutor, checksum: str) -> DirTree:
+        del pool
+        if self.repo.has_object(checksum, ObjectType.DIRTREE):
+            return self.repo.load_dirtree(checksum)
+        data = self._get_metadata(checksum, ObjectType.DIRTREE)
+        tree = DirTree.parse(data, strict=True)
+        self.repo.write_metadata(ObjectType.DIRTREE, data, expected=checksum)
+        return tree
+
+    def _store_metadata(self, pool: ThreadPoolExecutor, wanted: list[tuple[str, ObjectType]]) -> None:
+        missing = sorted({w for w in wanted if not self.repo.has_object(*w)})
+
+        def fetch(item: tuple[str, ObjectType]) -> None:
+            data = self._get_metadata(*item)
+            O.DirMeta.parse(data, strict=True)
+            self.repo.write_metadata(item[1], data, expected=item[0])
+        list(pool.map(fetch, missing))
+
+    def _fetch_content(self, checksum: str) -> None:
+        data = self.fetcher.get(O.object_relpath(checksum, ObjectType.FILE, True))
+        assert data is not None
+        try:
+            meta, size, offset = O.parse_archive_header(data)
+            content = b"" if meta.is_symlink else O.archive_decompress(data[offset:], size)
+        except CorruptionError as exc:
+            raise CorruptionError(f"Corrupted file object {checksum} from the server: {exc}") from None
+        actual = O.content_checksum(meta, content)
+        if actual != checksum:
+            raise CorruptionError(f"Corrupted file object {checksum} from the server (actual {actual})")
+        if self.repo.is_archive:
+            self.repo.write_archive_object(checksum, data)  # verified already: keep the compressed bytes
+        else:
+            self.repo.write_content(meta, content, expected=checksum)
+        self._count()
+
+    def _count(self) -> None:
+        with self.count_lock:
+            self.fetched += 1
+        self.report()
+
+    def report(self, final: bool = False) -> None:
+        progress = self.opts.progress
+        now = time.monotonic()
+        if progress is None or (not final and now - self.last_report < 0.5):
+            return
+        self.last_report = now
+        rate = self.fetcher.bytes / max(now - self.started, 1e-6)
+        progress(f"Receiving objects: {self.fetched} ({_human(self.fetcher.bytes)}, {_human(int(rate))}/s)")
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"
+
+
+def terminal_progress(line: str) -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r{line}\x1b[K")
+        sys.stderr.flush()

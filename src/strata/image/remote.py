@@ -1,0 +1,87 @@
+"""Remotes, kept in the repository config as `[remote "NAME"]` groups the way ostree keeps them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from strata.errors import InvalidInputError, NotFoundError
+from strata.image.repo import Repo, validate_remote_name
+from strata.image.sign import public_keys
+
+
+@dataclass(frozen=True)
+class Remote:
+    name: str
+    url: str
+    gpg_verify: bool
+    sign_verify: bool
+    sign_verify_summary: bool
+    keys: tuple[bytes, ...]
+    branches: tuple[str, ...]
+
+    @property
+    def verifies(self) -> bool:
+        return self.sign_verify
+
+
+def _group(name: str) -> str:
+    return f'remote "{name}"'
+
+
+def add_remote(repo: Repo, name: str, url: str, *, branches: list[str], sign_verify: str | None,
+               no_sign_verify: bool, settings: list[tuple[str, str]], if_not_exists: bool = False) -> None:
+    validate_remote_name(name)
+    group = _group(name)
+    if repo.config.has_group(group):
+        if if_not_exists:
+            return
+        raise InvalidInputError(f"Remote configuration for \"{name}\" already exists")
+    repo.config.set(group, "url", url)
+    if branches:
+        repo.config.set(group, "branches", branches)
+    repo.config.set(group, "gpg-verify", False)
+    if sign_verify:
+        key_type, _, spec = sign_verify.partition("=")
+        if key_type != "ed25519":
+            raise InvalidInputError(f"unsupported signature type {key_type}")
+        public_keys(spec)
+        kind, _, value = spec.partition(":")
+        repo.config.set(group, "sign-verify", True)
+        repo.config.set(group, "verification-ed25519-key" if kind == "inline" else "verification-ed25519-file", value)
+    elif no_sign_verify:
+        repo.config.set(group, "sign-verify", False)
+    for key, value in settings:
+        repo.config.set(group, key, value)
+    repo.save_config()
+
+
+def delete_remote(repo: Repo, name: str, *, if_exists: bool = False) -> None:
+    group = _group(name)
+    if not repo.config.has_group(group):
+        if if_exists:
+            return
+        raise NotFoundError(f'Remote "{name}" not found')
+    repo.config.remove(group)
+    repo.save_config()
+
+
+def list_remotes(repo: Repo) -> list[str]:
+    return [g[len('remote "'):-1] for g in repo.config.groups if g.startswith('remote "') and g.endswith('"')]
+
+
+def get_remote(repo: Repo, name: str) -> Remote:
+    group = _group(name)
+    if not repo.config.has_group(group):
+        raise NotFoundError(f'Remote "{name}" not found')
+    url = repo.config.get(group, "url") or ""
+    keys: list[bytes] = []
+    inline = repo.config.get(group, "verification-ed25519-key")
+    key_file = repo.config.get(group, "verification-ed25519-file")
+    if inline:
+        keys += public_keys(f"inline:{inline}")
+    if key_file:
+        keys += public_keys(f"file:{key_file}")
+    return Remote(name, url, repo.config.get_bool(group, "gpg-verify", True),
+                  repo.config.get_bool(group, "sign-verify", False),
+                  repo.config.get_bool(group, "sign-verify-summary", False), tuple(keys),
+                  tuple(repo.config.get_list(group, "branches")))

@@ -1,0 +1,79 @@
+"""The summary file (spec §12): refs with their commits, sizes and versions, so clients need one request."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+from strata.image import gvariant
+from strata.image.fsutil import atomic_write
+from strata.image.gvariant import Variant
+from strata.image.objects import ObjectType
+from strata.image.repo import Repo
+
+SUMMARY_TYPE = "(a(s(taya{sv}))a{sv})"
+
+
+@dataclass(frozen=True)
+class SummaryRef:
+    name: str
+    checksum: str
+    size: int
+    timestamp: int | None
+    version: str | None
+
+
+def _swap64(value: int) -> int:
+    """The commit size is stored in the writer's (little-endian) byte order; our codec writes BE."""
+    return int.from_bytes(value.to_bytes(8, "little"), "big")
+
+
+def build_summary(repo: Repo) -> bytes:
+    refs = []
+    for name, checksum in sorted(repo.list_refs(remotes=False).items(), key=lambda kv: kv[0].encode()):
+        if name.startswith(("ostree/", "rpmostree/")):
+            continue
+        data = repo.read_metadata(checksum, ObjectType.COMMIT)
+        commit = repo.load_commit(checksum)
+        meta: list[tuple[str, Variant]] = [("ostree.commit.timestamp", Variant("t", commit.timestamp))]
+        if commit.version is not None:
+            meta.append(("ostree.commit.version", Variant("s", commit.version)))
+        refs.append((name, (_swap64(len(data)), bytes.fromhex(checksum), meta)))
+    extra = [
+        ("ostree.summary.indexed-deltas", Variant("b", True)),
+        ("ostree.summary.last-modified", Variant("t", int(time.time()))),
+        ("ostree.summary.mode", Variant("s", repo.mode.value)),
+        ("ostree.summary.tombstone-commits", Variant("b", repo.config.get_bool("core", "tombstone-commits", False))),
+    ]
+    deltas = _delta_entries(repo)
+    if deltas:
+        extra.append(("ostree.static-deltas", Variant("a{sv}", deltas)))
+    return gvariant.encode(SUMMARY_TYPE, (refs, extra))
+
+
+def _delta_entries(repo: Repo) -> list[tuple[str, Variant]]:
+    from strata.image.deltas import list_deltas
+    return [(name, Variant("ay", digest)) for name, digest in list_deltas(repo)]
+
+
+def update_summary(repo: Repo) -> bytes:
+    data = build_summary(repo)
+    with repo.lock():
+        atomic_write(repo.path / "summary", data)
+        with contextlib.suppress(FileNotFoundError):
+            (repo.path / "summary.sig").unlink()
+        if repo.config.get("core", "indexed-deltas") != "true":
+            repo.config.set("core", "indexed-deltas", "true")
+            repo.save_config()
+    return data
+
+
+def parse_summary(data: bytes) -> tuple[list[SummaryRef], dict[str, object]]:
+    refs_raw, extra = gvariant.decode(SUMMARY_TYPE, data)
+    refs = []
+    for name, (size, checksum, meta) in refs_raw:
+        refs.append(SummaryRef(name, checksum.hex(), _swap64(size),
+                               gvariant.vardict_get(meta, "ostree.commit.timestamp"),
+                               gvariant.vardict_get(meta, "ostree.commit.version")))
+    return refs, {k: v.value for k, v in extra}

@@ -1,0 +1,220 @@
+"""Distribution over HTTP: strata and the real ostree pull from each other through nginx; every byte is
+verified; a bad server or a compromised mirror moves no ref."""
+
+from __future__ import annotations
+
+import http.server
+import random
+import socketserver
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from strata.image.commit import CommitRequest, commit_directory
+from strata.image.repo import Repo, RepoMode
+from strata.image.sign import generate_keypair
+from tests.conftest import run_ostree, untar
+from tests.image.helpers import describe_tree, strata
+
+REF = "strata/test/x86_64"
+
+
+def make_tree(root: Path, seed: int, files: int = 60) -> Path:
+    rng = random.Random(seed)
+    for index in range(files):
+        path = root / f"d{index % 5}" / f"f{index}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rng.randbytes(rng.randint(0, 20000)))
+    (root / "link").symlink_to("d0/f0")
+    return root
+
+
+@pytest.fixture
+def served(tmp_path: Path, nginx: Callable[[Path], str]) -> tuple[Repo, str, str]:
+    """A strata-written archive repo with a summary, served by nginx: (repo, url, commit)."""
+    repo = Repo.init(tmp_path / "www" / "repo", RepoMode.ARCHIVE)
+    commit = commit_directory(repo, make_tree(tmp_path / "tree", 1), REF, CommitRequest(subject="one", timestamp=1,
+                                                                                       bind_refs=[REF]))
+    strata("repo", "summary", "-u", "--repo", str(repo.path))
+    return repo, nginx(tmp_path / "www") + "/repo", commit
+
+
+def strata_client(tmp_path: Path, url: str, *extra: str, mode: str = "bare-user") -> Path:
+    client = tmp_path / "client"
+    strata("repo", "init", "--repo", str(client), "--mode", mode)
+    strata("repo", "remote", "add", "--repo", str(client), *extra, "origin", url)
+    return client
+
+
+def test_real_ostree_pulls_strata_repo(served: tuple[Repo, str, str], tmp_path: Path) -> None:
+    _repo, url, commit = served
+    client = tmp_path / "ostree-client"
+    run_ostree(f"--repo={client}", "init", "--mode=archive")
+    run_ostree(f"--repo={client}", "remote", "add", "--no-gpg-verify", "origin", url)
+    assert REF in run_ostree(f"--repo={client}", "remote", "refs", "origin").stdout
+    run_ostree(f"--repo={client}", "pull", "--mirror", "origin", REF)
+    assert run_ostree(f"--repo={client}", "rev-parse", REF).stdout.strip() == commit
+    assert "no errors found" in run_ostree(f"--repo={client}", "fsck").stdout
+
+
+def test_strata_pulls_ostree_repo(tmp_path: Path, vectors: Path, nginx: Callable[[Path], str]) -> None:
+    www = untar(vectors / "a/archive.tar", tmp_path / "www")
+    url = nginx(www) + "/archive"
+    client = strata_client(tmp_path, url)
+    out = strata("repo", "pull", "--repo", str(client), "origin", REF).stdout
+    assert "objects fetched" in out
+    expected = "187461e9656367929d0e98d6c9f5c6b55b7bf9bdcb47344b2cfc03ebae717bd9"
+    assert Repo.open(client).read_ref(REF, remote="origin") == expected
+    assert "no errors found" in strata("repo", "fsck", "--repo", str(client)).stdout
+    assert run_ostree(f"--repo={client}", "fsck", check=False).returncode == 0
+    strata("repo", "checkout", "--repo", str(client), f"origin:{REF}", str(tmp_path / "co"))
+    run_ostree(f"--repo={www / 'archive'}", "checkout", REF, str(tmp_path / "co-ostree"))
+    assert describe_tree(tmp_path / "co") == describe_tree(tmp_path / "co-ostree")
+
+
+def test_pull_fetches_only_missing_objects_and_depth(served: tuple[Repo, str, str], tmp_path: Path) -> None:
+    repo, url, first = served
+    client = strata_client(tmp_path, url)
+    strata("repo", "pull", "--repo", str(client), "origin", REF)
+    tree = tmp_path / "tree"
+    (tree / "d0" / "f0").write_bytes(b"changed")
+    second = commit_directory(repo, tree, REF, CommitRequest(subject="two", timestamp=2, parent=first,
+                                                             bind_refs=[REF]))
+    strata("repo", "summary", "-u", "--repo", str(repo.path))
+    out = strata("repo", "pull", "--repo", str(client), "origin", REF).stdout
+    assert out.startswith("4 objects fetched")  # commit, root and d0 dirtrees, one file
+    assert Repo.open(client).read_ref(REF, remote="origin") == second
+
+
+def test_ed25519_signatures_both_ways(served: tuple[Repo, str, str], tmp_path: Path) -> None:
+    repo, url, commit = served
+    secret, public = generate_keypair()
+    key_file = tmp_path / "secret.key"
+    key_file.write_text(secret)
+    strata("repo", "sign", "--repo", str(repo.path), REF, secret)
+    strata("repo", "summary", "-u", "--repo", str(repo.path), "--sign", str(key_file))
+    client = strata_client(tmp_path, url, f"--sign-verify=ed25519=inline:{public}")
+    strata("repo", "pull", "--repo", str(client), "origin", REF)
+    assert Repo.open(client).read_ref(REF, remote="origin") == commit
+    assert strata("repo", "sign", "--repo", str(client), "--verify", REF, public).returncode == 0
+    # Debian's ostree 2022.7 is built without libsodium: it cannot check ed25519 in either direction.
+    probe = run_ostree(f"--repo={repo.path}", "sign", "--verify", "--sign-type=ed25519", commit, public, check=False)
+    assert probe.returncode != 0 and "not implemented" in probe.stderr
+
+
+def test_unsigned_or_wrongly_signed_commit_refused(served: tuple[Repo, str, str], tmp_path: Path) -> None:
+    repo, url, _commit = served
+    _secret, public = generate_keypair()
+    client = strata_client(tmp_path, url, f"--sign-verify=ed25519=inline:{public}")
+    proc = strata("repo", "pull", "--repo", str(client), "origin", REF, check=False)
+    assert proc.returncode == 1 and "signature" in proc.stderr
+    assert Repo.open(client).list_refs() == {}
+    wrong_secret, _wrong_public = generate_keypair()
+    strata("repo", "sign", "--repo", str(repo.path), REF, wrong_secret)
+    proc = strata("repo", "pull", "--repo", str(client), "origin", REF, check=False)
+    assert proc.returncode == 1 and "none of 1 ed25519 signatures is valid" in proc.stderr
+    assert Repo.open(client).list_refs() == {}
+
+
+class _Faulty(http.server.SimpleHTTPRequestHandler):
+    mode = "ok"
+    failed_once: set[str] = set()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        cls = type(self)
+        if self.path.endswith(".filez") and cls.mode != "ok":
+            if cls.mode == "flaky":
+                if self.path not in cls.failed_once:
+                    cls.failed_once.add(self.path)
+                    self.send_error(500)
+                    return
+                super().do_GET()
+                return
+            if cls.mode == "flip":
+                body = bytearray(Path(self.translate_path(self.path)).read_bytes())
+                body[len(body) // 2] ^= 0x01
+                self._send(bytes(body))
+                return
+            if cls.mode == "truncate":
+                body = Path(self.translate_path(self.path)).read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body) + 10))
+                self.end_headers()
+                self.wfile.write(body)
+                self.close_connection = True
+                return
+            if cls.mode == "missing":
+                self.send_error(404)
+                return
+        super().do_GET()
+
+    def _send(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def faulty_server(tmp_path: Path, served: tuple[Repo, str, str]) -> Iterator[tuple[str, type[_Faulty]]]:
+    repo, _url, _commit = served
+    directory = str(repo.path.parent)
+
+    class Handler(_Faulty):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=directory, **kwargs)  # type: ignore[arg-type]
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/repo", Handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(("mode", "message"), [
+    ("flip", "Corrupted file object"), ("truncate", "Truncated"), ("missing", "HTTP 404")])
+def test_bad_server_moves_no_ref_and_good_pull_resumes(faulty_server: tuple[str, type[_Faulty]], tmp_path: Path,
+                                                        mode: str, message: str) -> None:
+    url, handler = faulty_server
+    handler.mode = mode
+    client = strata_client(tmp_path, url)
+    proc = strata("repo", "pull", "--repo", str(client), "origin", REF, check=False)
+    assert proc.returncode == 1 and message in proc.stderr and proc.stderr.count("\n") == 1
+    assert Repo.open(client).list_refs() == {}
+    assert "no errors found" in strata("repo", "fsck", "--repo", str(client)).stdout
+    handler.mode = "ok"
+    strata("repo", "pull", "--repo", str(client), "origin", REF)
+    assert "no errors found" in strata("repo", "fsck", "--repo", str(client)).stdout
+    assert Repo.open(client).read_ref(REF, remote="origin") is not None
+
+
+def test_transient_server_errors_are_retried(faulty_server: tuple[str, type[_Faulty]], tmp_path: Path) -> None:
+    url, handler = faulty_server
+    handler.mode = "flaky"
+    client = strata_client(tmp_path, url)
+    strata("repo", "pull", "--repo", str(client), "origin", REF)
+    assert "no errors found" in strata("repo", "fsck", "--repo", str(client)).stdout
+
+
+def test_compromised_mirror_refused(served: tuple[Repo, str, str], tmp_path: Path) -> None:
+    repo, url, _commit = served
+    secret, public = generate_keypair()
+    strata("repo", "sign", "--repo", str(repo.path), REF, secret)
+    client = strata_client(tmp_path, url, f"--sign-verify=ed25519=inline:{public}")
+    strata("repo", "pull", "--repo", str(client), "origin", REF)
+    good = Repo.open(client).read_ref(REF, remote="origin")
+    evil = commit_directory(repo, make_tree(tmp_path / "evil", 9), REF, CommitRequest(subject="evil", timestamp=3,
+                                                                                      bind_refs=[REF]))
+    strata("repo", "summary", "-u", "--repo", str(repo.path))
+    proc = strata("repo", "pull", "--repo", str(client), "origin", REF, check=False)
+    assert proc.returncode == 1 and "signature" in proc.stderr
+    assert Repo.open(client).read_ref(REF, remote="origin") == good != evil
