@@ -7,6 +7,7 @@ committed with the base as parent."""
 from __future__ import annotations
 
 import hashlib
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from strata.image.commit import (
     write_tree_from_dir,
 )
 from strata.image.gvariant import Variant
+from strata.image.objects import FileMeta
 from strata.image.repo import Repo
 from strata.packages import pkgcache as cache
 from strata.packages import rpmdb, scripts
@@ -38,6 +40,8 @@ from strata.packages.sources import RepositorySet, open_repositories
 
 Log = Callable[[str], None]
 CLIENTLAYER_VERSION = 6
+# The file paths other packages depend on in practice (rpm-md's primary lists exactly these).
+_FILE_DEP_PATH = re.compile(r"^F\t(/etc/|.*/s?bin/|/usr/lib/sendmail$)")
 
 
 @dataclass
@@ -79,7 +83,10 @@ def read_base(repo: Repo, base_commit: str, workdir: Path) -> BaseInfo:
     current: tuple[Nevra, list[str], list[str]] | None = None
     for line in out.splitlines():
         if line.startswith(("P\t", "F\t")) and current is not None:
-            (current[1] if line[0] == "P" else current[2]).append(line[2:])
+            if line[0] == "P":
+                current[1].append(line[2:])
+            elif _FILE_DEP_PATH.search(line):
+                current[2].append(line[2:])
             continue
         if current is not None:
             packages.append(InstalledPackage(current[0], tuple(current[1]), tuple(current[2])))
@@ -167,19 +174,68 @@ def build_layered_commit(repo: Repo, base: BaseInfo, origin: Origin, plan: Layer
         log(f"{label}...")
         merged = merge_package_trees(repo, [(nevra, commits[nevra]) for nevra in commits], base=tree,
                                      replace_files=frozenset(new.nevra for new, _c, _o in plan.replacements))
-        with repo.lock():
-            root = write_mutable_tree(repo, merged)
-        checkout_tree(repo, root, rootfs)
-        log(f"{label}... done")
         headers = [cache.header_of(repo, commits[nevra]) for nevra in commits]
-        _run_scripts(rootfs, headers, merge_etc, {old.name for _n, _c, old in plan.replacements}, log)
-        log("Writing rpmdb...")
-        rpmdb.write_rpmdb_from_headers(rootfs, [h.raw for h in headers], erase=[n.nevra for n in removed_nevras])
-        log("Writing rpmdb... done")
-        log("Writing OSTree commit...")
-        commit = _commit(repo, rootfs, base, origin, plan, headers, removed_nevras)
+        erase = [n.nevra for n in removed_nevras]
+        if _needs_full_checkout(headers):
+            with repo.lock():
+                root = write_mutable_tree(repo, merged)
+            checkout_tree(repo, root, rootfs)
+            log(f"{label}... done")
+            _run_scripts(rootfs, headers, merge_etc, {old.name for _n, _c, old in plan.replacements}, log)
+            log("Writing rpmdb...")
+            rpmdb.write_rpmdb_from_headers(rootfs, [h.raw for h in headers], erase=erase)
+            log("Writing rpmdb... done")
+            log("Writing OSTree commit...")
+            tree_root = _write_dir(repo, rootfs)
+        else:
+            # Nothing to run and no owners to set: the tree is finished in memory, only the rpmdb is written
+            # on disk, so the cost follows the layer, not the size of the base.
+            log(f"{label}... done")
+            if headers:
+                for kind in ("pre", "post", "posttrans"):
+                    log(f"Running {kind} scripts... done")
+            log("Writing rpmdb...")
+            _write_rpmdb_into_tree(repo, base.commit, merged, headers, erase, Path(work))
+            log("Writing rpmdb... done")
+            log("Writing OSTree commit...")
+            with repo.lock():
+                tree_root = write_mutable_tree(repo, merged)
+        commit = _commit(repo, tree_root, base, origin, plan, headers, removed_nevras)
         log("Writing OSTree commit... done")
     return commit
+
+
+def _needs_full_checkout(headers: list[RpmHeader]) -> bool:
+    from strata.core.ownership import needs_fixup
+    for header in headers:
+        if any(header.scriptlets(kind) for kind in ("pre", "post", "posttrans")):
+            return True
+        if any(needs_fixup(f) for f in header.files):
+            return True
+    return False
+
+
+def _write_rpmdb_into_tree(repo: Repo, base_commit: str, tree: MutableTree, headers: list[RpmHeader],
+                           erase: list[str], work: Path) -> None:
+    dbroot = work / "rpmdb-root"
+    (dbroot / "usr" / "share").mkdir(parents=True)
+    loaded = repo.load_commit(base_commit)
+    checkout_tree(repo, (loaded.root_tree, loaded.root_meta), dbroot / rpmdb.RPMDB_DIR, _subpath(rpmdb.RPMDB_DIR))
+    rpmdb.write_rpmdb_from_headers(dbroot, [h.raw for h in headers], erase=erase)
+    db_node = tree.lookup_dir(rpmdb.RPMDB_DIR)
+    if db_node is None:
+        raise StrataError(f"the base has no /{rpmdb.RPMDB_DIR}")
+    db_node.files.clear()
+    with repo.lock():
+        for entry in sorted((dbroot / rpmdb.RPMDB_DIR).iterdir()):
+            st = entry.lstat()
+            meta = FileMeta(st.st_uid, st.st_gid, st.st_mode)
+            db_node.files[entry.name] = repo.write_content_from_file(meta, entry, st.st_size)
+
+
+def _write_dir(repo: Repo, rootfs: Path) -> tuple[str, str]:
+    with repo.lock():
+        return write_tree_from_dir(repo, rootfs)
 
 
 def _import_packages(repo: Repo, plan: LayerPlan, sources: RepositorySet | None, cachedir: Path,
@@ -279,8 +335,8 @@ def _nevra_variant(nevra: Nevra) -> Variant:
     return Variant("(sstsss)", (nevra.nevra, nevra.name, nevra.epoch, nevra.version, nevra.release, nevra.arch))
 
 
-def _commit(repo: Repo, rootfs: Path, base: BaseInfo, origin: Origin, plan: LayerPlan, headers: list[RpmHeader],
-            removed: list[Nevra]) -> str:
+def _commit(repo: Repo, root: tuple[str, str], base: BaseInfo, origin: Origin, plan: LayerPlan,
+            headers: list[RpmHeader], removed: list[Nevra]) -> str:
     base_commit = repo.load_commit(base.commit)
     installed = [n for n in base.nevras if n not in removed] + [h.nevra for h in headers]
     metadata: list[tuple[str, str, object]] = []
@@ -298,7 +354,6 @@ def _commit(repo: Repo, rootfs: Path, base: BaseInfo, origin: Origin, plan: Laye
         ("rpmostree.rpmdb.pkglist", "a(sssss)", sorted(n.pkglist_entry() for n in installed)),
     ]
     with repo.lock():
-        root = write_tree_from_dir(repo, rootfs)
         commit = write_commit(repo, root, CommitRequest(metadata=metadata, parent=base.commit,
                                                         timestamp=base_commit.timestamp))
         repo.sync()
