@@ -248,3 +248,15 @@ def json_packages(lab: Path) -> list[str]:
     import json
     packages: list[str] = json.loads((lab / "lab.json").read_text())["packages"]
     return packages
+
+
+def test_db_diff_defaults_refresh_md_and_cancel(lab_sysroot: Lab) -> None:
+    box = lab_sysroot
+    missing = strata("db", "diff", "--sysroot", str(box.root), check=False)
+    assert "No pending or rollback deployment to diff against" in missing.stderr
+    box.run("install", "htop")
+    out = strata("db", "diff", "--sysroot", str(box.root)).stdout
+    assert "Added:\n  htop-3.2.2-2.x86_64" in out
+    assert "rpm-md repo 'lab'" in box.run("refresh-md").stdout
+    assert box.run("cancel").stdout == "No active transaction.\n"
+    assert "packages would be" not in box.run("ex livefs").stderr

@@ -62,10 +62,21 @@ def register(sub: Any) -> None:
     p = _verb(sub, "reset", "remove all layered packages and overrides")
     p.set_defaults(func=_reset)
 
-    for name in ("apply-live",):
-        p = _verb(sub, name, "apply the pending deployment's changes to the running system")
-        p.add_argument("--allow-replacement", action="store_true")
-        p.set_defaults(func=_apply_live)
+    p = _verb(sub, "apply-live", "apply the pending deployment's changes to the running system")
+    p.add_argument("--allow-replacement", action="store_true")
+    p.set_defaults(func=_apply_live)
+    ex = sub.add_parser("ex", help="experimental and legacy verbs")
+    ex_verbs = ex.add_subparsers(dest="ex_verb", metavar="VERB", parser_class=type(ex))
+    p = _verb(ex_verbs, "livefs", "old name of apply-live")
+    p.add_argument("--allow-replacement", action="store_true")
+    p.set_defaults(func=_apply_live)
+
+    p = _verb(sub, "refresh-md", "download rpm-md metadata of the deployment's repositories")
+    p.add_argument("-f", "--force", action="store_true")
+    p.set_defaults(func=_refresh_md)
+
+    p = _verb(sub, "cancel", "cancel an active transaction")
+    p.set_defaults(func=_cancel)
 
     p = _verb(sub, "upgrade", "update to the newest commit of the origin ref")
     p.add_argument("--check", action="store_true")
@@ -461,6 +472,28 @@ def _cleanup(args: argparse.Namespace) -> int:
         if args.repomd:
             import shutil
             shutil.rmtree(sysroot.repo.path / "extensions" / "strata" / "cache" / "rpmmd", ignore_errors=True)
+    return 0
+
+
+def _refresh_md(args: argparse.Namespace) -> int:
+    ctx = _context(args)
+    from strata.packages.sources import open_repositories
+    repos_dir = ctx.sysroot.deployment_dir(ctx.etc_merge) / "etc" / "yum.repos.d"
+    if not repos_dir.is_dir():
+        _log("No enabled rpm-md repositories.")
+        return 0
+    open_repositories(repos_dir, None, ctx.cachedir / "rpmmd", _log, force=args.force)
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    sysroot = Sysroot.open(Path(args.sysroot))
+    try:
+        with sysroot.lock():
+            _log("No active transaction.")
+    except StrataError:
+        raise StrataError("a transaction holds the sysroot lock; strata runs transactions in the foreground, "
+                          "interrupt that process to cancel it") from None
     return 0
 
 

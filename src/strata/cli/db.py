@@ -9,7 +9,7 @@ from typing import Any
 
 from strata.core.db import commit_packages, resolve_revisions_and_prefixes
 from strata.core.pkgdiff import block_lines, diff_format_lines, diff_packages, json_items
-from strata.errors import InvalidInputError
+from strata.errors import InvalidInputError, StrataError
 from strata.image.repo import Repo
 
 FORMATS = ("block", "diff", "json")
@@ -24,8 +24,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_list)
     p = verbs.add_parser("diff", help="show package changes between two commits")
     _repo_option(p)
-    p.add_argument("from_rev")
-    p.add_argument("to_rev")
+    p.add_argument("from_rev", nargs="?")
+    p.add_argument("to_rev", nargs="?")
     p.add_argument("-F", "--format", default="block")
     p.set_defaults(func=_diff)
 
@@ -58,6 +58,8 @@ def _diff(args: argparse.Namespace) -> int:
     if args.format not in FORMATS:
         raise InvalidInputError("Format argument is invalid, pick one of: diff, block, json")
     repo = open_db_repo(args)
+    if args.from_rev is None or args.to_rev is None:
+        args.from_rev, args.to_rev = _default_diff_pair(args)
     old = repo.resolve_rev(args.from_rev)
     new = repo.resolve_rev(args.to_rev)
     assert old is not None and new is not None
@@ -71,3 +73,21 @@ def _diff(args: argparse.Namespace) -> int:
     for line in block_lines(diff) if args.format == "block" else diff_format_lines(diff):
         print(line)
     return 0
+
+
+def _default_diff_pair(args: argparse.Namespace) -> tuple[str, str]:
+    """booted -> pending, else rollback -> booted; one revision: booted -> it."""
+    from strata.sysroot.sysroot import Sysroot
+    sysroot = Sysroot.open(Path(args.sysroot))
+    booted = sysroot.booted()
+    if booted is None:
+        raise StrataError("db diff without revisions needs a booted sysroot")
+    if args.from_rev is not None:
+        return booted.csum, args.from_rev
+    deps = [d for d in sysroot.deployments() if d.stateroot == booted.stateroot]
+    index = next(i for i, d in enumerate(deps) if d.key == booted.key)
+    if index > 0:
+        return booted.csum, deps[index - 1].csum
+    if index + 1 < len(deps):
+        return deps[index + 1].csum, booted.csum
+    raise StrataError("No pending or rollback deployment to diff against")
