@@ -260,3 +260,19 @@ def test_db_diff_defaults_refresh_md_and_cancel(lab_sysroot: Lab) -> None:
     assert "rpm-md repo 'lab'" in box.run("refresh-md").stdout
     assert box.run("cancel").stdout == "No active transaction.\n"
     assert "packages would be" not in box.run("ex livefs").stderr
+
+
+def test_local_rpm_layering_and_cleanup_pending(lab_sysroot: Lab) -> None:
+    box = lab_sysroot
+    rpm = next((box.distro / "lab" / "Packages").glob("test-noarch-*.rpm"))
+    out = box.run("install", str(rpm)).stdout
+    assert "Added:\n  test-noarch-1.0-1.noarch" in out
+    assert "            LocalPackages: test-noarch-1.0-1.noarch" in box.status()
+    entry = box.default_origin().get_list("packages", "requested-local")[0]
+    assert entry.endswith(":test-noarch-1.0-1.noarch") and len(entry.split(":")[0]) == 64
+    again = box.run("install", str(rpm), check=False)
+    assert "Package 'test-noarch-1.0-1.noarch' is already layered" in again.stderr
+    box.run("cleanup", "-p")
+    assert "LocalPackages" not in box.status()
+    assert box.run("cleanup", "-p").stdout == "Deployments unchanged.\n"
+    assert "At least one cleanup option must be specified" in box.run("cleanup", check=False).stderr

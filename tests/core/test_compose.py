@@ -182,3 +182,18 @@ def test_corrupt_rpm_is_refused(lab: Path, tmp_path: Path) -> None:
     with pytest.raises(StrataError, match="checksum mismatch"):
         compose(_treefile_for(custom, tmp_path / "tf", BASE), repo, tmp_path / "cache")
     assert Repo.open(repo).list_refs() == {}
+
+
+def test_print_only_and_dry_run(lab: Path, tmp_path: Path) -> None:
+    from tests.image.helpers import strata
+    treefile = copy_treefile_dir(lab, tmp_path / "tf")
+    printed = json.loads(strata("compose", "tree", "--print-only", str(treefile)).stdout)
+    assert printed["ref"] == "strata-lab/x86_64/base" and "bash" in printed["packages"]
+    repo = tmp_path / "repo"
+    Repo.init(repo, RepoMode.ARCHIVE)
+    out = strata("compose", "tree", "--repo", str(repo), "--cachedir", str(tmp_path / "c"), "--dry-run",
+                 str(treefile)).stdout
+    assert "Installing " in out and out.rstrip().endswith("--dry-run complete; exiting")
+    assert Repo.open(repo).list_refs() == {}
+    missing = strata("compose", "tree", str(treefile), check=False)
+    assert missing.returncode == 1 and "--repo must be specified" in missing.stderr
