@@ -1,0 +1,87 @@
+"""Benchmark: `strata repo pull` vs the real `ostree pull` of the same archive repository from the same local
+nginx, in one run (time and bytes), into fresh bare-user repositories. Page caches dropped before each run.
+
+    .venv/bin/python bench/bench_pull.py [--source-repo ARCHIVE_REPO]
+
+The default source is the archive repo bench_image.py leaves behind (a commit of /usr/share and /usr/bin).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.pull.nginx import start_nginx, stop_nginx
+
+STRATA = [sys.executable, "-m", "strata.cli.main"]
+WORK = Path("/var/tmp/strata-bench-pull")
+
+
+def drop_caches() -> None:
+    subprocess.run(["sync"], check=True)
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def timed(argv: list[str]) -> float:
+    drop_caches()
+    start = time.monotonic()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return time.monotonic() - start
+
+
+def bytes_served(access_log: Path) -> int:
+    total = 0
+    for line in access_log.read_text().splitlines():
+        fields = line.split('"')
+        if len(fields) > 2:
+            parts = fields[2].split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                total += int(parts[1])
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--source-repo", type=Path, default=Path("/var/tmp/strata-bench-image/runs/strata-archive"))
+    args = parser.parse_args()
+    source: Path = args.source_repo
+    if not (source / "config").exists():
+        print(f"no archive repo at {source}: run bench/bench_image.py first or pass --source-repo")
+        return 1
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    subprocess.run([*STRATA, "repo", "summary", "-u", "--repo", str(source)], check=True)
+    refs = subprocess.run([*STRATA, "repo", "refs", "--repo", str(source)], capture_output=True, text=True,
+                          check=True).stdout.split()
+    url, pid_file = start_nginx(source.parent, WORK / "nginx")
+    log = pid_file.parent / "access.log"
+    remote_url = f"{url}/{source.name}"
+    try:
+        ostree_repo, strata_repo = WORK / "ostree-client", WORK / "strata-client"
+        subprocess.run(["ostree", f"--repo={ostree_repo}", "init", "--mode=bare-user"], check=True)
+        subprocess.run(["ostree", f"--repo={ostree_repo}", "remote", "add", "--no-gpg-verify", "origin", remote_url],
+                       check=True)
+        subprocess.run([*STRATA, "repo", "init", "--repo", str(strata_repo), "--mode", "bare-user"], check=True)
+        subprocess.run([*STRATA, "repo", "remote", "add", "--repo", str(strata_repo), "origin", remote_url],
+                       check=True)
+        before = bytes_served(log)
+        theirs = timed(["ostree", f"--repo={ostree_repo}", "pull", "origin", *refs])
+        middle = bytes_served(log)
+        ours = timed([*STRATA, "repo", "pull", "--repo", str(strata_repo), "origin", *refs])
+        after = bytes_served(log)
+    finally:
+        stop_nginx(pid_file)
+    print(f"{'pull':<22}{'seconds':>10}{'MB':>10}")
+    print(f"{'ostree pull':<22}{theirs:>10.2f}{(middle - before) / 1e6:>10.1f}")
+    print(f"{'strata repo pull':<22}{ours:>10.2f}{(after - middle) / 1e6:>10.1f}")
+    print(f"ratio strata/ostree: {ours / theirs:.2f} (target <= 1.0)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
