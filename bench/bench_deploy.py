@@ -53,6 +53,7 @@ def change_files(tree: Path, count: int) -> None:
 
 
 def prepare(tool: str, sysroot: Path, tree: Path) -> None:
+    sysroot.mkdir(parents=True)
     if tool == "ostree":
         subprocess.run(["ostree", "admin", "init-fs", str(sysroot)], check=True, stdout=subprocess.DEVNULL)
         subprocess.run(["ostree", "admin", "os-init", f"--sysroot={sysroot}", "bench"], check=True,

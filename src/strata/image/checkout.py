@@ -13,7 +13,7 @@ from pathlib import Path
 
 from strata.errors import InvalidInputError, NotFoundError, StrataError
 from strata.image.fsutil import apply_xattrs
-from strata.image.objects import DirMeta, FileMeta, ObjectType, validate_name
+from strata.image.objects import DirMeta, FileMeta
 from strata.image.repo import Repo, RepoMode
 
 _WORKERS = max(2, (os.cpu_count() or 1) * 2)
@@ -102,15 +102,13 @@ class _Checkout:
             raise NotFoundError(f"parent directory of {path} does not exist") from None
         tree = self.repo.load_dirtree(tree_csum)
         assert self.pool is not None
-        for name, checksum in tree.files.items():
-            validate_name(name)
-            dest = os.path.join(path, name)
+        for name, checksum in tree.files.items():  # names were validated when the dirtree was parsed
+            dest = f"{path}/{name}"
             # Links are cheap syscalls, done inline; copies (decompression, hashing) go to the pool.
             if not (self.can_link and self._try_link(checksum, dest)):
                 self.futures.append(self.pool.submit(self.copy_file, checksum, dest))
         for name, (sub_tree, sub_meta) in tree.dirs.items():
-            validate_name(name)
-            self.checkout_dir(sub_tree, sub_meta, os.path.join(path, name))
+            self.checkout_dir(sub_tree, sub_meta, f"{path}/{name}")
         self.dirs_to_finish.append((path, meta, created))
 
     def apply_dir_metadata(self) -> None:
@@ -138,7 +136,7 @@ class _Checkout:
         self._write_copy(meta, content, dest)
 
     def _try_link(self, checksum: str, dest: str) -> bool:
-        src = self.repo.object_path(checksum, ObjectType.FILE)
+        src = self.repo.file_object_path(checksum)
         try:
             st = os.lstat(src)
         except FileNotFoundError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import stat
+import struct
 import zlib
 from dataclasses import dataclass, field
 from enum import Enum
@@ -219,14 +220,27 @@ def _frame(variant_bytes: bytes) -> bytes:
     return len(variant_bytes).to_bytes(4, "big") + b"\0\0\0\0" + variant_bytes
 
 
+def _plain_variant(fixed: bytes, target: str) -> bytes:
+    """(...s a(ayay)) with an empty xattr list: the fixed fields, the string, one framing offset.
+    The common case of every commit and checkout, encoded without the generic codec."""
+    body = fixed + target.encode("utf-8") + b"\0"
+    width = gvariant.offset_width(len(body), 1)
+    return body + len(body).to_bytes(width, "little")
+
+
 def file_header(meta: FileMeta) -> bytes:
     """The header hashed before a file's content (§7.2)."""
+    if not meta.xattrs:
+        return _frame(_plain_variant(struct.pack(">IIII", meta.uid, meta.gid, meta.mode, 0), meta.symlink_target))
     return _frame(gvariant.encode(FILE_HEADER_TYPE, (
         meta.uid, meta.gid, meta.mode, 0, meta.symlink_target, _xattrs_to_gv(list(meta.xattrs)))))
 
 
 def archive_header(meta: FileMeta, size: int) -> bytes:
     """The header at the start of a .filez object (§8.1)."""
+    if not meta.xattrs:
+        return _frame(_plain_variant(struct.pack(">QIIII", size, meta.uid, meta.gid, meta.mode, 0),
+                                     meta.symlink_target))
     return _frame(gvariant.encode(ARCHIVE_HEADER_TYPE, (
         size, meta.uid, meta.gid, meta.mode, 0, meta.symlink_target, _xattrs_to_gv(list(meta.xattrs)))))
 
@@ -247,6 +261,8 @@ def parse_archive_header(data: bytes) -> tuple[FileMeta, int, int]:
 
 def encode_ostreemeta(meta: FileMeta) -> bytes:
     """The user.ostreemeta xattr value of a bare-user object (§8.3)."""
+    if not meta.xattrs:
+        return struct.pack(">III", meta.uid, meta.gid, meta.mode)
     return gvariant.encode(DIRMETA_TYPE, (meta.uid, meta.gid, meta.mode, _xattrs_to_gv(list(meta.xattrs))))
 
 

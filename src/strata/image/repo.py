@@ -72,6 +72,8 @@ class Repo:
         self.zlib_level = int(config.get("archive", "zlib-level", "6") or 6)
         self.fsync = config.get_bool("core", "fsync", True)
         self.per_object_fsync = config.get_bool("core", "per-object-fsync", False)
+        self._file_ext = "filez" if self.is_archive else "file"
+        self._objects_dir = str(path / "objects")
         self._devino: dict[tuple[int, int], str] | None = None
         self._devino_lock = threading.Lock()
 
@@ -136,6 +138,10 @@ class Repo:
 
     def object_path(self, checksum: str, objtype: ObjectType) -> Path:
         return self.path / O.object_relpath(checksum, objtype, self.is_archive)
+
+    def file_object_path(self, checksum: str) -> str:
+        """object_path for content objects as a plain string (the hot path of checkouts)."""
+        return f"{self._objects_dir}/{checksum[:2]}/{checksum[2:]}.{self._file_ext}"
 
     def has_object(self, checksum: str, objtype: ObjectType) -> bool:
         return os.path.lexists(self.object_path(checksum, objtype))
@@ -334,7 +340,7 @@ class Repo:
         """Whether a content object is a symlink, from what lstat already gave (bare-user: its xattr)."""
         if self.mode is RepoMode.BARE_USER and stat.S_ISREG(st.st_mode):
             try:
-                value = os.getxattr(self.object_path(checksum, ObjectType.FILE), OSTREEMETA_XATTR)
+                value = os.getxattr(self.file_object_path(checksum), OSTREEMETA_XATTR)
             except OSError:
                 raise CorruptionError(f"file object {checksum} has no {OSTREEMETA_XATTR}") from None
             return stat.S_ISLNK(O.ostreemeta_mode(value))
