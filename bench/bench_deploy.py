@@ -42,6 +42,7 @@ def make_tree(source: Path, tree: Path) -> int:
     modules.mkdir(parents=True)
     (modules / "vmlinuz").write_bytes(b"bench kernel\n" * 1000)
     (modules / "initramfs.img").write_bytes(b"bench initramfs\n" * 1000)
+    (tree / "usr/lib/os-release").write_text('NAME="Bench OS"\nID=bench\nPRETTY_NAME="Bench OS"\n')
     (tree / "usr/etc").mkdir()
     (tree / "usr/etc/hostname").write_text("bench\n")
     return sum(len(files) for _, _, files in os.walk(tree))
