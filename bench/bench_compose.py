@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchlib import drop_caches, timed_run
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
@@ -27,25 +28,8 @@ MKCORPUS = PROJECT.parent / "shared" / "corpus" / "mkcorpus"
 STRATA = [sys.executable, "-m", "strata.cli.main"]
 
 
-def drop_caches() -> None:
-    subprocess.run(["sync"], check=True)
-    Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
-PEAK_RSS_MB: list[float] = []
-
-
-def timed(argv: list[str]) -> float:
-    """Run argv after dropping caches; record its peak RSS (of the process itself) in PEAK_RSS_MB."""
-    drop_caches()
-    start = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, cwd=PROJECT)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.monotonic() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(argv)}")
-    PEAK_RSS_MB.append(usage.ru_maxrss / 1024)
-    return elapsed
 
 
 def build_corpus(work: Path, size: str) -> Path:
@@ -101,10 +85,10 @@ def main() -> int:
     compose = [*STRATA, "compose", "tree", "--repo", str(repo), "--cachedir", str(cache), str(treefile)]
 
     trad = traditional(corpus, work)
-    cold = timed(compose)
-    warm = timed([*compose, "--force-nocache"])
-    nochange = timed(compose)
-    rss = max(PEAK_RSS_MB)
+    cold, rss_cold = timed_run(compose, PROJECT)
+    warm, rss_warm = timed_run([*compose, "--force-nocache"], PROJECT)
+    nochange, rss_nochange = timed_run(compose, PROJECT)
+    rss = max(rss_cold, rss_warm, rss_nochange)
     info = json.loads((corpus / "corpus.json").read_text())
     print(f"corpus: {len(info['packages'])} packages")
     print(f"{'run':<28}{'seconds':>10}{'ratio':>10}")

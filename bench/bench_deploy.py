@@ -15,23 +15,14 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from benchlib import timed
 
 STRATA = [sys.executable, "-m", "strata.cli.main"]
 KVER = "6.1.0-bench"
 
 
-def drop_caches() -> None:
-    subprocess.run(["sync"], check=True)
-    Path("/proc/sys/vm/drop_caches").write_text("3\n")
-
-
-def timed(argv: list[str]) -> float:
-    drop_caches()
-    start = time.monotonic()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    return time.monotonic() - start
 
 
 def make_tree(source: Path, tree: Path) -> int:

@@ -17,27 +17,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from benchlib import timed_run
 
 STRATA = [sys.executable, "-m", "strata.cli.main"]
 
 
-def drop_caches() -> None:
-    subprocess.run(["sync"], check=True)
-    Path("/proc/sys/vm/drop_caches").write_text("3\n")
-
-
-def timed(argv: list[str]) -> tuple[float, float]:
-    """Seconds and peak RSS (MB) of argv, run after dropping caches."""
-    drop_caches()
-    start = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.monotonic() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(argv)}")
-    return elapsed, usage.ru_maxrss / 1024
 
 
 def make_tree(work: Path) -> Path:
@@ -65,8 +51,8 @@ def change_files(tree: Path, count: int) -> None:
 
 
 def run_pair(name: str, ours: list[str], theirs: list[str], rows: list[tuple[str, float, float, float]]) -> None:
-    ostree_time, _ = timed(theirs)
-    strata_time, rss = timed(ours)
+    ostree_time, _ = timed_run(theirs)
+    strata_time, rss = timed_run(ours)
     rows.append((name, strata_time, ostree_time, rss))
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from benchlib import timed
 
 from strata.packages.labdistro import Package, build_rpm
 
@@ -23,16 +24,6 @@ WORK = Path("/var/tmp/strata-bench-layering")
 REF = "bench/x86_64/distro"
 
 
-def drop_caches() -> None:
-    subprocess.run(["sync"], check=True)
-    Path("/proc/sys/vm/drop_caches").write_text("3\n")
-
-
-def timed(argv: list[str]) -> float:
-    drop_caches()
-    start = time.monotonic()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    return time.monotonic() - start
 
 
 def small_package_repo() -> Path:

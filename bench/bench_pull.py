@@ -12,8 +12,9 @@ import argparse
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from benchlib import timed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.pull.nginx import start_nginx, stop_nginx
@@ -22,16 +23,6 @@ STRATA = [sys.executable, "-m", "strata.cli.main"]
 WORK = Path("/var/tmp/strata-bench-pull")
 
 
-def drop_caches() -> None:
-    subprocess.run(["sync"], check=True)
-    Path("/proc/sys/vm/drop_caches").write_text("3\n")
-
-
-def timed(argv: list[str]) -> float:
-    drop_caches()
-    start = time.monotonic()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    return time.monotonic() - start
 
 
 def bytes_served(access_log: Path) -> int:

@@ -219,10 +219,7 @@ def _override_remove(args: argparse.Namespace) -> int:
         removals.append(name)
     with ctx.sysroot.lock():
         outcome = client.transact(ctx, origin.evolve(override_remove=tuple(removals)), _log)
-    if outcome.deployment is not None:
-        client.print_result(ctx, outcome, _log, 'Use "rpm-ostree override reset" to undo overrides')
-        _log(client.REBOOT_HINT)
-    return 0
+    return _finish_override(ctx, outcome)
 
 
 def _override_replace(args: argparse.Namespace) -> int:
@@ -241,6 +238,10 @@ def _override_replace(args: argparse.Namespace) -> int:
                 raise InvalidInputError(f"Override already exists for package '{nevra.name}'")
             replacements.append(LocalPackage(sha, nevra.nevra))
         outcome = client.transact(ctx, origin.evolve(override_replace_local=tuple(replacements)), _log)
+    return _finish_override(ctx, outcome)
+
+
+def _finish_override(ctx: client.Context, outcome: client.Outcome) -> int:
     if outcome.deployment is not None:
         client.print_result(ctx, outcome, _log, 'Use "rpm-ostree override reset" to undo overrides')
         _log(client.REBOOT_HINT)

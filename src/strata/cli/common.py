@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 from typing import Any
+
+
+def import_optional(name: str) -> Any | None:
+    """A verb module that may be absent; an import error inside it still surfaces."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            return None
+        raise
 
 
 def add_repo_option(parser: argparse.ArgumentParser) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Sequence
 
 from strata import __version__
+from strata.cli.common import import_optional
 from strata.errors import StrataError
 
 # Each module has register(subparsers) adding its verbs; a verb sets func(args) -> int.
@@ -27,13 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
     for name in VERB_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.register(sub)
+        module = import_optional(name)
+        if module is not None:
+            module.register(sub)
     return parser
 
 

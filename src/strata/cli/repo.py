@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from strata.cli.common import add_repo_option
+from strata.cli.common import add_repo_option, import_optional
 from strata.errors import InvalidInputError
 from strata.image.checkout import CheckoutOptions, checkout_commit
 from strata.image.commit import CommitRequest, TreeWriteOptions, commit_directory
@@ -29,13 +28,9 @@ def register(sub: Any) -> None:
     _register_rev_parse(verbs)
     _register_pull_local(verbs)
     for name in EXTRA_REPO_VERB_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.register_repo_verbs(verbs)
+        module = import_optional(name)
+        if module is not None:
+            module.register_repo_verbs(verbs)
 
 
 def open_repo(args: argparse.Namespace) -> Repo:

@@ -14,6 +14,7 @@ from strata.image.fsck import fsck
 from strata.image.objects import FileMeta
 from strata.image.prune import PruneOptions, prune
 from strata.image.traverse import history
+from strata.units import human_size
 
 
 def register_repo_verbs(verbs: Any) -> None:
@@ -186,18 +187,6 @@ def _prune(args: argparse.Namespace) -> int:
         print("No unreachable objects")
     else:
         verb = "Would delete" if args.no_prune else "Deleted"
-        print(f"{verb} {result.deleted} objects, {_human_size(result.freed_bytes)} freed")
+        print(f"{verb} {result.deleted} objects, {human_size(result.freed_bytes)} freed")
     return 0
-
-
-def _human_size(size: int) -> str:
-    value = float(size)
-    if value < 1000:
-        return f"{size} bytes"
-    for unit in ("kB", "MB", "GB", "TB"):
-        value /= 1000
-        if value < 1000:
-            return f"{value:.1f} {unit}"
-    return f"{value:.1f} PB"
-
 

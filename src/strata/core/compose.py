@@ -29,6 +29,7 @@ from strata.packages.nevra import Nevra
 from strata.packages.rpmread import RpmHeader, RpmPackage
 from strata.packages.solver import Candidate
 from strata.packages.sources import RepositorySet, open_repositories
+from strata.units import human_size
 
 Log = Callable[[str], None]
 PKGCACHE_REPO = "pkgcache-repo"
@@ -158,7 +159,7 @@ def _import_all(pkgcache: Repo, sources: RepositorySet, solution: list[Candidate
     if not missing:
         return commits
     total = sum(p.size for p in missing)
-    log(f"Will download: {len(missing)} package{'s' if len(missing) != 1 else ''} ({_human(total)})")
+    log(f"Will download: {len(missing)} package{'s' if len(missing) != 1 else ''} ({human_size(total)})")
     downloads = cachedir / "downloads"
     downloads.mkdir(exist_ok=True)
     paths = sources.download(missing, downloads, log)
@@ -324,13 +325,4 @@ def _json_to_variant(value: object) -> tuple[str, object]:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return "as", value
     return "s", json.dumps(value)
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} bytes"
 

@@ -37,6 +37,7 @@ from strata.packages.nevra import Nevra
 from strata.packages.rpmread import RpmHeader, RpmPackage
 from strata.packages.solver import Candidate, InstalledPackage
 from strata.packages.sources import RepositorySet, open_repositories
+from strata.units import human_size
 
 Log = Callable[[str], None]
 CLIENTLAYER_VERSION = 6
@@ -251,7 +252,7 @@ def _import_packages(repo: Repo, plan: LayerPlan, sources: RepositorySet | None,
     imported = False
     if missing and sources is not None:
         total = sum(c.size for c in missing)
-        log(f"Will download: {len(missing)} package{'s' if len(missing) != 1 else ''} ({total / 1000:.1f} kB)")
+        log(f"Will download: {len(missing)} package{'s' if len(missing) != 1 else ''} ({human_size(total)})")
         downloads = cachedir / "downloads"
         downloads.mkdir(parents=True, exist_ok=True)
         paths = sources.download(missing, downloads, log)

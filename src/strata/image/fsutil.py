@@ -49,6 +49,16 @@ def atomic_symlink(target: str, path: Path) -> None:
     fsync_dir(path.parent)
 
 
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    if os.path.islink(path):
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

@@ -21,6 +21,7 @@ from strata.image.objects import Commit, DirTree, ObjectType
 from strata.image.remote import Remote, get_remote
 from strata.image.repo import Repo
 from strata.image.summary import parse_summary
+from strata.units import human_size
 
 Progress = Callable[[str], None]
 _WORKERS = 8
@@ -283,16 +284,7 @@ class _Session:
             return
         self.last_report = now
         rate = self.fetcher.bytes / max(now - self.started, 1e-6)
-        progress(f"Receiving objects: {self.fetched} ({_human(self.fetcher.bytes)}, {_human(int(rate))}/s)")
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"
+        progress(f"Receiving objects: {self.fetched} ({human_size(self.fetcher.bytes)}, {human_size(int(rate))}/s)")
 
 
 def terminal_progress(line: str) -> None:

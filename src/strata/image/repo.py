@@ -18,7 +18,7 @@ from typing import Any
 
 from strata.errors import CorruptionError, InvalidInputError, NotFoundError, StrataError
 from strata.image import objects as O
-from strata.image.fsutil import apply_xattrs, atomic_write, flock, read_xattrs
+from strata.image.fsutil import apply_xattrs, atomic_write, flock, fsync_file, read_xattrs
 from strata.image.keyfile import KeyFile
 from strata.image.objects import Commit, DirMeta, DirTree, FileMeta, ObjectType
 
@@ -224,7 +224,7 @@ class Repo:
         final = self.object_path(checksum, objtype)
         try:
             if self.per_object_fsync:
-                _fsync_path(tmp)
+                fsync_file(tmp)
             final.parent.mkdir(exist_ok=True)
             with contextlib.suppress(FileExistsError):
                 os.link(tmp, final, follow_symlinks=False)
@@ -603,16 +603,6 @@ def _create_file(path: Path, data: bytes, mode: int) -> None:
     try:
         _write_all(fd, data)
         os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-
-
-def _fsync_path(path: Path) -> None:
-    if os.path.islink(path):
-        return
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
 

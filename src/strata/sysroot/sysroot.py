@@ -17,7 +17,7 @@ from pathlib import Path
 
 from strata.errors import InvalidInputError, LockedError, NotFoundError, StrataError
 from strata.image import gvariant
-from strata.image.fsutil import atomic_symlink, atomic_write, flock, fsync_dir
+from strata.image.fsutil import atomic_symlink, atomic_write, flock, fsync_dir, fsync_file
 from strata.image.keyfile import KeyFile
 from strata.image.objects import ObjectType
 from strata.image.repo import Repo, RepoMode
@@ -290,7 +290,7 @@ class Sysroot:
         if kernel.initramfs is not None:
             _link_or_copy(kernel.initramfs, tmp / f"initramfs-{kernel.version}.img")
         for path in tmp.iterdir():
-            _fsync_file(path)
+            fsync_file(path)
         os.rename(tmp, target)
         fsync_dir(target.parent)
         return kernel
@@ -511,14 +511,6 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_tree(path: Path) -> None:
