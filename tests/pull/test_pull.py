@@ -42,6 +42,7 @@ def served(tmp_path: Path, nginx: Callable[[Path], str]) -> tuple[Repo, str, str
 
 
 def strata_client(tmp_path: Path, url: str, *extra: str, mode: str = "bare-user") -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     client = tmp_path / "client"
     strata("repo", "init", "--repo", str(client), "--mode", mode)
     strata("repo", "remote", "add", "--repo", str(client), *extra, "origin", url)
@@ -218,3 +219,42 @@ def test_compromised_mirror_refused(served: tuple[Repo, str, str], tmp_path: Pat
     proc = strata("repo", "pull", "--repo", str(client), "origin", REF, check=False)
     assert proc.returncode == 1 and "signature" in proc.stderr
     assert Repo.open(client).read_ref(REF, remote="origin") == good != evil
+
+
+def _gpg_key(home: Path, name: str) -> tuple[str, Path]:
+    """A fresh GPG key in its own homedir: (key id, exported public key file)."""
+    import subprocess
+    home.mkdir(mode=0o700)
+    subprocess.run(["gpg", "--homedir", str(home), "--batch", "--passphrase", "", "--quick-gen-key",
+                    f"{name} <{name}@example.invalid>", "ed25519", "sign", "never"], check=True, capture_output=True)
+    listing = subprocess.run(["gpg", "--homedir", str(home), "--with-colons", "--list-keys"], capture_output=True,
+                             text=True, check=True).stdout
+    key_id = next(line.split(":")[4] for line in listing.splitlines() if line.startswith("pub:"))
+    public = home.parent / f"{name}.asc"
+    exported = subprocess.run(["gpg", "--homedir", str(home), "--armor", "--export", key_id], capture_output=True,
+                              check=True).stdout
+    public.write_bytes(exported)
+    return key_id, public
+
+
+def test_gpg_signed_ostree_repo(tmp_path: Path, nginx: Callable[[Path], str]) -> None:
+    www = tmp_path / "www"
+    repo = www / "repo"
+    repo.mkdir(parents=True)
+    run_ostree(f"--repo={repo}", "init", "--mode=archive")
+    key_id, public = _gpg_key(tmp_path / "gpg", "signer")
+    _other_id, other_public = _gpg_key(tmp_path / "gpg-other", "other")
+    tree = make_tree(tmp_path / "tree", 3, files=10)
+    run_ostree(f"--repo={repo}", "commit", "-b", REF, f"--gpg-sign={key_id}", f"--gpg-homedir={tmp_path / 'gpg'}",
+               str(tree))
+    url = nginx(www) + "/repo"
+    good = strata_client(tmp_path / "good", url, f"--gpg-import={public}")
+    strata("repo", "pull", "--repo", str(good), "origin", REF)
+    assert Repo.open(good).read_ref(REF, remote="origin") is not None
+    wrong = strata_client(tmp_path / "wrong", url, f"--gpg-import={other_public}")
+    proc = strata("repo", "pull", "--repo", str(wrong), "origin", REF, check=False)
+    assert proc.returncode == 1 and "none of 1 GPG signatures is valid" in proc.stderr
+    assert Repo.open(wrong).list_refs() == {}
+    run_ostree(f"--repo={repo}", "commit", "-b", REF, str(tree))  # an unsigned commit on the same ref
+    proc = strata("repo", "pull", "--repo", str(good), "origin", REF, check=False)
+    assert proc.returncode == 1 and "no GPG signature found" in proc.stderr

@@ -236,6 +236,8 @@ def _set_origin(args: argparse.Namespace) -> int:
         sysroot.write_origin(dep, origin)
         repo = sysroot.repo
         repo.config.set(f'remote "{args.remote}"', "url", args.url)
+        if repo.config.get(f'remote "{args.remote}"', "gpg-verify") is None:
+            repo.config.set(f'remote "{args.remote}"', "gpg-verify", False)
         repo.save_config()
     return 0
 

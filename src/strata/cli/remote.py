@@ -29,6 +29,7 @@ def register_repo_verbs(verbs: Any) -> None:
     p.add_argument("--no-gpg-verify", action="store_true")
     p.add_argument("--sign-verify", metavar="ed25519=inline:KEY|ed25519=file:PATH")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--gpg-import", metavar="FILE", help="trust the GPG keys in FILE and verify commits")
     p.add_argument("--if-not-exists", action="store_true")
     p.set_defaults(func=_remote_add)
     p = remote_verbs.add_parser("delete", help="delete a remote")
@@ -83,7 +84,8 @@ def _remote_add(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     settings = [parse_key_value(item) for item in args.set]
     remotes.add_remote(repo, args.name, args.url, branches=args.branches, sign_verify=args.sign_verify,
-                       no_sign_verify=args.no_sign_verify, settings=settings, if_not_exists=args.if_not_exists)
+                       no_sign_verify=args.no_sign_verify, settings=settings, if_not_exists=args.if_not_exists,
+                       gpg_import=Path(args.gpg_import) if args.gpg_import else None)
     return 0
 
 

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from strata.errors import CorruptionError, NotFoundError, StrataError
+from strata.image import gpg, sign
 from strata.image import objects as O
-from strata.image import sign
 from strata.image.objects import Commit, DirTree, ObjectType
 from strata.image.remote import Remote, get_remote
 from strata.image.repo import Repo
@@ -123,6 +123,10 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
         signature = fetcher.get("summary.sig", optional=True)
         if signature is not None or remote.sign_verify_summary:
             sign.verify(summary, signature, list(remote.keys), "summary")
+    if summary is not None and remote.gpg_verify:
+        signature = fetcher.get("summary.sig", optional=True)
+        if gpg.signatures(signature):
+            gpg.verify(summary, signature, remote.gpg_keyring, "summary")
     targets = _resolve_refs(fetcher, summary, refs or list(remote.branches))
     if not targets:
         raise StrataError(f"No refs to pull from remote {remote_name}")
@@ -196,6 +200,8 @@ class _Session:
             data = self._get_metadata(checksum, ObjectType.COMMIT)
         if self.remote.sign_verify:
             sign.verify(data, detached, list(self.remote.keys), f"commit {checksum}")
+        if self.remote.gpg_verify:
+            gpg.verify(data, detached, self.remote.gpg_keyring, f"commit {checksum}")
         commit = Commit.parse(data, strict=True)
         bindings = commit.meta("ostree.ref-binding")
         if ref is not None and bindings is not None and ref not in bindings:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from strata.errors import InvalidInputError, NotFoundError
+from strata.image.gpg import import_keys
 from strata.image.repo import Repo, validate_remote_name
 from strata.image.sign import public_keys
 
@@ -14,6 +16,7 @@ class Remote:
     name: str
     url: str
     gpg_verify: bool
+    gpg_keyring: Path
     sign_verify: bool
     sign_verify_summary: bool
     keys: tuple[bytes, ...]
@@ -28,8 +31,13 @@ def _group(name: str) -> str:
     return f'remote "{name}"'
 
 
+def keyring_path(repo: Repo, name: str) -> Path:
+    return repo.path / f"{name}.trustedkeys.gpg"
+
+
 def add_remote(repo: Repo, name: str, url: str, *, branches: list[str], sign_verify: str | None,
-               no_sign_verify: bool, settings: list[tuple[str, str]], if_not_exists: bool = False) -> None:
+               no_sign_verify: bool, settings: list[tuple[str, str]], if_not_exists: bool = False,
+               gpg_import: Path | None = None) -> None:
     validate_remote_name(name)
     group = _group(name)
     if repo.config.has_group(group):
@@ -39,7 +47,9 @@ def add_remote(repo: Repo, name: str, url: str, *, branches: list[str], sign_ver
     repo.config.set(group, "url", url)
     if branches:
         repo.config.set(group, "branches", branches)
-    repo.config.set(group, "gpg-verify", False)
+    repo.config.set(group, "gpg-verify", gpg_import is not None)
+    if gpg_import is not None:
+        import_keys(keyring_path(repo, name), gpg_import)
     if sign_verify:
         key_type, _, spec = sign_verify.partition("=")
         if key_type != "ed25519":
@@ -81,7 +91,7 @@ def get_remote(repo: Repo, name: str) -> Remote:
         keys += public_keys(f"inline:{inline}")
     if key_file:
         keys += public_keys(f"file:{key_file}")
-    return Remote(name, url, repo.config.get_bool(group, "gpg-verify", True),
+    return Remote(name, url, repo.config.get_bool(group, "gpg-verify", True), keyring_path(repo, name),
                   repo.config.get_bool(group, "sign-verify", False),
                   repo.config.get_bool(group, "sign-verify-summary", False), tuple(keys),
                   tuple(repo.config.get_list(group, "branches")))

@@ -1,0 +1,56 @@
+"""OpenPGP verification of ostree's `ostree.gpgsigs` (detached signatures over commit or summary bytes),
+through the real gpg tools: `gpg` to keep a remote's keyring, `gpgv` to check a signature against it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from strata.errors import StrataError
+from strata.image import gvariant
+
+GPG_KEY = "ostree.gpgsigs"
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise StrataError(f"{name} is not installed; it is needed for GPG signatures")
+    return found
+
+
+def import_keys(keyring: Path, key_file: Path) -> None:
+    """Add the keys of key_file (armored or binary) to keyring (created if missing)."""
+    with tempfile.TemporaryDirectory(prefix="strata-gpg-") as home:
+        proc = subprocess.run([_tool("gpg"), "--homedir", home, "--batch", "--no-default-keyring", "--keyring",
+                               str(keyring), "--import", str(key_file)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise StrataError(f"importing GPG keys from {key_file} failed: {proc.stderr.strip().splitlines()[-1]}")
+
+
+def signatures(detached: bytes | None) -> list[bytes]:
+    if not detached:
+        return []
+    entries = gvariant.decode("a{sv}", detached)
+    return [bytes(s) for s in gvariant.vardict_get(entries, GPG_KEY, [])]
+
+
+def verify(data: bytes, detached: bytes | None, keyring: Path, what: str) -> None:
+    found = signatures(detached)
+    if not found:
+        raise StrataError(f"{what}: no GPG signature found, but GPG verification is enabled")
+    if not keyring.exists():
+        raise StrataError(f"{what}: no trusted GPG keys for this remote (add them with --gpg-import)")
+    with tempfile.TemporaryDirectory(prefix="strata-gpgv-") as tmp:
+        data_path = Path(tmp) / "data"
+        data_path.write_bytes(data)
+        for index, signature in enumerate(found):
+            sig_path = Path(tmp) / f"sig{index}"
+            sig_path.write_bytes(signature)
+            proc = subprocess.run([_tool("gpgv"), "--homedir", tmp, "--keyring", str(keyring), str(sig_path),
+                                   str(data_path)], capture_output=True, check=False)
+            if proc.returncode == 0:
+                return
+    raise StrataError(f"{what}: none of {len(found)} GPG signatures is valid for the remote's keys")
