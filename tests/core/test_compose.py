@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -197,3 +198,36 @@ def test_print_only_and_dry_run(lab: Path, tmp_path: Path) -> None:
     assert Repo.open(repo).list_refs() == {}
     missing = strata("compose", "tree", str(treefile), check=False)
     assert missing.returncode == 1 and "--repo must be specified" in missing.stderr
+
+
+def test_postprocessing_keys(lab: Path, tmp_path: Path) -> None:
+    treefile = copy_treefile_dir(lab, tmp_path / "tf")
+    script = tmp_path / "tf" / "post.sh"
+    script.write_text("#!/bin/sh\necho from-script > /usr/share/postprocess-script-ran\n")
+    script.chmod(0o755)
+    (tmp_path / "tf" / "motd").write_text("welcome to the lab\n")
+    edit_treefile(treefile, postprocess=["echo inline > /usr/share/postprocess-inline-ran"],
+                  **{"postprocess-script": "post.sh", "units": ["lab.service"], "default-target": "graphical.target",
+                     "remove-files": ["usr/share/test-scripts/README"],
+                     "add-files": [["strata-lab.repo", "/etc/yum.repos.d/strata-lab.repo"],
+                                   ["motd", "/usr/share/motd"]],
+                     "etc-group-members": ["testsvc"]})
+    repo = tmp_path / "repo"
+    Repo.init(repo, RepoMode.ARCHIVE)
+    result, lines = compose(treefile, repo, tmp_path / "cache")
+    assert ">>>> Executing `postprocess` inline script '0' <<<<" in lines
+    assert "Adding lab.service to multi-user.target.wants" in lines
+    assert "Deleting: usr/share/test-scripts/README" in lines
+    root = tmp_path / "co"
+    assert result.commit is not None
+    checkout_commit(Repo.open(repo), result.commit, root)
+    assert (root / "usr/share/postprocess-inline-ran").read_text() == "inline\n"
+    assert (root / "usr/share/postprocess-script-ran").read_text() == "from-script\n"
+    wants = root / "usr/etc/systemd/system/multi-user.target.wants/lab.service"
+    assert os.readlink(wants) == "/usr/lib/systemd/system/lab.service"
+    assert os.readlink(root / "usr/lib/systemd/system/default.target") == "graphical.target"
+    assert not (root / "usr/share/test-scripts/README").exists()
+    assert (root / "usr/share/motd").read_text() == "welcome to the lab\n"
+    assert "testsvc:x:990:" in (root / "usr/etc/group").read_text()
+    assert "testsvc:x:990:" in (root / "usr/lib/group").read_text()
+    assert "OSTREE_VERSION=1" in (root / "usr/lib/os-release").read_text()

@@ -24,7 +24,7 @@ from strata.image.summary import parse_summary
 from strata.units import human_size
 
 Progress = Callable[[str], None]
-_WORKERS = 8
+_WORKERS = 12
 _RETRIES = 3
 _TIMEOUT = 30.0
 _MAX_METADATA = 128 << 20
@@ -228,7 +228,7 @@ class _Session:
             level = [commit.root_tree]
             seen: set[str] = set()
             while level:
-                trees = [self._tree(pool, t) for t in level]
+                trees = list(pool.map(self._tree, level))
                 files: list[str] = []
                 metas: list[tuple[str, ObjectType]] = []
                 next_level: list[str] = []
@@ -243,8 +243,7 @@ class _Session:
                 list(pool.map(self._fetch_content, sorted(set(files))))
                 level = next_level
 
-    def _tree(self, pool: ThreadPoolExecutor, checksum: str) -> DirTree:
-        del pool
+    def _tree(self, checksum: str) -> DirTree:
         if self.repo.has_object(checksum, ObjectType.DIRTREE):
             return self.repo.load_dirtree(checksum)
         data = self._get_metadata(checksum, ObjectType.DIRTREE)
