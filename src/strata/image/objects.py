@@ -253,7 +253,9 @@ def parse_archive_header(data: bytes) -> tuple[FileMeta, int, int]:
     end = 8 + length
     if len(data) < end:
         raise CorruptionError("truncated archive file header")
-    size, uid, gid, mode, _rdev, target, xattrs = gvariant.decode(ARCHIVE_HEADER_TYPE, data[8:end])
+    # Not normal-form checked: the content checksum is taken over the re-encoded header, so a header in any
+    # other form cannot match its object name anyway.
+    size, uid, gid, mode, _rdev, target, xattrs = gvariant.decode(ARCHIVE_HEADER_TYPE, data[8:end], strict=False)
     meta = FileMeta(uid, gid, mode, target, tuple(_xattrs_from_gv(xattrs)))
     meta.validate()
     return meta, size, end

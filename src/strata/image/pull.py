@@ -266,15 +266,15 @@ class _Session:
         try:
             meta, size, offset = O.parse_archive_header(data)
             content = b"" if meta.is_symlink else O.archive_decompress(data[offset:], size)
+            if self.repo.is_archive:
+                actual = O.content_checksum(meta, content)
+                if actual != checksum:
+                    raise CorruptionError(f"actual checksum {actual}")
+                self.repo.write_archive_object(checksum, data)  # verified: keep the compressed bytes
+            else:
+                self.repo.write_content(meta, content, expected=checksum)  # verifies before storing
         except CorruptionError as exc:
             raise CorruptionError(f"Corrupted file object {checksum} from the server: {exc}") from None
-        actual = O.content_checksum(meta, content)
-        if actual != checksum:
-            raise CorruptionError(f"Corrupted file object {checksum} from the server (actual {actual})")
-        if self.repo.is_archive:
-            self.repo.write_archive_object(checksum, data)  # verified already: keep the compressed bytes
-        else:
-            self.repo.write_content(meta, content, expected=checksum)
         self._count()
 
     def _count(self) -> None:
