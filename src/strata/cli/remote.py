@@ -12,7 +12,7 @@ from strata.cli.repo import open_repo, parse_key_value
 from strata.errors import InvalidInputError
 from strata.image import remote as remotes
 from strata.image import sign
-from strata.image.deltas import list_deltas
+from strata.image.deltas import generate, list_deltas
 from strata.image.pull import PullOptions, pull, terminal_progress
 from strata.image.summary import parse_summary, update_summary
 
@@ -78,6 +78,13 @@ def register_repo_verbs(verbs: Any) -> None:
     q = delta_verbs.add_parser("list", help="list static deltas")
     add_repo_option(q)
     q.set_defaults(func=_delta_list)
+    q = delta_verbs.add_parser("generate", help="generate a static delta")
+    add_repo_option(q)
+    q.add_argument("--from", dest="source", metavar="REV")
+    q.add_argument("--to", dest="target", required=True, metavar="REV")
+    q.add_argument("--empty", action="store_true", help="a delta from nothing (a full download in one piece)")
+    q.add_argument("--disable-compression", action="store_true")
+    q.set_defaults(func=_delta_generate)
 
 
 def _remote_add(args: argparse.Namespace) -> int:
@@ -168,6 +175,19 @@ def _sign(args: argparse.Namespace) -> int:
         detached = sign.add_signature(detached, sign.sign(data, sign.load_secret(key)))
     with repo.lock():
         repo.write_detached_metadata(commit, detached)
+    return 0
+
+
+def _delta_generate(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    if args.empty == bool(args.source):
+        raise InvalidInputError("give exactly one of --from REV and --empty")
+    target = repo.resolve_rev(args.target)
+    source = repo.resolve_rev(args.source) if args.source else None
+    assert target is not None
+    with repo.lock():
+        generate(repo, source, target, compress=not args.disable_compression)
+    print(f"Generated static delta {source + '-' if source else ''}{target}")
     return 0
 
 

@@ -1,11 +1,29 @@
-"""Static deltas: names and the superblock digests the summary advertises (spec §17)."""
+"""Static deltas (spec §17): one file of every object a commit adds over another (or over nothing), so a
+client fetches a handful of files instead of thousands. Written in ostree's format: a superblock
+`(a{sv}tayay(commit)aya(uayttay)a(yaytt))` and parts `y` + `(a(uuu)aa(ayay)ayay)` whose operations are
+open-splice-and-close ('S') over a payload blob."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import lzma
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
 
+from strata.errors import CorruptionError, NotFoundError, StrataError
+from strata.image import gvariant
+from strata.image import objects as O
+from strata.image.fsutil import atomic_write
+from strata.image.objects import ObjectType
 from strata.image.repo import Repo
+from strata.image.traverse import commit_objects
+
+SUPERBLOCK_TYPE = "(a{sv}tayay" + O.COMMIT_TYPE + "aya(uayttay)a(yaytt))"
+PART_TYPE = "(a(uuu)aa(ayay)ayay)"
+_OP_SPLICE = ord("S")
+_PART_LIMIT = 16 << 20
 
 
 def to_mbase64(checksum: str) -> str:
@@ -16,6 +34,18 @@ def to_mbase64(checksum: str) -> str:
 def from_mbase64(text: str) -> str:
     padded = text.replace("_", "/") + "=" * (-len(text) % 4)
     return base64.b64decode(padded).hex()
+
+
+def delta_dir(repo_path: Path, source: str | None, target: str) -> Path:
+    if source:
+        name = to_mbase64(source)
+        return repo_path / "deltas" / name[:2] / f"{name[2:]}-{to_mbase64(target)}"
+    name = to_mbase64(target)
+    return repo_path / "deltas" / name[:2] / name[2:]
+
+
+def delta_relpath(source: str | None, target: str) -> str:
+    return str(delta_dir(Path(""), source, target))
 
 
 def list_deltas(repo: Repo) -> list[tuple[str, bytes]]:
@@ -37,3 +67,168 @@ def list_deltas(repo: Repo) -> list[tuple[str, bytes]]:
                 label = from_mbase64(name)
             found.append((label, hashlib.sha256(superblock.read_bytes()).digest()))
     return found
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data):
+            raise CorruptionError("truncated varint in static delta")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _native64(value: int) -> int:
+    """Part sizes are stored in the writer's byte order (little-endian here); our codec writes BE."""
+    return int.from_bytes(value.to_bytes(8, "little"), "big")
+
+
+@dataclass
+class _Part:
+    modes: list[tuple[int, int, int]] = field(default_factory=list)
+    xattrs: list[list[tuple[bytes, bytes]]] = field(default_factory=list)
+    payload: bytearray = field(default_factory=bytearray)
+    ops: bytearray = field(default_factory=bytearray)
+    objects: bytearray = field(default_factory=bytearray)
+    unpacked: int = 0
+
+    def index(self, table: list[object], value: object) -> int:
+        if value not in table:
+            table.append(value)
+        return table.index(value)
+
+    def add_metadata(self, objtype: ObjectType, checksum: str, data: bytes) -> None:
+        self.ops += bytes([_OP_SPLICE]) + _varint(len(data)) + _varint(len(self.payload))
+        self.payload += data
+        self._record(objtype, checksum, len(data))
+
+    def add_content(self, checksum: str, meta: O.FileMeta, content: bytes) -> None:
+        data = meta.symlink_target.encode() if meta.is_symlink else content
+        mode_index = self.index(self.modes, (meta.uid, meta.gid, meta.mode))  # type: ignore[arg-type]
+        xattr_index = self.index(self.xattrs, [(n + b"\0", v) for n, v in meta.xattrs])  # type: ignore[arg-type]
+        self.ops += (bytes([_OP_SPLICE]) + _varint(mode_index) + _varint(xattr_index) + _varint(len(data))
+                     + _varint(len(self.payload)))
+        self.payload += data
+        self._record(ObjectType.FILE, checksum, len(data))
+
+    def _record(self, objtype: ObjectType, checksum: str, size: int) -> None:
+        self.objects += bytes([objtype.number]) + bytes.fromhex(checksum)
+        self.unpacked += size
+
+    def serialize(self, compress: bool) -> tuple[bytes, int]:
+        body = gvariant.encode(PART_TYPE, (self.modes, self.xattrs, bytes(self.payload), bytes(self.ops)))
+        if compress:
+            return b"x" + lzma.compress(body, format=lzma.FORMAT_XZ), len(body)
+        return b"\0" + body, len(body)
+
+
+def generate(repo: Repo, source: str | None, target: str, *, compress: bool = True) -> Path:
+    """Write the delta from source (None: from nothing) to target into deltas/; returns its directory."""
+    if not repo.has_object(target, ObjectType.COMMIT):
+        raise NotFoundError(f"commit {target} not found")
+    have: set[tuple[str, ObjectType]] = set()
+    if source is not None:
+        if not repo.has_object(source, ObjectType.COMMIT):
+            raise NotFoundError(f"commit {source} not found")
+        have = set(commit_objects(repo, source))
+    wanted = [item for item in dict.fromkeys(commit_objects(repo, target)) if item not in have
+              and item[1] is not ObjectType.COMMIT]
+    parts = [_Part()]
+    for checksum, objtype in wanted:
+        if len(parts[-1].payload) > _PART_LIMIT:
+            parts.append(_Part())
+        if objtype is ObjectType.FILE:
+            meta, content = repo.read_file(checksum, verify=True)
+            parts[-1].add_content(checksum, meta, content)
+        else:
+            parts[-1].add_metadata(objtype, checksum, repo.read_metadata(checksum, objtype, verify=True))
+    final = delta_dir(repo.path, source, target)
+    staging = final.with_name(final.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    headers = []
+    for number, part in enumerate(parts):
+        data, unpacked = part.serialize(compress)
+        (staging / str(number)).write_bytes(data)
+        headers.append((0, hashlib.sha256(data).digest(), _native64(len(data)), _native64(unpacked),
+                        bytes(part.objects)))
+    commit = gvariant.decode(O.COMMIT_TYPE, repo.read_metadata(target, ObjectType.COMMIT))
+    timestamp = repo.load_commit(target).timestamp
+    superblock = gvariant.encode(SUPERBLOCK_TYPE, (
+        [], timestamp, bytes.fromhex(source) if source else b"", bytes.fromhex(target), commit, b"", headers, []))
+    atomic_write(staging / "superblock", superblock)
+    shutil.rmtree(final, ignore_errors=True)
+    staging.rename(final)
+    return final
+
+
+@dataclass(frozen=True)
+class Superblock:
+    source: str | None
+    target: str
+    commit: bytes
+    parts: list[tuple[bytes, int, bytes]]  # (sha256, compressed size, objects)
+
+
+def parse_superblock(data: bytes) -> Superblock:
+    _meta, _ts, source, target, commit, _prereq, parts, fallbacks = gvariant.decode(SUPERBLOCK_TYPE, data,
+                                                                                   strict=False)
+    if fallbacks:
+        raise StrataError("static deltas with fallback objects are not supported")
+    return Superblock(source.hex() if source else None, target.hex(), gvariant.encode(O.COMMIT_TYPE, commit),
+                      [(checksum, _native64(size), objects) for _v, checksum, size, _u, objects in parts])
+
+
+def apply_part(repo: Repo, data: bytes, objects: bytes) -> int:
+    """Execute one part: every object it makes is checked against its name as it is written."""
+    if data[:1] == b"x":
+        body = lzma.decompress(data[1:])
+    elif data[:1] == b"\0":
+        body = data[1:]
+    else:
+        raise CorruptionError("unknown static delta part compression")
+    modes, xattrs, payload, ops = gvariant.decode(PART_TYPE, body, strict=False)
+    names = [(ObjectType(_TYPE_BY_NUMBER[objects[i]]), objects[i + 1:i + 33].hex())
+             for i in range(0, len(objects), 33)]
+    pos = 0
+    for objtype, checksum in names:
+        if pos >= len(ops) or ops[pos] != _OP_SPLICE:
+            raise StrataError("static delta uses operations strata does not execute (only open-splice-and-close)")
+        pos += 1
+        if objtype is ObjectType.FILE:
+            mode_index, pos = _read_varint(ops, pos)
+            xattr_index, pos = _read_varint(ops, pos)
+            size, pos = _read_varint(ops, pos)
+            offset, pos = _read_varint(ops, pos)
+            uid, gid, mode = modes[mode_index]
+            chunk = payload[offset:offset + size]
+            attrs = tuple((n[:-1], v) for n, v in xattrs[xattr_index])
+            if (mode & 0o170000) == 0o120000:
+                meta = O.FileMeta(uid, gid, mode, chunk.decode("utf-8", "surrogateescape"), attrs)
+                repo.write_content(meta, b"", expected=checksum)
+            else:
+                repo.write_content(O.FileMeta(uid, gid, mode, "", attrs), chunk, expected=checksum)
+        else:
+            size, pos = _read_varint(ops, pos)
+            offset, pos = _read_varint(ops, pos)
+            repo.write_metadata(objtype, payload[offset:offset + size], expected=checksum)
+    return len(names)
+
+
+_TYPE_BY_NUMBER = {t.number: t.value for t in ObjectType}

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from strata.errors import CorruptionError, NotFoundError, StrataError
 from strata.image import gpg, sign
 from strata.image import objects as O
+from strata.image.deltas import apply_part, delta_relpath, parse_superblock
 from strata.image.objects import Commit, DirTree, ObjectType
 from strata.image.remote import Remote, get_remote
 from strata.image.repo import Repo
@@ -131,8 +132,11 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
     if not targets:
         raise StrataError(f"No refs to pull from remote {remote_name}")
     session = _Session(repo, fetcher, remote, opts)
+    deltas = {} if summary is None or opts.disable_static_deltas else _advertised_deltas(summary)
     for ref, checksum in targets.items():
-        session.pull_commit(ref, checksum)
+        local = repo.read_ref(ref) if opts.mirror else repo.read_ref(ref, remote=remote_name)
+        if not session.try_delta(ref, local, checksum, deltas):
+            session.pull_commit(ref, checksum)
     for ref, checksum in targets.items():
         with repo.lock():
             if opts.mirror:
@@ -144,6 +148,12 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
     stats.fetched_bytes = fetcher.bytes
     session.report(final=True)
     return stats
+
+
+def _advertised_deltas(summary: bytes) -> dict[str, bytes]:
+    _refs, extra = parse_summary(summary)
+    entries = extra.get("ostree.static-deltas") or []
+    return {name: bytes(value.value) for name, value in entries}  # type: ignore[attr-defined]
 
 
 def _resolve_refs(fetcher: Fetcher, summary: bytes | None, refs: list[str]) -> dict[str, str]:
@@ -192,9 +202,46 @@ class _Session:
             depth -= 1
             current = commit.parent
 
-    def _fetch_commit(self, ref: str | None, checksum: str) -> Commit:
+    def try_delta(self, ref: str, local: str | None, checksum: str, deltas: dict[str, bytes]) -> bool:
+        """Fetch the commit through a static delta the summary advertises, if one fits what we have."""
+        have = local if local and self.repo.has_object(local, ObjectType.COMMIT) and not self.repo.is_partial(
+            local) else None
+        name = f"{have}-{checksum}" if have and f"{have}-{checksum}" in deltas else (
+            checksum if checksum in deltas else None)
+        if name is None or local == checksum:
+            return False
+        source = have if "-" in name else None
+        relpath = delta_relpath(source, checksum)
+        superblock = self.fetcher.get(f"{relpath}/superblock", limit=_MAX_METADATA)
+        assert superblock is not None
+        if hashlib.sha256(superblock).digest() != deltas[name]:
+            raise CorruptionError(f"static delta {name}: superblock does not match the summary")
+        parsed = parse_superblock(superblock)
+        if parsed.target != checksum or hashlib.sha256(parsed.commit).hexdigest() != checksum:
+            raise CorruptionError(f"static delta {name} does not lead to commit {checksum}")
+        commit = self._fetch_commit(ref, checksum, data=parsed.commit)
+        with self.repo.lock():
+            for index, (part_sum, _size, objects) in enumerate(parsed.parts):
+                if all(self.repo.has_object(objects[i + 1:i + 33].hex(), _objtype(objects[i]))
+                       for i in range(0, len(objects), 33)):
+                    continue
+                data = self.fetcher.get(f"{relpath}/{index}")
+                assert data is not None
+                if hashlib.sha256(data).digest() != part_sum:
+                    raise CorruptionError(f"static delta {name}: part {index} is corrupt")
+                self.fetched += apply_part(self.repo, data, objects)
+            self.repo.sync()
+        if not self.opts.commit_metadata_only:
+            self._fetch_tree(commit)  # fills in anything the delta did not carry (normally nothing)
+        with self.repo.lock():
+            self.repo.clear_partial(checksum)
+        return True
+
+    def _fetch_commit(self, ref: str | None, checksum: str, data: bytes | None = None) -> Commit:
         detached = self.fetcher.get(O.object_relpath(checksum, ObjectType.COMMITMETA, False), optional=True)
-        if self.repo.has_object(checksum, ObjectType.COMMIT) and not self.repo.is_partial(checksum):
+        if data is not None:
+            pass
+        elif self.repo.has_object(checksum, ObjectType.COMMIT) and not self.repo.is_partial(checksum):
             data = self.repo.read_metadata(checksum, ObjectType.COMMIT)
         else:
             data = self._get_metadata(checksum, ObjectType.COMMIT)
@@ -290,6 +337,10 @@ class _Session:
         self.last_report = now
         rate = self.fetcher.bytes / max(now - self.started, 1e-6)
         progress(f"Receiving objects: {self.fetched} ({human_size(self.fetcher.bytes)}, {human_size(int(rate))}/s)")
+
+
+def _objtype(number: int) -> ObjectType:
+    return next(t for t in ObjectType if t.number == number)
 
 
 def terminal_progress(line: str) -> None:

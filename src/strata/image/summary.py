@@ -57,8 +57,23 @@ def _delta_entries(repo: Repo) -> list[tuple[str, Variant]]:
     return [(name, Variant("ay", digest)) for name, digest in list_deltas(repo)]
 
 
+def write_delta_indexes(repo: Repo) -> None:
+    """delta-indexes/AB/REST.index per target commit: every delta leading to it, with its superblock digest."""
+    from strata.image.deltas import list_deltas, to_mbase64
+    by_target: dict[str, list[tuple[str, Variant]]] = {}
+    for name, digest in list_deltas(repo):
+        by_target.setdefault(name.rpartition("-")[2], []).append((name, Variant("ay", digest)))
+    top = repo.path / "delta-indexes"
+    for target, entries in by_target.items():
+        encoded = to_mbase64(target)
+        path = top / encoded[:2] / f"{encoded[2:]}.index"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, gvariant.encode("a{sv}", [("ostree.static-deltas", Variant("a{sv}", entries))]))
+
+
 def update_summary(repo: Repo) -> bytes:
     data = build_summary(repo)
+    write_delta_indexes(repo)
     with repo.lock():
         atomic_write(repo.path / "summary", data)
         with contextlib.suppress(FileNotFoundError):
