@@ -36,6 +36,34 @@ def bytes_served(access_log: Path) -> int:
     return total
 
 
+def small_update(repo: Path, ref: str) -> tuple[int, int]:
+    """Commit 10 changed files on top of ref and a static delta to it; (files, their .filez bytes)."""
+    tree = WORK / "update-tree"
+    subprocess.run([*STRATA, "repo", "checkout", "--repo", str(repo), ref, str(tree)], check=True)
+    changed = [p for p in sorted(tree.rglob("*")) if p.is_file() and not p.is_symlink() and p.stat().st_size > 4096]
+    changed = changed[:: max(1, len(changed) // 10)][:10]
+    for path in changed:
+        path.write_bytes(path.read_bytes() + b"\nupdated\n")
+    old = subprocess.run([*STRATA, "repo", "rev-parse", "--repo", str(repo), ref], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    subprocess.run([*STRATA, "repo", "commit", "--repo", str(repo), "-b", ref, f"--tree=dir={tree}"], check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run([*STRATA, "repo", "static-delta", "generate", "--repo", str(repo), "--from", old, "--to", ref],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([*STRATA, "repo", "summary", "-u", "--repo", str(repo)], check=True)
+    sizes = 0
+    for path in changed:
+        digest = _content_checksum(path)
+        sizes += (repo / "objects" / digest[:2] / f"{digest[2:]}.filez").stat().st_size
+    return len(changed), sizes
+
+
+def _content_checksum(path: Path) -> str:
+    from strata.image.objects import FileMeta, content_checksum
+    st = path.lstat()
+    return content_checksum(FileMeta(st.st_uid, st.st_gid, st.st_mode), path.read_bytes())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--source-repo", type=Path, default=Path("/var/tmp/strata-bench-image/runs/strata-archive"))
@@ -46,6 +74,10 @@ def main() -> int:
         return 1
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
+    served = WORK / "www" / "repo"
+    served.parent.mkdir()
+    subprocess.run(["cp", "-a", str(source), str(served)], check=True)
+    source = served
     subprocess.run([*STRATA, "repo", "summary", "-u", "--repo", str(source)], check=True)
     refs = subprocess.run([*STRATA, "repo", "refs", "--repo", str(source)], capture_output=True, text=True,
                           check=True).stdout.split()
@@ -65,12 +97,26 @@ def main() -> int:
         middle = bytes_served(log)
         ours = timed([*STRATA, "repo", "pull", "--repo", str(strata_repo), "origin", *refs])
         after = bytes_served(log)
+        update = small_update(source, refs[0])
+        objects_client = WORK / "strata-client-objects"
+        subprocess.run(["cp", "-a", str(strata_repo), str(objects_client)], check=True)
+        mark = bytes_served(log)
+        by_objects = timed([*STRATA, "repo", "pull", "--repo", str(objects_client), "--disable-static-deltas",
+                            "origin", *refs])
+        objects_bytes = bytes_served(log) - mark
+        mark = bytes_served(log)
+        by_delta = timed([*STRATA, "repo", "pull", "--repo", str(strata_repo), "origin", *refs])
+        delta_bytes = bytes_served(log) - mark
     finally:
         stop_nginx(pid_file)
     print(f"{'pull':<22}{'seconds':>10}{'MB':>10}")
     print(f"{'ostree pull':<22}{theirs:>10.2f}{(middle - before) / 1e6:>10.1f}")
     print(f"{'strata repo pull':<22}{ours:>10.2f}{(after - middle) / 1e6:>10.1f}")
     print(f"ratio strata/ostree: {ours / theirs:.2f} (target <= 1.0)")
+    print(f"update of {update[0]} changed files ({update[1]} bytes as compressed .filez objects):")
+    print(f"  by objects: {by_objects:.2f} s, {objects_bytes} bytes")
+    print(f"  by static delta: {by_delta:.2f} s, {delta_bytes} bytes "
+          f"({delta_bytes / update[1]:.2f}x the compressed changed files; target <= 1.2)")
     return 0
 
 
