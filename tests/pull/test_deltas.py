@@ -74,3 +74,18 @@ def test_pulls_use_deltas(tmp_path: Path, nginx: Callable[[Path], str]) -> None:
     assert pulled.returncode == 0, pulled.stderr
     assert "/deltas/" in access_log.read_text()[len(before):]
     assert "no errors found" in run_ostree(f"--repo={ostree_client}", "fsck").stdout
+
+
+def test_pull_through_ostree_made_delta_or_fall_back(tmp_path: Path, nginx: Callable[[Path], str]) -> None:
+    repo, first, second = two_commits(tmp_path)
+    url = nginx(tmp_path / "www") + "/repo"
+    client = strata_client(tmp_path / "c", url)
+    (repo.path / "refs/heads" / REF).write_text(first + "\n")
+    run_ostree(f"--repo={repo.path}", "summary", "-u")
+    strata("repo", "pull", "--repo", str(client), "origin", REF)
+    (repo.path / "refs/heads" / REF).write_text(second + "\n")
+    run_ostree(f"--repo={repo.path}", "static-delta", "generate", f"--from={first}", f"--to={second}")
+    run_ostree(f"--repo={repo.path}", "summary", "-u")
+    strata("repo", "pull", "--repo", str(client), "origin", REF)
+    assert Repo.open(client).read_ref(REF, remote="origin") == second
+    assert "no errors found" in strata("repo", "fsck", "--repo", str(client)).stdout

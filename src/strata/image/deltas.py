@@ -26,6 +26,10 @@ _OP_SPLICE = ord("S")
 _PART_LIMIT = 16 << 20
 
 
+class UnsupportedDeltaError(StrataError):
+    """The delta uses features strata does not execute; the caller fetches objects instead."""
+
+
 def to_mbase64(checksum: str) -> str:
     """ostree's modified base64 of a checksum: '/' becomes '_', no padding."""
     return base64.b64encode(bytes.fromhex(checksum)).decode().rstrip("=").replace("/", "_")
@@ -190,7 +194,7 @@ def parse_superblock(data: bytes) -> Superblock:
     _meta, _ts, source, target, commit, _prereq, parts, fallbacks = gvariant.decode(SUPERBLOCK_TYPE, data,
                                                                                    strict=False)
     if fallbacks:
-        raise StrataError("static deltas with fallback objects are not supported")
+        raise UnsupportedDeltaError("static deltas with fallback objects are not supported")
     return Superblock(source.hex() if source else None, target.hex(), gvariant.encode(O.COMMIT_TYPE, commit),
                       [(checksum, _native64(size), objects) for _v, checksum, size, _u, objects in parts])
 
@@ -209,7 +213,7 @@ def apply_part(repo: Repo, data: bytes, objects: bytes) -> int:
     pos = 0
     for objtype, checksum in names:
         if pos >= len(ops) or ops[pos] != _OP_SPLICE:
-            raise StrataError("static delta uses operations strata does not execute (only open-splice-and-close)")
+            raise UnsupportedDeltaError("static delta uses operations strata does not execute")
         pos += 1
         if objtype is ObjectType.FILE:
             mode_index, pos = _read_varint(ops, pos)

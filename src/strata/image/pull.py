@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from strata.errors import CorruptionError, NotFoundError, StrataError
 from strata.image import gpg, sign
 from strata.image import objects as O
-from strata.image.deltas import apply_part, delta_relpath, parse_superblock
+from strata.image.deltas import UnsupportedDeltaError, apply_part, delta_relpath, parse_superblock
 from strata.image.objects import Commit, DirTree, ObjectType
 from strata.image.remote import Remote, get_remote
 from strata.image.repo import Repo
@@ -210,11 +210,17 @@ class _Session:
             checksum if checksum in deltas else None)
         if name is None or local == checksum:
             return False
+        try:
+            return self._pull_delta(ref, name, have, checksum, deltas[name])
+        except UnsupportedDeltaError:
+            return False  # objects one by one instead; whatever the delta already wrote is kept
+
+    def _pull_delta(self, ref: str, name: str, have: str | None, checksum: str, digest: bytes) -> bool:
         source = have if "-" in name else None
         relpath = delta_relpath(source, checksum)
         superblock = self.fetcher.get(f"{relpath}/superblock", limit=_MAX_METADATA)
         assert superblock is not None
-        if hashlib.sha256(superblock).digest() != deltas[name]:
+        if hashlib.sha256(superblock).digest() != digest:
             raise CorruptionError(f"static delta {name}: superblock does not match the summary")
         parsed = parse_superblock(superblock)
         if parsed.target != checksum or hashlib.sha256(parsed.commit).hexdigest() != checksum:
@@ -239,12 +245,11 @@ class _Session:
 
     def _fetch_commit(self, ref: str | None, checksum: str, data: bytes | None = None) -> Commit:
         detached = self.fetcher.get(O.object_relpath(checksum, ObjectType.COMMITMETA, False), optional=True)
-        if data is not None:
-            pass
-        elif self.repo.has_object(checksum, ObjectType.COMMIT) and not self.repo.is_partial(checksum):
-            data = self.repo.read_metadata(checksum, ObjectType.COMMIT)
-        else:
-            data = self._get_metadata(checksum, ObjectType.COMMIT)
+        if data is None:
+            if self.repo.has_object(checksum, ObjectType.COMMIT) and not self.repo.is_partial(checksum):
+                data = self.repo.read_metadata(checksum, ObjectType.COMMIT)
+            else:
+                data = self._get_metadata(checksum, ObjectType.COMMIT)
         if self.remote.sign_verify:
             sign.verify(data, detached, list(self.remote.keys), f"commit {checksum}")
         if self.remote.gpg_verify:
