@@ -11,7 +11,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from strata.errors import CorruptionError, NotFoundError, StrataError
@@ -26,6 +26,9 @@ from strata.units import human_size
 
 Progress = Callable[[str], None]
 _WORKERS = 12
+_PROCESSES = 2
+_PROCESS_THRESHOLD = 512
+_BATCH = 128
 _RETRIES = 3
 _TIMEOUT = 30.0
 _MAX_METADATA = 128 << 20
@@ -58,6 +61,7 @@ class Fetcher:
     """HTTP GETs over one keep-alive connection per worker thread, with retries for transient failures."""
 
     def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
         parsed = urllib.parse.urlsplit(base_url)
         if parsed.scheme not in ("http", "https"):
             raise StrataError(f"unsupported URL scheme for pull: {base_url}")
@@ -133,10 +137,13 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
         raise StrataError(f"No refs to pull from remote {remote_name}")
     session = _Session(repo, fetcher, remote, opts)
     deltas = {} if summary is None or opts.disable_static_deltas else _advertised_deltas(summary)
-    for ref, checksum in targets.items():
-        local = repo.read_ref(ref) if opts.mirror else repo.read_ref(ref, remote=remote_name)
-        if not session.try_delta(ref, local, checksum, deltas):
-            session.pull_commit(ref, checksum)
+    try:
+        for ref, checksum in targets.items():
+            local = repo.read_ref(ref) if opts.mirror else repo.read_ref(ref, remote=remote_name)
+            if not session.try_delta(ref, local, checksum, deltas):
+                session.pull_commit(ref, checksum)
+    finally:
+        session.close()
     for ref, checksum in targets.items():
         with repo.lock():
             if opts.mirror:
@@ -186,6 +193,11 @@ class _Session:
         self.count_lock = threading.Lock()
         self.last_report = 0.0
         self.started = time.monotonic()
+        self.processes: ProcessPoolExecutor | None = None
+
+    def close(self) -> None:
+        if self.processes is not None:
+            self.processes.shutdown()
 
     def pull_commit(self, ref: str, checksum: str) -> None:
         current: str | None = checksum
@@ -292,7 +304,7 @@ class _Session:
                             seen.add(sub_tree)
                             next_level.append(sub_tree)
                 self._store_metadata(pool, metas)
-                list(pool.map(self._fetch_content, sorted(set(files))))
+                self._fetch_contents(pool, sorted(set(files)))
                 level = next_level
 
     def _tree(self, checksum: str) -> DirTree:
@@ -313,21 +325,23 @@ class _Session:
         list(pool.map(fetch, missing))
 
     def _fetch_content(self, checksum: str) -> None:
-        data = self.fetcher.get(O.object_relpath(checksum, ObjectType.FILE, True))
-        assert data is not None
-        try:
-            meta, size, offset = O.parse_archive_header(data)
-            content = b"" if meta.is_symlink else O.archive_decompress(data[offset:], size)
-            if self.repo.is_archive:
-                actual = O.content_checksum(meta, content)
-                if actual != checksum:
-                    raise CorruptionError(f"actual checksum {actual}")
-                self.repo.write_archive_object(checksum, data)  # verified: keep the compressed bytes
-            else:
-                self.repo.write_content(meta, content, expected=checksum)  # verifies before storing
-        except CorruptionError as exc:
-            raise CorruptionError(f"Corrupted file object {checksum} from the server: {exc}") from None
+        store_content_object(self.repo, self.fetcher, checksum)
         self._count()
+
+    def _fetch_contents(self, pool: ThreadPoolExecutor, checksums: list[str]) -> None:
+        """Many objects go to worker processes (the GIL would cap threads at one core); few to threads."""
+        if len(checksums) < _PROCESS_THRESHOLD:
+            list(pool.map(self._fetch_content, checksums))
+            return
+        if self.processes is None:
+            self.processes = ProcessPoolExecutor(max_workers=_PROCESSES, initializer=_init_worker,
+                                                 initargs=(str(self.repo.path), self.fetcher.base_url))
+        batches = [checksums[i:i + _BATCH] for i in range(0, len(checksums), _BATCH)]
+        for count, size in self.processes.map(_fetch_batch, batches):
+            with self.count_lock:
+                self.fetched += count
+                self.fetcher.bytes += size
+            self.report()
 
     def _count(self) -> None:
         with self.count_lock:
@@ -342,6 +356,45 @@ class _Session:
         self.last_report = now
         rate = self.fetcher.bytes / max(now - self.started, 1e-6)
         progress(f"Receiving objects: {self.fetched} ({human_size(self.fetcher.bytes)}, {human_size(int(rate))}/s)")
+
+
+def store_content_object(repo: Repo, fetcher: Fetcher, checksum: str) -> int:
+    """Fetch one .filez, check it against its name, store it; returns the bytes received."""
+    data = fetcher.get(O.object_relpath(checksum, ObjectType.FILE, True))
+    assert data is not None
+    try:
+        meta, size, offset = O.parse_archive_header(data)
+        content = b"" if meta.is_symlink else O.archive_decompress(data[offset:], size)
+        if repo.is_archive:
+            actual = O.content_checksum(meta, content)
+            if actual != checksum:
+                raise CorruptionError(f"actual checksum {actual}")
+            repo.write_archive_object(checksum, data)  # verified: keep the compressed bytes
+        else:
+            repo.write_content(meta, content, expected=checksum)  # verifies before storing
+    except CorruptionError as exc:
+        raise CorruptionError(f"Corrupted file object {checksum} from the server: {exc}") from None
+    return len(data)
+
+
+_worker_state: tuple[Repo, Fetcher, ThreadPoolExecutor] | None = None
+
+
+def _init_worker(repo_path: str, base_url: str) -> None:
+    global _worker_state
+    _worker_state = (Repo.open(repo_path), Fetcher(base_url), ThreadPoolExecutor(max_workers=_WORKERS // 2))
+
+
+def _fetch_batch(checksums: list[str]) -> tuple[int, int]:
+    assert _worker_state is not None
+    repo, fetcher, pool = _worker_state
+    try:
+        sizes = list(pool.map(lambda c: store_content_object(repo, fetcher, c), checksums))
+    except CorruptionError as exc:
+        raise CorruptionError(str(exc)) from None
+    except StrataError as exc:  # FetchError and friends do not pickle with their extra fields
+        raise StrataError(str(exc)) from None
+    return len(sizes), sum(sizes)
 
 
 def _objtype(number: int) -> ObjectType:
