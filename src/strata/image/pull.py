@@ -26,7 +26,7 @@ from strata.units import human_size
 
 Progress = Callable[[str], None]
 _WORKERS = 12
-_PROCESSES = 2
+_PROCESSES = 3
 _PROCESS_THRESHOLD = 512
 _BATCH = 128
 _RETRIES = 3
