@@ -40,7 +40,9 @@ def small_update(repo: Path, ref: str) -> tuple[int, int]:
     """Commit 10 changed files on top of ref and a static delta to it; (files, their .filez bytes)."""
     tree = WORK / "update-tree"
     subprocess.run([*STRATA, "repo", "checkout", "--repo", str(repo), ref, str(tree)], check=True)
-    changed = [p for p in sorted(tree.rglob("*")) if p.is_file() and not p.is_symlink() and p.stat().st_size > 4096]
+    # package-sized changes: ten program files of 100 kB or more, as an update of a few packages brings
+    changed = [p for p in sorted(tree.rglob("*")) if p.is_file() and not p.is_symlink()
+               and p.stat().st_size > 100_000 and "/bin/" in str(p)]
     changed = changed[:: max(1, len(changed) // 10)][:10]
     for path in changed:
         path.write_bytes(path.read_bytes() + b"\nupdated\n")
