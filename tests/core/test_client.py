@@ -276,3 +276,32 @@ def test_local_rpm_layering_and_cleanup_pending(lab_sysroot: Lab) -> None:
     assert "LocalPackages" not in box.status()
     assert box.run("cleanup", "-p").stdout == "Deployments unchanged.\n"
     assert "At least one cleanup option must be specified" in box.run("cleanup", check=False).stderr
+
+
+def test_upgrade_and_deploy_over_http(lab: Path, lab_repo: Path, tmp_path: Path) -> None:
+    from tests.pull.nginx import start_nginx, stop_nginx
+    server = tmp_path / "www" / "repo"
+    server.parent.mkdir()
+    subprocess.run(["cp", "-a", str(lab_repo), str(server)], check=True)
+    strata("repo", "summary", "-u", "--repo", str(server))
+    url, pid_file = start_nginx(server.parent, tmp_path / "nginx")
+    try:
+        root = Sysroot.init_fs(tmp_path / "sysroot")
+        root.os_init("lab")
+        strata("repo", "remote", "add", "--repo", str(root.repo.path), "lab", f"{url}/repo")
+        strata("repo", "pull", "--repo", str(root.repo.path), "lab", LAB_REF)
+        box = Lab(root.path, lab)
+        box.admin("deploy", "--os=lab", ORIGIN_REF)
+        box.admin("boot")
+        _compose_variant(lab, server, tmp_path, "v2", packages=[*json_packages(lab), "htop"])
+        strata("repo", "summary", "-u", "--repo", str(server))
+        out = box.run("upgrade").stdout
+        assert "Receiving objects" in out and 'Run "systemctl reboot" to start a reboot' in out
+        box.admin("boot")
+        assert "htop 3.2.2" in box.inside("htop", "--version")
+        box.run("deploy", "1")
+        box.admin("boot")
+        assert box.admin("run", "--", "htop", "--version", check=False).returncode != 0
+        assert "no errors found" in strata("repo", "fsck", "--repo", str(root.repo.path)).stdout
+    finally:
+        stop_nginx(pid_file)

@@ -258,3 +258,22 @@ def test_gpg_signed_ostree_repo(tmp_path: Path, nginx: Callable[[Path], str]) ->
     run_ostree(f"--repo={repo}", "commit", "-b", REF, str(tree))  # an unsigned commit on the same ref
     proc = strata("repo", "pull", "--repo", str(good), "origin", REF, check=False)
     assert proc.returncode == 1 and "no GPG signature found" in proc.stderr
+
+
+def test_strata_gpg_signature_verified_by_ostree(served: tuple[Repo, str, str], tmp_path: Path) -> None:
+    repo, url, commit = served
+    key_id, public = _gpg_key(tmp_path / "gpg", "strata")
+    strata("repo", "gpg-sign", "--repo", str(repo.path), "--gpg-homedir", str(tmp_path / "gpg"), REF, key_id)
+    client = tmp_path / "ostree-client"
+    run_ostree(f"--repo={client}", "init", "--mode=archive")
+    run_ostree(f"--repo={client}", "remote", "add", f"--gpg-import={public}", "origin", url)
+    pulled = run_ostree(f"--repo={client}", "pull", "origin", REF, check=False)
+    assert pulled.returncode == 0, pulled.stderr
+    assert run_ostree(f"--repo={client}", "rev-parse", f"origin:{REF}").stdout.strip() == commit
+    _other, other_public = _gpg_key(tmp_path / "gpg2", "other")
+    wrong = tmp_path / "ostree-wrong"
+    run_ostree(f"--repo={wrong}", "init", "--mode=archive")
+    run_ostree(f"--repo={wrong}", "remote", "add", f"--gpg-import={other_public}", "origin", url)
+    assert run_ostree(f"--repo={wrong}", "pull", "origin", REF, check=False).returncode != 0
+    listed = strata("repo", "remote", "refs", "--repo", str(strata_client(tmp_path / "s", url)), "origin").stdout
+    assert listed.split() == [f"origin:{REF}"]

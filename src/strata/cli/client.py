@@ -308,7 +308,7 @@ def _do_apply_live(sysroot: Sysroot, allow_replacement: bool) -> int:
 # ---------------------------------------------------------------- base changes
 
 
-def _pull_ref(ctx: client.Context, refspec: str, depth: int = 0) -> str:
+def _pull_ref(ctx: client.Context, refspec: str, depth: int = 0, *, history_only: bool = False) -> str:
     """Fetch refspec's newest commit into the sysroot repo (file:// remotes; HTTP needs `strata repo pull`)."""
     remote, _, ref = refspec.rpartition(":")
     repo = ctx.repo
@@ -317,10 +317,24 @@ def _pull_ref(ctx: client.Context, refspec: str, depth: int = 0) -> str:
         if url and url.startswith(("file://", "/")):
             from strata.image.repo import Repo
             pull_local(Repo.open(Path(url.removeprefix("file://"))), repo, [ref], remote=remote, depth=depth)
+        elif url and url.startswith(("http://", "https://")):
+            from strata.image.pull import PullOptions, pull
+            _log("Receiving objects...")
+            stats = pull(repo, remote, [ref], PullOptions(depth=depth, commit_metadata_only=history_only))
+            _log(f"Receiving objects: {stats.fetched_objects} ({stats.fetched_bytes} bytes)... done")
     commit = repo.resolve_rev(refspec, allow_missing=True)
     if commit is None:
         raise NotFoundError(f"refspec {refspec} not found")
     return commit
+
+
+def _fetch_full_commit(ctx: client.Context, refspec: str, commit: str) -> None:
+    """After a history walk over HTTP fetched commit objects only, fetch the chosen commit's tree."""
+    remote = refspec.rpartition(":")[0]
+    url = ctx.repo.config.get(f'remote "{remote}"', "url") if remote else None
+    if url and url.startswith(("http://", "https://")):
+        from strata.image.pull import pull
+        pull(ctx.repo, remote, [commit])
 
 
 def _upgrade(args: argparse.Namespace) -> int:
@@ -368,12 +382,13 @@ def _print_available(ctx: client.Context, old: str, new: str, preview: bool) -> 
 
 
 def _find_in_history(ctx: client.Context, refspec: str, revision: str) -> str:
-    head = _pull_ref(ctx, refspec, depth=1000)
+    head = _pull_ref(ctx, refspec, depth=1000, history_only=True)
     from strata.image.traverse import history
     is_checksum = len(revision) == 64 or revision.startswith("revision=")
     wanted = revision.removeprefix("revision=").removeprefix("version=")
     for commit in history(ctx.repo, head):
         if (is_checksum and commit == wanted) or (not is_checksum and ctx.repo.load_commit(commit).version == wanted):
+            _fetch_full_commit(ctx, refspec, commit)
             return commit
     if is_checksum:
         raise NotFoundError(f"Checksum {wanted} not found in {refspec}")

@@ -10,10 +10,10 @@ from typing import Any
 from strata.cli.common import add_repo_option
 from strata.cli.repo import open_repo, parse_key_value
 from strata.errors import InvalidInputError
+from strata.image import gpg, sign
 from strata.image import remote as remotes
-from strata.image import sign
 from strata.image.deltas import generate, list_deltas
-from strata.image.pull import PullOptions, pull, terminal_progress
+from strata.image.pull import PullOptions, pull, remote_refs, terminal_progress
 from strata.image.summary import parse_summary, update_summary
 
 
@@ -41,6 +41,10 @@ def register_repo_verbs(verbs: Any) -> None:
     add_repo_option(p)
     p.add_argument("-u", "--show-urls", action="store_true")
     p.set_defaults(func=_remote_list)
+    p = remote_verbs.add_parser("refs", help="list the refs a remote's summary offers")
+    add_repo_option(p)
+    p.add_argument("name")
+    p.set_defaults(func=_remote_refs)
     p = remote_verbs.add_parser("show-url", help="print a remote's URL")
     add_repo_option(p)
     p.add_argument("name")
@@ -72,6 +76,13 @@ def register_repo_verbs(verbs: Any) -> None:
     p.add_argument("--verify", action="store_true", help="verify with the given public keys instead")
     p.add_argument("-s", "--sign-type", default="ed25519")
     p.set_defaults(func=_sign)
+
+    p = verbs.add_parser("gpg-sign", help="sign a commit with GPG")
+    add_repo_option(p)
+    p.add_argument("rev")
+    p.add_argument("key_ids", nargs="+")
+    p.add_argument("--gpg-homedir")
+    p.set_defaults(func=_gpg_sign)
 
     p = verbs.add_parser("static-delta", help="static deltas")
     delta_verbs = p.add_subparsers(dest="delta_verb", metavar="VERB", parser_class=type(p))
@@ -105,6 +116,29 @@ def _remote_list(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     for name in remotes.list_remotes(repo):
         print(f"{name}  {remotes.get_remote(repo, name).url}" if args.show_urls else name)
+    return 0
+
+
+def _remote_refs(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    for name in remote_refs(repo, args.name):
+        print(f"{args.name}:{name}")
+    return 0
+
+
+def _gpg_sign(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    commit = repo.resolve_rev(args.rev)
+    assert commit is not None
+    from strata.image.objects import ObjectType
+    data = repo.read_metadata(commit, ObjectType.COMMIT)
+    detached = repo.read_detached_metadata(commit)
+    for key_id in args.key_ids:
+        detached = gpg.add_signature(detached, gpg.sign(data, key_id, Path(args.gpg_homedir)
+                                                        if args.gpg_homedir else None))
+    assert detached is not None
+    with repo.lock():
+        repo.write_detached_metadata(commit, detached)
     return 0
 
 

@@ -30,6 +30,29 @@ def import_keys(keyring: Path, key_file: Path) -> None:
         raise StrataError(f"importing GPG keys from {key_file} failed: {proc.stderr.strip().splitlines()[-1]}")
 
 
+def sign(data: bytes, key_id: str, homedir: Path | None) -> bytes:
+    """A binary detached OpenPGP signature of data, made by gpg with key_id."""
+    with tempfile.TemporaryDirectory(prefix="strata-gpg-") as tmp:
+        source = Path(tmp) / "data"
+        source.write_bytes(data)
+        argv = [_tool("gpg"), "--batch", "--yes", "--local-user", key_id, "--detach-sign", "--output",
+                str(Path(tmp) / "data.sig")]
+        if homedir is not None:
+            argv[1:1] = ["--homedir", str(homedir)]
+        proc = subprocess.run([*argv, str(source)], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines()
+            raise StrataError(f"gpg could not sign: {lines[-1] if lines else 'failed'}")
+        return (Path(tmp) / "data.sig").read_bytes()
+
+
+def add_signature(detached: bytes | None, signature: bytes) -> bytes:
+    entries = gvariant.decode("a{sv}", detached) if detached else []
+    existing = [bytes(s) for s in gvariant.vardict_get(entries, GPG_KEY, [])]
+    kept = [(k, v) for k, v in entries if k != GPG_KEY]
+    return gvariant.encode("a{sv}", [*kept, (GPG_KEY, gvariant.Variant("aay", [*existing, signature]))])
+
+
 def signatures(detached: bytes | None) -> list[bytes]:
     if not detached:
         return []

@@ -145,6 +145,9 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
     finally:
         session.close()
     for ref, checksum in targets.items():
+        if O.is_checksum(ref):
+            stats.refs[ref] = checksum
+            continue  # a commit asked for by checksum has no ref to move
         with repo.lock():
             if opts.mirror:
                 repo.set_ref(ref, checksum)
@@ -155,6 +158,18 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
     stats.fetched_bytes = fetcher.bytes
     session.report(final=True)
     return stats
+
+
+def remote_refs(repo: Repo, remote_name: str) -> list[str]:
+    """The refs a remote's summary lists (verified like a pull would)."""
+    remote = get_remote(repo, remote_name)
+    fetcher = Fetcher(remote.url)
+    summary = fetcher.get("summary", optional=True)
+    if summary is None:
+        raise StrataError(f"remote {remote_name} has no summary file")
+    if remote.sign_verify:
+        sign.verify(summary, fetcher.get("summary.sig", optional=True), list(remote.keys), "summary")
+    return [ref.name for ref in parse_summary(summary)[0]]
 
 
 def _advertised_deltas(summary: bytes) -> dict[str, bytes]:
@@ -268,7 +283,7 @@ class _Session:
             gpg.verify(data, detached, self.remote.gpg_keyring, f"commit {checksum}")
         commit = Commit.parse(data, strict=True)
         bindings = commit.meta("ostree.ref-binding")
-        if ref is not None and bindings is not None and ref not in bindings:
+        if ref is not None and not O.is_checksum(ref) and bindings is not None and ref not in bindings:
             raise StrataError(f"commit {checksum} is not bound to ref {ref} (bound to {', '.join(bindings)})")
         with self.repo.lock():
             self.repo.mark_partial(checksum)
