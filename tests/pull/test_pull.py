@@ -7,6 +7,7 @@ import http.server
 import random
 import socketserver
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -152,6 +153,9 @@ class _Faulty(http.server.SimpleHTTPRequestHandler):
             if cls.mode == "missing":
                 self.send_error(404)
                 return
+            if cls.mode == "stall":
+                time.sleep(3)
+                return
         super().do_GET()
 
     def _send(self, body: bytes) -> None:
@@ -182,12 +186,13 @@ def faulty_server(tmp_path: Path, served: tuple[Repo, str, str]) -> Iterator[tup
 
 
 @pytest.mark.parametrize(("mode", "message"), [
-    ("flip", "Corrupted file object"), ("truncate", "Truncated"), ("missing", "HTTP 404")])
+    ("flip", "Corrupted file object"), ("truncate", "Truncated"), ("missing", "HTTP 404"),
+    ("stall", "no answer within 1 s")])
 def test_bad_server_moves_no_ref_and_good_pull_resumes(faulty_server: tuple[str, type[_Faulty]], tmp_path: Path,
                                                         mode: str, message: str) -> None:
     url, handler = faulty_server
     handler.mode = mode
-    client = strata_client(tmp_path, url)
+    client = strata_client(tmp_path, url, "--set=timeout=1")
     proc = strata("repo", "pull", "--repo", str(client), "origin", REF, check=False)
     assert proc.returncode == 1 and message in proc.stderr and proc.stderr.count("\n") == 1
     assert Repo.open(client).list_refs() == {}

@@ -60,8 +60,9 @@ class PullStats:
 class Fetcher:
     """HTTP GETs over one keep-alive connection per worker thread, with retries for transient failures."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, timeout: float = _TIMEOUT) -> None:
         self.base_url = base_url
+        self.timeout = timeout
         parsed = urllib.parse.urlsplit(base_url)
         if parsed.scheme not in ("http", "https"):
             raise StrataError(f"unsupported URL scheme for pull: {base_url}")
@@ -76,7 +77,7 @@ class Fetcher:
         conn = getattr(self.local, "conn", None)
         if conn is None:
             cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-            conn = cls(self.netloc, timeout=_TIMEOUT)
+            conn = cls(self.netloc, timeout=self.timeout)
             self.local.conn = conn
         return conn  # type: ignore[no-any-return]
 
@@ -92,6 +93,8 @@ class Fetcher:
                 last = exc
             except http.client.IncompleteRead:
                 last = FetchError(url, None, f"Truncated response for {url}")
+            except TimeoutError:
+                last = FetchError(url, None, f"While fetching {url}: no answer within {self.timeout:g} s")
             except (OSError, http.client.HTTPException) as exc:
                 last = FetchError(url, None, f"While fetching {url}: {exc or type(exc).__name__}")
             self.local.conn = None
@@ -121,7 +124,7 @@ class Fetcher:
 def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | None = None) -> PullStats:
     opts = options or PullOptions()
     remote = get_remote(repo, remote_name)
-    fetcher = Fetcher(remote.url)
+    fetcher = Fetcher(remote.url, remote.timeout)
     stats = PullStats()
     summary = fetcher.get("summary", optional=True)
     if summary is not None and remote.sign_verify:
@@ -350,7 +353,8 @@ class _Session:
             return
         if self.processes is None:
             self.processes = ProcessPoolExecutor(max_workers=_PROCESSES, initializer=_init_worker,
-                                                 initargs=(str(self.repo.path), self.fetcher.base_url))
+                                                 initargs=(str(self.repo.path), self.fetcher.base_url,
+                                                           self.fetcher.timeout))
         batches = [checksums[i:i + _BATCH] for i in range(0, len(checksums), _BATCH)]
         for count, size in self.processes.map(_fetch_batch, batches):
             with self.count_lock:
@@ -395,9 +399,9 @@ def store_content_object(repo: Repo, fetcher: Fetcher, checksum: str) -> int:
 _worker_state: tuple[Repo, Fetcher, ThreadPoolExecutor] | None = None
 
 
-def _init_worker(repo_path: str, base_url: str) -> None:
+def _init_worker(repo_path: str, base_url: str, timeout: float) -> None:
     global _worker_state
-    _worker_state = (Repo.open(repo_path), Fetcher(base_url), ThreadPoolExecutor(max_workers=_WORKERS // 2))
+    _worker_state = (Repo.open(repo_path), Fetcher(base_url, timeout), ThreadPoolExecutor(max_workers=_WORKERS // 2))
 
 
 def _fetch_batch(checksums: list[str]) -> tuple[int, int]:

@@ -21,6 +21,7 @@ class Remote:
     sign_verify_summary: bool
     keys: tuple[bytes, ...]
     branches: tuple[str, ...]
+    timeout: float = 30.0
 
     @property
     def verifies(self) -> bool:
@@ -94,4 +95,5 @@ def get_remote(repo: Repo, name: str) -> Remote:
     return Remote(name, url, repo.config.get_bool(group, "gpg-verify", True), keyring_path(repo, name),
                   repo.config.get_bool(group, "sign-verify", False),
                   repo.config.get_bool(group, "sign-verify-summary", False), tuple(keys),
-                  tuple(repo.config.get_list(group, "branches")))
+                  tuple(repo.config.get_list(group, "branches")),
+                  float(repo.config.get(group, "timeout", "30") or 30))
