@@ -270,3 +270,17 @@ def test_boot_space_checked_before_writing(sysroot: Sysroot) -> None:
         subprocess.run(["umount", str(boot)], check=True)
 
 
+
+
+def test_set_origin_and_finalize_staged(sysroot: Sysroot) -> None:
+    admin(sysroot, "deploy", "--os=stratos", OS1)
+    admin(sysroot, "set-origin", "mirror", "http://127.0.0.1:9/repo", "strata/os/x86_64")
+    origin = sysroot.read_origin(sysroot.deployments()[0])
+    assert origin.get("origin", "refspec") == "mirror:strata/os/x86_64"
+    assert Sysroot.open(sysroot.path).repo.config.get('remote "mirror"', "url") == "http://127.0.0.1:9/repo"
+    assert ostree_status(sysroot.path).splitlines()[2] == "    origin refspec: mirror:strata/os/x86_64"
+    admin(sysroot, "boot")
+    admin(sysroot, "deploy", "--os=stratos", "--stage", OS2)
+    out = admin(sysroot, "finalize-staged").stdout
+    assert "Copying /etc changes" in out
+    assert _status_lines(sysroot)[0] == f"  stratos {OS2}.0 (pending)"
