@@ -231,3 +231,18 @@ def test_postprocessing_keys(lab: Path, tmp_path: Path) -> None:
     assert "testsvc:x:990:" in (root / "usr/etc/group").read_text()
     assert "testsvc:x:990:" in (root / "usr/lib/group").read_text()
     assert "OSTREE_VERSION=1" in (root / "usr/lib/os-release").read_text()
+
+
+def test_transfiletriggerin_runs_with_matching_paths(lab: Path, tmp_path: Path) -> None:
+    treefile = copy_treefile_dir(lab, tmp_path / "tf")
+    packages = json.loads(treefile.read_text())["packages"]
+    edit_treefile(treefile, packages=[*packages, "test-trigger"])
+    repo = tmp_path / "repo"
+    Repo.init(repo, RepoMode.ARCHIVE)
+    result, _lines = compose(treefile, repo, tmp_path / "cache")
+    assert result.commit is not None
+    root = tmp_path / "co"
+    checkout_commit(Repo.open(repo), result.commit, root)
+    seen = (root / "usr/share/test-trigger/seen").read_text().split()
+    assert "/usr/lib/demo-engine/plugin.conf" in seen
+    assert all(p.startswith("/usr/lib/demo-engine") for p in seen)

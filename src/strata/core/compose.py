@@ -196,6 +196,9 @@ def _run_package_scripts(pkgcache: Repo, solution: list[Candidate], commits: dic
         scripts.run_scriptlets(rootfs, [s for h in headers for s in h.scriptlets(kind)], log)
         if kind == "pre":
             fix_ownership(rootfs, headers)
+        if kind == "posttrans":
+            installed = sorted({f.path for h in headers for f in h.files})
+            scripts.run_file_triggers(rootfs, [t for h in headers for t in h.transfiletriggers_in()], installed, log)
         log(f"Running {title} scripts... done")
     log("Writing rpmdb...")
     rpmdb.write_rpmdb_from_headers(rootfs, [h.raw for h in headers])

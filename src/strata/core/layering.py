@@ -211,6 +211,8 @@ def _needs_full_checkout(headers: list[RpmHeader]) -> bool:
     for header in headers:
         if any(header.scriptlets(kind) for kind in ("pre", "post", "posttrans")):
             return True
+        if header.transfiletriggers_in():
+            return True
         if any(needs_fixup(f) for f in header.files):
             return True
     return False
@@ -312,6 +314,9 @@ def _run_scripts(rootfs: Path, headers: list[RpmHeader], merge_etc: Path | None,
                                upgrade=frozenset(upgrades))
         if kind == "pre":
             fix_ownership(rootfs, headers)
+        if kind == "posttrans":
+            added = sorted({f.path for h in headers for f in h.files})
+            scripts.run_file_triggers(rootfs, [t for h in headers for t in h.transfiletriggers_in()], added, log)
         log(f"Running {kind} scripts... done")
     layout.split_passwd_and_group(rootfs, [], lambda _line: None)
 

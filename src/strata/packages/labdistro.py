@@ -76,6 +76,7 @@ class Package:
     recommends: set[str] = field(default_factory=set)
     pre: str = ""
     post: str = ""
+    file_triggers: list[tuple[str, str]] = field(default_factory=list)  # %transfiletriggerin (prefix, script)
 
     def add(self, entry: Entry) -> None:
         self.entries.setdefault(entry.path, entry)
@@ -324,7 +325,11 @@ def test_packages() -> list[Package]:
     needs = Package("test-needs-provides", "1.0", summary="Requires test-virtual and the helper file")
     needs.add_file("/usr/share/test-needs-provides/README", b"needs provides\n")
     needs.requires.update({"test-virtual >= 1.0", "/usr/libexec/test-provides/helper"})
-    return [scripts, config, broken, conflict_a, conflict_b, collision, recommends, noarch, provides, needs]
+    trigger = Package("test-trigger", "1.0", summary="A %transfiletriggerin on /usr/lib/demo-engine")
+    trigger.add_file("/usr/share/test-trigger/README", b"watches /usr/lib/demo-engine\n")
+    trigger.file_triggers.append(("/usr/lib/demo-engine", "cat > /usr/share/test-trigger/seen\n"))
+    return [scripts, config, broken, conflict_a, conflict_b, collision, recommends, noarch, provides, needs,
+            trigger]
 
 
 # ---------------------------------------------------------------- writing
@@ -377,6 +382,8 @@ def build_rpm(pkg: Package, outdir: Path) -> Path:
         builder.pre_install_script(pkg.pre)
     if pkg.post:
         builder.post_install_script(pkg.post)
+    for prefix, script in pkg.file_triggers:
+        builder.trans_file_trigger_in(prefix, script)
     written = Path(str(builder.build().write_to(str(outdir))))
     os.utime(written, (SOURCE_DATE, SOURCE_DATE))
     return written

@@ -16,6 +16,7 @@ from strata.packages.importer import normalize_payload_path
 from strata.packages.nevra import Nevra
 from strata.packages.scripts import Scriptlet
 
+_TRIGGER_IN = 1 << 16  # RPMSENSE_TRIGGERIN
 _DOC_FLAGS = int(rpm_rs.FileFlags.DOC) | int(rpm_rs.FileFlags.LICENSE) | int(rpm_rs.FileFlags.README)
 _SCRIPT_GETTERS = {"pre": "pre_install_script", "post": "post_install_script", "posttrans": "post_trans_script",
                    "pretrans": "pre_trans_script", "preun": "pre_uninstall_script",
@@ -117,6 +118,20 @@ class RpmHeader:
             return []
         program = tuple(script.program) if script.program else ("/bin/sh",)
         return [Scriptlet(self.nevra.name, kind, program, script.script)]
+
+    def transfiletriggers_in(self) -> list[tuple[tuple[str, ...], Scriptlet]]:
+        """%transfiletriggerin scripts with the path prefixes that fire them."""
+        try:
+            triggers = self._get("trans_file_triggers")
+        except RuntimeError:
+            return []
+        result = []
+        for trigger in triggers or []:
+            patterns = tuple(c.name for c in trigger.conditions if int(c.flags) & _TRIGGER_IN)
+            if patterns and trigger.script:
+                program = tuple(trigger.program) if trigger.program else ("/bin/sh",)
+                result.append((patterns, Scriptlet(self.nevra.name, "transfiletriggerin", program, trigger.script)))
+        return result
 
     def dependencies(self, kind: str) -> list[tuple[str, int, str]]:
         """(name, flags, version) of requires/provides/conflicts/obsoletes/recommends."""

@@ -103,7 +103,27 @@ def cleanup_etc_mountpoint(root: Path) -> None:
         etc_mountpoint.rmdir()
 
 
-def _run_one(box: bwrap.Sandbox, script: Scriptlet, arg: str, log: Log) -> None:
+def run_file_triggers(root: Path, triggers: Iterable[tuple[tuple[str, ...], Scriptlet]], paths: list[str],
+                      log: Log) -> int:
+    """%transfiletriggerin: each trigger whose prefixes match installed paths runs once, with the matching
+    paths on its standard input (as rpm does). Returns how many ran."""
+    ran = 0
+    todo = [(patterns, script) for patterns, script in triggers if should_run(script)]
+    if not todo:
+        return 0
+    copy_up_etc(root)
+    with tempfile.TemporaryDirectory(prefix="strata-triggers-") as tmp:
+        box = sandbox_for(root, Path(tmp))
+        for patterns, script in todo:
+            matched = [p for p in paths if any(p == pat or p.startswith(pat.rstrip("/") + "/") for pat in patterns)]
+            if matched:
+                _run_one(box, script, "0", log, stdin="".join(f"{p}\n" for p in matched).encode())
+                ran += 1
+    cleanup_etc_mountpoint(root)
+    return ran
+
+
+def _run_one(box: bwrap.Sandbox, script: Scriptlet, arg: str, log: Log, stdin: bytes | None = None) -> None:
     interpreter = list(script.interpreter) or ["/bin/sh"]
     if interpreter[0] == "<lua>":
         if "-- rpm-ostree-skip" in "\n".join(script.body.splitlines()[:10]):
@@ -111,7 +131,7 @@ def _run_one(box: bwrap.Sandbox, script: Scriptlet, arg: str, log: Log) -> None:
         raise StrataError(f"{script.label}: lua scripts are not supported")
     script_path = "/run/strata-script"
     box_with_script = bwrap.Sandbox(**{**box.__dict__, "files": [*box.files, (script_path, script.body.encode())]})
-    proc = bwrap.run(box_with_script, [*interpreter, script_path, arg])
+    proc = bwrap.run(box_with_script, [*interpreter, script_path, arg], stdin=stdin)
     output = proc.stdout.decode("utf-8", "replace") if proc.stdout else ""
     for line in output.splitlines():
         log(f"{script.label}: {line}")
