@@ -23,3 +23,17 @@ def nginx(tmp_path: Path) -> Iterator[Callable[[Path], str]]:
     yield serve
     for pid_file in pid_files:
         stop_nginx(pid_file)
+
+
+@pytest.fixture(autouse=True)
+def _stop_gpg_agents(tmp_path: Path) -> Iterator[None]:
+    """gpg starts an agent per homedir; the tests' homedirs are temporary, so are their agents."""
+    yield
+    import shutil
+    import subprocess
+    gpgconf = shutil.which("gpgconf")
+    if gpgconf is None:
+        return
+    for home in tmp_path.rglob("pubring.kbx"):
+        subprocess.run([gpgconf, "--homedir", str(home.parent), "--kill", "gpg-agent"], check=False,
+                       capture_output=True)
