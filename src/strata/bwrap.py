@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from strata.errors import StrataError
@@ -28,6 +28,11 @@ class Sandbox:
     network: bool = False
     root_writable: bool = True
     cwd: str = "/"
+
+
+def with_file(box: Sandbox, path: str, content: bytes) -> Sandbox:
+    """The same sandbox with one more file (e.g. a script) placed inside it."""
+    return replace(box, files=[*box.files, (path, content)])
 
 
 def bwrap_path() -> str:

@@ -3,13 +3,17 @@ content by two packages is a conflict naming both), then the union is checked ou
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from strata.core.ownership import fix_ownership
 from strata.errors import StrataError
 from strata.image.checkout import checkout_tree
 from strata.image.commit import MutableTree, write_mutable_tree
 from strata.image.repo import Repo
+from strata.packages import scripts
+from strata.packages.rpmread import RpmHeader
 
 
 class FileConflictError(StrataError):
@@ -68,3 +72,17 @@ def check_out_merged(repo: Repo, tree: MutableTree, dest: Path) -> tuple[str, st
     checkout_tree(repo, root, dest)
     return root
 
+
+
+def run_package_scripts(rootfs: Path, headers: list[RpmHeader], log: Callable[[str], None], *,
+                        upgrades: frozenset[str] = frozenset()) -> None:
+    """%pre of every package, then owners and capabilities, %post, %posttrans and %transfiletriggerin."""
+    for kind in ("pre", "post", "posttrans"):
+        log(f"Running {kind} scripts...")
+        scripts.run_scriptlets(rootfs, [s for h in headers for s in h.scriptlets(kind)], log, upgrade=upgrades)
+        if kind == "pre":
+            fix_ownership(rootfs, headers)
+        if kind == "posttrans":
+            installed = sorted({f.path for h in headers for f in h.files})
+            scripts.run_file_triggers(rootfs, [t for h in headers for t in h.transfiletriggers_in()], installed, log)
+        log(f"Running {kind} scripts... done")

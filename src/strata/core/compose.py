@@ -12,8 +12,7 @@ from pathlib import Path
 
 from strata import bwrap
 from strata.core import layout
-from strata.core.assemble import merge_package_trees
-from strata.core.ownership import fix_ownership
+from strata.core.assemble import merge_package_trees, run_package_scripts
 from strata.core.treefile import Treefile, load_treefile
 from strata.core.version import next_version
 from strata.errors import InvalidInputError, StrataError
@@ -191,15 +190,7 @@ def _assemble(pkgcache: Repo, solution: list[Candidate], commits: dict[str, str]
 def _run_package_scripts(pkgcache: Repo, solution: list[Candidate], commits: dict[str, str],
                          rootfs: Path, log: Log) -> None:
     headers: list[RpmHeader] = [cache.header_of(pkgcache, commits[p.nevra.nevra]) for p in solution]
-    for kind, title in (("pre", "pre"), ("post", "post"), ("posttrans", "posttrans")):
-        log(f"Running {title} scripts...")
-        scripts.run_scriptlets(rootfs, [s for h in headers for s in h.scriptlets(kind)], log)
-        if kind == "pre":
-            fix_ownership(rootfs, headers)
-        if kind == "posttrans":
-            installed = sorted({f.path for h in headers for f in h.files})
-            scripts.run_file_triggers(rootfs, [t for h in headers for t in h.transfiletriggers_in()], installed, log)
-        log(f"Running {title} scripts... done")
+    run_package_scripts(rootfs, headers, log)
     log("Writing rpmdb...")
     rpmdb.write_rpmdb_from_headers(rootfs, [h.raw for h in headers])
     log("Writing rpmdb... done")
@@ -262,7 +253,7 @@ def _run_box_script(box: bwrap.Sandbox, body: str, label: str, log: Log) -> None
     interpreter = "/bin/sh"
     if body.startswith("#!"):
         interpreter = body.splitlines()[0][2:].strip().split()[0]
-    proc = bwrap.run(bwrap.Sandbox(**{**box.__dict__, "files": [*box.files, (script, body.encode())]}),
+    proc = bwrap.run(bwrap.with_file(box, script, body.encode()),
                      [interpreter, script])
     output = proc.stdout.decode("utf-8", "replace") if proc.stdout else ""
     for line in output.splitlines():

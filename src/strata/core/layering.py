@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from strata.core import layout
-from strata.core.assemble import merge_package_trees
+from strata.core.assemble import merge_package_trees, run_package_scripts
 from strata.core.origin import Origin
-from strata.core.ownership import fix_ownership
 from strata.errors import NotFoundError, StrataError
 from strata.image.checkout import CheckoutOptions, checkout_tree
 from strata.image.commit import (
@@ -31,7 +30,7 @@ from strata.image.gvariant import Variant
 from strata.image.objects import FileMeta
 from strata.image.repo import Repo
 from strata.packages import pkgcache as cache
-from strata.packages import rpmdb, scripts
+from strata.packages import rpmdb
 from strata.packages.importer import ImportOptions, import_package, translate_path
 from strata.packages.nevra import Nevra
 from strata.packages.rpmread import RpmHeader, RpmPackage
@@ -308,16 +307,7 @@ def _run_scripts(rootfs: Path, headers: list[RpmHeader], merge_etc: Path | None,
     if not headers:
         return
     _prepare_users(rootfs, merge_etc)
-    for kind in ("pre", "post", "posttrans"):
-        log(f"Running {kind} scripts...")
-        scripts.run_scriptlets(rootfs, [s for h in headers for s in h.scriptlets(kind)], log,
-                               upgrade=frozenset(upgrades))
-        if kind == "pre":
-            fix_ownership(rootfs, headers)
-        if kind == "posttrans":
-            added = sorted({f.path for h in headers for f in h.files})
-            scripts.run_file_triggers(rootfs, [t for h in headers for t in h.transfiletriggers_in()], added, log)
-        log(f"Running {kind} scripts... done")
+    run_package_scripts(rootfs, headers, log, upgrades=frozenset(upgrades))
     layout.split_passwd_and_group(rootfs, [], lambda _line: None)
 
 

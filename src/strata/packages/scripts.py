@@ -130,7 +130,7 @@ def _run_one(box: bwrap.Sandbox, script: Scriptlet, arg: str, log: Log, stdin: b
             return
         raise StrataError(f"{script.label}: lua scripts are not supported")
     script_path = "/run/strata-script"
-    box_with_script = bwrap.Sandbox(**{**box.__dict__, "files": [*box.files, (script_path, script.body.encode())]})
+    box_with_script = bwrap.with_file(box, script_path, script.body.encode())
     proc = bwrap.run(box_with_script, [*interpreter, script_path, arg], stdin=stdin)
     output = proc.stdout.decode("utf-8", "replace") if proc.stdout else ""
     for line in output.splitlines():
