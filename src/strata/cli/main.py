@@ -12,6 +12,7 @@ from strata.cli.common import import_optional
 from strata.errors import StrataError
 
 # Each module has register(subparsers) adding its verbs; a verb sets func(args) -> int.
+MAX_ERROR_CHARS = 2000
 VERB_MODULES = ("strata.cli.repo", "strata.cli.admin", "strata.cli.compose", "strata.cli.db", "strata.cli.client",
                 "strata.cli.lab")
 
@@ -43,9 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(func(args) or 0)
     except StrataError as exc:
-        if args.debug or os.environ.get("STRATA_DEBUG"):
+        if _debugging(args):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -53,11 +54,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except OSError as exc:
-        if args.debug or os.environ.get("STRATA_DEBUG"):
+        if _debugging(args):
             raise
-        print(f"error: {exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}", file=sys.stderr)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {one_line(f'{exc.strerror or exc}{where}')}", file=sys.stderr)
         return 1
+    except Exception as exc:  # a bug, not a user error: still one line and no traceback unless asked
+        if _debugging(args):
+            raise
+        print(f"error: internal error ({type(exc).__name__}): {one_line(str(exc))}; "
+              "run with --debug for the traceback", file=sys.stderr)
+        return 70
 
+
+def _debugging(args: argparse.Namespace) -> bool:
+    return bool(args.debug or os.environ.get("STRATA_DEBUG"))
+
+
+def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """An error message as one printable line: control characters from untrusted names are escaped (a newline in
+    a file name must not forge a second output line), and an enormous message is cut."""
+    escaped = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    return escaped if len(escaped) <= limit else escaped[:limit] + f"... ({len(escaped) - limit} more characters)"
 
 if __name__ == "__main__":
     sys.exit(main())

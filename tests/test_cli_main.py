@@ -1,0 +1,48 @@
+"""The CLI's error contract: every failure is one printable `error:` line and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from strata.cli import main as cli_main
+from strata.errors import StrataError
+
+
+def _run_with_failure(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                      exc: BaseException) -> tuple[int, str]:
+    def failing(_args: argparse.Namespace) -> int:
+        raise exc
+
+    class FailingParser(argparse.ArgumentParser):
+        def parse_args(self, *_a: object, **_k: object) -> argparse.Namespace:  # type: ignore[override]
+            return argparse.Namespace(func=failing, debug=False)
+    monkeypatch.setattr(cli_main, "build_parser", FailingParser)
+    monkeypatch.delenv("STRATA_DEBUG", raising=False)
+    code = cli_main.main(["status"])
+    return code, capsys.readouterr().err
+
+
+def test_untrusted_newlines_cannot_forge_lines(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _run_with_failure(monkeypatch, capsys, StrataError("bad name 'x\nerror: forged\x1b[2J'"))
+    assert code == 1
+    assert err.count("\n") == 1
+    assert err.startswith("error: bad name 'x\\nerror: forged\\x1b[2J'")
+
+
+def test_huge_message_is_cut(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _run_with_failure(monkeypatch, capsys, StrataError("Packages not found: " + "p, " * 100000))
+    assert code == 1
+    assert len(err) < cli_main.MAX_ERROR_CHARS + 100
+    assert "more characters" in err
+
+
+def test_unexpected_exception_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _run_with_failure(monkeypatch, capsys, RecursionError("maximum recursion depth exceeded"))
+    assert code == 70
+    assert err.count("\n") == 1
+    assert err.startswith("error: internal error (RecursionError): maximum recursion depth exceeded")
+    assert "Traceback" not in err
