@@ -16,18 +16,14 @@ from strata.image.commit import CommitRequest, MutableTree, write_commit, write_
 from strata.image.objects import DirMeta, FileMeta, ObjectType
 from strata.image.repo import Repo
 from strata.packages.nevra import Nevra
+from strata.packages.paths import TMPFILES_SUBDIR, normalize_payload_path, translate_path
 from strata.packages.pkgcache import package_ref
+
+__all__ = ["ImportOptions", "PackageFile", "PayloadEntry", "import_package", "normalize_payload_path",
+           "translate_path"]
 
 UNPACK_VERSION = 1
 UNPACK_MINOR_VERSION = 6
-TMPFILES_SUBDIR = "usr/lib/rpm-ostree/tmpfiles.d"
-UNSUPPORTED_PATH_HINT = "Unsupported path; see https://github.com/projectatomic/rpm-ostree/issues/233"
-# Top-level directories the composed layout creates itself (spec E.9); packages such as `filesystem`
-# ship them, and they are skipped instead of refused.
-LAYOUT_TOPLEVEL = frozenset({"dev", "proc", "sys", "run", "tmp", "home", "srv", "mnt", "media", "root", "afs",
-                             "sysroot", "ostree", "var"})
-STORED_TOPLEVEL = frozenset({"usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32"})
-_VAR_TO_USR = {"var/lib/alternatives": "usr/lib/alternatives", "var/lib/vagrant": "usr/lib/vagrant"}
 
 
 class PayloadEntry(Protocol):
@@ -78,12 +74,6 @@ class ImportOptions:
 
 
 @dataclass
-class _Translation:
-    stored: str | None  # relative path in the commit, or None if not stored
-    tmpfiles: str | None = None  # a tmpfiles.d line replacing the entry
-
-
-@dataclass
 class _Builder:
     repo: Repo
     tree: MutableTree
@@ -108,50 +98,6 @@ class _Builder:
                 child = node.dirs[part] = MutableTree(self.meta_for(0o755))
             node = child
         return node
-
-
-def translate_path(path: str, mode: int, link_target: str = "", owner: str = "root root") -> _Translation:
-    """Where an RPM path goes in an OSTree tree (spec E.2)."""
-    rel = normalize_payload_path(path)
-    top = rel.split("/", 1)[0]
-    if rel in ("", "."):
-        return _Translation(None)
-    if top == "etc":
-        return _Translation("usr/" + rel)
-    if top == "boot":
-        return _Translation("usr/lib/ostree-boot" + rel[4:])
-    if top == "opt":
-        line = None
-        parts = rel.split("/")
-        if len(parts) == 2:
-            line = f"L /opt/{parts[1]} - - - - ../../usr/lib/opt/{parts[1]}"
-        return _Translation("usr/lib/opt" + rel[3:], line)
-    for var_path, usr_path in _VAR_TO_USR.items():
-        if rel == var_path or rel.startswith(var_path + "/"):
-            line = f"L /{var_path} - - - - ../../{usr_path[4:]}" if rel == var_path else None
-            return _Translation(usr_path + rel[len(var_path):], line)
-    if top in ("var", "run"):
-        if rel.startswith("var/lib/rpm"):
-            return _Translation(None)
-        if stat.S_ISDIR(mode):
-            return _Translation(None, f"d /{rel} {stat.S_IMODE(mode):04o} {owner} - -")
-        if stat.S_ISLNK(mode):
-            return _Translation(None, f"L /{rel} - - - - {link_target}")
-        return _Translation(None)
-    if top in STORED_TOPLEVEL:
-        return _Translation(rel)
-    if top in LAYOUT_TOPLEVEL and (stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
-        return _Translation(None)
-    raise StrataError(f"Analyzing /{rel}: {UNSUPPORTED_PATH_HINT}")
-
-
-def normalize_payload_path(path: str) -> str:
-    """A payload path as a relative path; anything that escapes the root is refused."""
-    text = path[1:] if path.startswith(".") and path[1:2] in ("/", "") else path
-    parts = [p for p in text.split("/") if p not in ("", ".")]
-    if ".." in parts or "\0" in text:
-        raise StrataError(f"payload path escapes the root: {path}")
-    return "/".join(parts)
 
 
 def import_package(repo: Repo, pkg: PackageFile, options: ImportOptions | None = None) -> str:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import string
-from typing import TYPE_CHECKING
 
 from strata.errors import InvalidInputError, StrataError
 from strata.image.objects import ObjectType
 from strata.image.repo import Repo
 from strata.packages.nevra import Nevra
-
-if TYPE_CHECKING:
-    from strata.packages.rpmread import RpmHeader
+from strata.packages.rpmread import RpmHeader
 
 PKG_REF_PREFIX = "rpmostree/pkg"
 _KEEP = frozenset(string.ascii_letters + string.digits + ".-")
@@ -76,5 +73,4 @@ def header_of(repo: Repo, commit: str) -> RpmHeader:
     raw = repo.load_commit(commit).meta("rpmostree.metadata")
     if not isinstance(raw, bytes):
         raise StrataError(f"package commit {commit} has no rpmostree.metadata")
-    from strata.packages.rpmread import RpmHeader
     return RpmHeader.from_bytes(raw)

@@ -12,8 +12,8 @@ from typing import Any
 import rpm_rs
 
 from strata.errors import CorruptionError, StrataError
-from strata.packages.importer import normalize_payload_path
 from strata.packages.nevra import Nevra
+from strata.packages.paths import normalize_payload_path
 from strata.packages.scripts import Scriptlet
 
 _TRIGGER_IN = 1 << 16  # RPMSENSE_TRIGGERIN
