@@ -115,7 +115,7 @@ def import_package(repo: Repo, pkg: PackageFile, options: ImportOptions | None =
             _add_tmpfiles(builder, nevra.name)
         root = write_mutable_tree(repo, builder.tree)
     except StrataError as exc:
-        raise StrataError(f"Importing package '{nevra.name}': {exc}") from None
+        raise StrataError(f"package {nevra.name}: {exc}") from None
     header = pkg.header_bytes
     metadata: list[tuple[str, str, object]] = [
         ("rpmostree.metadata", "ay", header),

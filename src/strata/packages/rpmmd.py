@@ -7,7 +7,9 @@ from __future__ import annotations
 import configparser
 import hashlib
 import os
+import re
 import shutil
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -19,11 +21,17 @@ from pathlib import Path
 
 from strata.errors import CorruptionError, InvalidInputError, NotFoundError, StrataError
 from strata.image.fsutil import atomic_write
+from strata.packages.signatures import check_key_url, verify_detached
+from strata.packages.text import shown, summarize
 
 Log = Callable[[str], None]
 REPO_NS = "{http://linux.duke.edu/metadata/repo}"
 _TIMEOUT = 60
 _CHUNK = 1 << 20
+MAX_REPO_FILE_SIZE = 1 << 20
+REPOMD_SIGNATURE = "repomd.xml.asc"
+_CHECKSUM_TYPES = frozenset({"md5", "sha1", "sha224", "sha256", "sha384", "sha512"})
+REPO_ID = re.compile(r"[A-Za-z0-9_.:-]+")
 
 
 @dataclass
@@ -33,6 +41,7 @@ class RepoConfig:
     baseurl: str
     enabled: bool = True
     gpgcheck: bool = False
+    repo_gpgcheck: bool = False
     gpgkey: list[str] = field(default_factory=list)
     metadata_expire: int = 48 * 3600  # seconds
 
@@ -47,12 +56,30 @@ def parse_repo_files(directory: Path, variables: dict[str, str] | None = None) -
     for path in sorted(directory.glob("*.repo")):
         parser = configparser.ConfigParser(interpolation=None, strict=False)
         try:
-            parser.read_string(path.read_text(), source=str(path))
+            parser.read_string(_read_text(path), source=str(path))
         except configparser.Error as exc:
-            raise InvalidInputError(f"{path.name}: {str(exc).splitlines()[0]}") from None
+            raise InvalidInputError(f"{path.name}: {shown(str(exc).splitlines()[0])}") from None
         for section in parser.sections():
+            _check_repo_id(section, path)
             repos.append(_repo_from_section(section, parser[section], path, variables or {}))
     return repos
+
+
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    if len(data) > MAX_REPO_FILE_SIZE:
+        raise InvalidInputError(f"{path}: larger than {MAX_REPO_FILE_SIZE} bytes, not a .repo file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{path}: not a text file (invalid UTF-8 at byte {exc.start})") from None
+
+
+def _check_repo_id(section: str, path: Path) -> None:
+    """dnf's rule: letters, digits and -_.: only. The id also names the repository's cache directory."""
+    if not REPO_ID.fullmatch(section) or section in (".", ".."):
+        raise InvalidInputError(f"{path}: invalid repository id [{shown(section)}] "
+                                "(allowed: letters, digits and -_.:)")
 
 
 def _repo_from_section(section: str, values: configparser.SectionProxy, path: Path,
@@ -60,11 +87,13 @@ def _repo_from_section(section: str, values: configparser.SectionProxy, path: Pa
     baseurl = _substitute(values.get("baseurl", "").split()[0] if values.get("baseurl") else "", variables)
     if not baseurl:
         raise InvalidInputError(f"{path.name}: repository '{section}' has no baseurl")
+    where = f"{path.name}: repository '{section}'"
     return RepoConfig(
         id=section, name=values.get("name", section), baseurl=baseurl,
-        enabled=_bool(values.get("enabled", "1")), gpgcheck=_bool(values.get("gpgcheck", "0")),
-        gpgkey=[_substitute(k, variables) for k in values.get("gpgkey", "").split()],
-        metadata_expire=_duration(values.get("metadata_expire", "172800")))
+        enabled=_bool(values, "enabled", True, where), gpgcheck=_bool(values, "gpgcheck", False, where),
+        repo_gpgcheck=_bool(values, "repo_gpgcheck", False, where),
+        gpgkey=[_substitute(k, variables) for k in values.get("gpgkey", "").replace(",", " ").split()],
+        metadata_expire=_duration(values, "metadata_expire", 48 * 3600, where))
 
 
 def _substitute(text: str, variables: dict[str, str]) -> str:
@@ -73,18 +102,37 @@ def _substitute(text: str, variables: dict[str, str]) -> str:
     return text
 
 
-def _bool(text: str) -> bool:
-    return text.strip().lower() in ("1", "yes", "true", "on")
+_TRUE = frozenset({"1", "yes", "true", "on"})
+_FALSE = frozenset({"0", "no", "false", "off"})
 
 
-def _duration(text: str) -> int:
-    text = text.strip().lower()
-    if text in ("never", "-1"):
+def _bool(values: configparser.SectionProxy, key: str, default: bool, where: str) -> bool:
+    text = values.get(key)
+    if text is None or not text.strip():
+        return default
+    word = text.strip().lower()
+    if word in _TRUE | _FALSE:
+        return word in _TRUE
+    raise InvalidInputError(f"{where}: {key}={shown(text.strip())} is not a boolean (1/0, yes/no, true/false, on/off)")
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?)([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(values: configparser.SectionProxy, key: str, default: int, where: str) -> int:
+    """Seconds, as dnf reads them: a number with an optional s/m/h/d unit, or -1/never for no expiry."""
+    text = values.get(key)
+    if text is None or not text.strip():
+        return default
+    word = text.strip().lower()
+    if word in ("never", "-1"):
         return -1
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text or 0)
+    match = _DURATION.fullmatch(word)
+    if match is None:
+        raise InvalidInputError(f"{where}: {key}={shown(text.strip())} is not a duration "
+                                "(seconds, or a number with s/m/h/d, or never)")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
 @dataclass
@@ -148,25 +196,21 @@ def _algorithm(name: str) -> str:
     algo = name.lower().replace("-", "")
     if algo == "sha":
         algo = "sha1"
-    if algo not in hashlib.algorithms_available:
-        raise CorruptionError(f"unsupported checksum type {name}")
+    if algo not in _CHECKSUM_TYPES:
+        raise CorruptionError(f"unsupported checksum type {shown(name)}")
     return algo
 
 
 def load_metadata(config: RepoConfig, cachedir: Path, log: Log, *, force: bool = False) -> RepoMetadata:
     """Fetch (or reuse) repomd.xml and the primary and filelists data of a repository."""
-    repo_cache = cachedir / config.id
+    repo_cache = cache_path(cachedir, config.id, "repository id")
     repomd_path = repo_cache / "repomd.xml"
     fresh = (not force and repomd_path.exists() and config.metadata_expire != 0
              and (config.metadata_expire < 0 or time.time() - repomd_path.stat().st_mtime < config.metadata_expire))
     if not fresh or config.is_local:
-        tmp = repo_cache / "repomd.xml.new"
-        fetch_to(_url_join(config.baseurl, "repodata/repomd.xml"), tmp)
-        old = repomd_path.read_bytes() if repomd_path.exists() else None
-        new = tmp.read_bytes()
-        fresh = old == new
-        atomic_write(repomd_path, new, fsync=False)
-        tmp.unlink()
+        fresh = _refresh_repomd(config, repomd_path)
+    elif config.repo_gpgcheck:
+        _verify_repomd(config, repomd_path, repo_cache / REPOMD_SIGNATURE)
     revision, timestamp, data = _parse_repomd(repomd_path)
     files: dict[str, Path] = {}
     for kind in ("primary", "filelists"):
@@ -175,20 +219,75 @@ def load_metadata(config: RepoConfig, cachedir: Path, log: Log, *, force: bool =
                 raise CorruptionError(f"repository '{config.id}' has no primary metadata")
             continue
         href, algo, hexsum, size = data[kind]
-        target = repo_cache / Path(href).name
+        target = cache_path(repo_cache, href.rsplit("/", 1)[-1], f"repository '{config.id}' metadata file")
+        if target.name in (repomd_path.name, f"{repomd_path.name}.new", REPOMD_SIGNATURE):
+            raise CorruptionError(f"repository '{config.id}': metadata file named {target.name}")
         if not (target.exists() and _file_digest(target, algo) == hexsum):
             fetch_to(_url_join(config.baseurl, href), target, checksum=(algo, hexsum), size=size)
             fresh = False
         files[kind] = target
-    _drop_stale(repo_cache, {repomd_path.name, *(p.name for p in files.values())})
+    _drop_stale(repo_cache, {repomd_path.name, REPOMD_SIGNATURE, *(p.name for p in files.values())})
     return RepoMetadata(config, revision, timestamp, files, repomd_path, cached=fresh)
+
+
+def _refresh_repomd(config: RepoConfig, repomd_path: Path) -> bool:
+    """Fetch repomd.xml (and, with repo_gpgcheck, its signature, verified before either is kept);
+    True when it did not change."""
+    tmp = repomd_path.with_name(f"{repomd_path.name}.new")
+    fetch_to(_url_join(config.baseurl, "repodata/repomd.xml"), tmp)
+    signature = repomd_path.with_name(REPOMD_SIGNATURE)
+    try:
+        if config.repo_gpgcheck:
+            tmp_signature = signature.with_name(f"{REPOMD_SIGNATURE}.new")
+            fetch_to(_url_join(config.baseurl, f"repodata/{REPOMD_SIGNATURE}"), tmp_signature)
+            _verify_repomd(config, tmp, tmp_signature)
+            os.replace(tmp_signature, signature)
+        new = tmp.read_bytes()
+        unchanged = repomd_path.exists() and repomd_path.read_bytes() == new
+        atomic_write(repomd_path, new, fsync=False)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return unchanged
+
+
+def _verify_repomd(config: RepoConfig, repomd: Path, signature: Path) -> None:
+    if not signature.exists():
+        raise CorruptionError(f"repository '{config.id}': repomd.xml is not signed (repo_gpgcheck=1)")
+    with tempfile.TemporaryDirectory(prefix="strata-repomd-") as tmp:
+        keys = fetch_keys(config, Path(tmp))
+        verify_detached(repomd, signature, keys, Path(tmp), f"repository '{config.id}': repomd.xml")
+
+
+def fetch_keys(config: RepoConfig, directory: Path) -> list[Path]:
+    """The repository's gpgkey= keys, fetched into directory through the same downloader as its data."""
+    paths = []
+    for index, url in enumerate(config.gpgkey):
+        target = directory / f"key{index}.asc"
+        fetch_to(check_key_url(url, config.id), target)
+        paths.append(target)
+    return paths
+
+
+def cache_path(directory: Path, name: str, what: str) -> Path:
+    """directory/name for a name taken from a .repo file or repository metadata: one plain file name."""
+    if name in ("", ".", "..") or "/" in name or "\0" in name or len(name.encode()) > 255:
+        raise CorruptionError(f"{what}: unusable file name {shown(name)!r}")
+    return directory / name
 
 
 def _parse_repomd(path: Path) -> tuple[str, int, dict[str, tuple[str, str, str, int | None]]]:
     try:
-        root = ET.parse(path).getroot()
+        return parse_repomd(path.read_bytes())
+    except CorruptionError as exc:
+        raise CorruptionError(f"{path.parent.name}: malformed repomd.xml: {exc}") from None
+
+
+def parse_repomd(text: bytes) -> tuple[str, int, dict[str, tuple[str, str, str, int | None]]]:
+    """(revision, newest timestamp, data type -> (href, algorithm, hex digest, size)) of a repomd.xml."""
+    try:
+        root = ET.fromstring(text)
     except ET.ParseError as exc:
-        raise CorruptionError(f"malformed repomd.xml: {exc}") from None
+        raise CorruptionError(shown(str(exc))) from None
     revision = (root.findtext(f"{REPO_NS}revision") or "").strip()
     data: dict[str, tuple[str, str, str, int | None]] = {}
     newest = 0
@@ -200,11 +299,21 @@ def _parse_repomd(path: Path) -> tuple[str, int, dict[str, tuple[str, str, str, 
             continue
         size_text = entry.findtext(f"{REPO_NS}size")
         data[kind] = (location.get("href", ""), _algorithm(checksum.get("type", "sha256")),
-                      (checksum.text or "").strip(), int(size_text) if size_text else None)
+                      (checksum.text or "").strip(), _number(size_text, "size") if size_text else None)
         stamp = entry.findtext(f"{REPO_NS}timestamp")
         if stamp:
-            newest = max(newest, int(float(stamp)))
+            newest = max(newest, _number(stamp, "timestamp"))
     return revision, newest, data
+
+
+def _number(text: str, what: str) -> int:
+    try:
+        value = int(float(text.strip()))
+    except (ValueError, OverflowError):
+        raise CorruptionError(f"{what} is not a number: {shown(text)}") from None
+    if not 0 <= value < 1 << 63:
+        raise CorruptionError(f"{what} out of range: {shown(text)}")
+    return value
 
 
 def _file_digest(path: Path, algo: str) -> str:
@@ -224,7 +333,7 @@ def _drop_stale(directory: Path, keep: set[str]) -> None:
 def download_package(config: RepoConfig, location: str, checksum: tuple[str, str], dest: Path,
                      size: int | None = None) -> Path:
     """Fetch one package into dest (a directory), verified against its repodata checksum."""
-    target = dest / Path(location).name
+    target = cache_path(dest, location.rsplit("/", 1)[-1], f"repository '{config.id}' package file")
     if target.exists() and _file_digest(target, checksum[0]) == checksum[1]:
         return target
     try:
@@ -241,7 +350,7 @@ def select_repos(all_repos: list[RepoConfig], wanted: list[str] | None) -> list[
     by_id = {r.id: r for r in all_repos}
     missing = [r for r in wanted if r not in by_id]
     if missing:
-        raise NotFoundError(f"repository not found: {', '.join(missing)}")
+        raise NotFoundError(f"repository not found: {summarize(missing)}")
     return [by_id[r] for r in wanted]
 
 

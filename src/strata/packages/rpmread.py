@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import rpm_rs
 
 from strata.errors import CorruptionError, StrataError
 from strata.packages.nevra import Nevra
 from strata.packages.paths import normalize_payload_path
+from strata.packages.rpmformat import RpmLayout, read_chunks, read_layout, verify_digests
 from strata.packages.scripts import Scriptlet
+from strata.packages.text import shown
 
 _TRIGGER_IN = 1 << 16  # RPMSENSE_TRIGGERIN
 _DOC_FLAGS = int(rpm_rs.FileFlags.DOC) | int(rpm_rs.FileFlags.LICENSE) | int(rpm_rs.FileFlags.README)
@@ -68,10 +71,12 @@ class RpmHeader:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> RpmHeader:
+        """A header kept by the package cache; its structure is checked before rpm-rs reads it."""
         try:
-            return cls(raw, rpm_rs.PackageMetadata.from_bytes(raw))
-        except Exception as exc:  # rpm-rs raises plain runtime errors for malformed input
+            read_layout(io.BytesIO(raw))
+        except CorruptionError as exc:
             raise CorruptionError(f"cannot parse RPM header: {exc}") from None
+        return cls(raw, _parse_metadata(raw, "RPM header"))
 
     def _get(self, attr: str) -> Any:
         """rpm-rs exposes some fields as properties and others as methods; a missing tag raises."""
@@ -80,8 +85,12 @@ class RpmHeader:
 
     @cached_property
     def nevra(self) -> Nevra:
-        return Nevra(self._get("name"), self._epoch(), self._get("version"), self._get("release"),
-                     self._get("arch"))
+        try:
+            return Nevra(self._get("name"), self._epoch(), self._get("version"), self._get("release"),
+                         self._get("arch"))
+        except BaseException as exc:
+            _reraise_unless_rpm_rs_failure(exc)
+            raise CorruptionError(f"RPM header without a readable name, version or arch ({_reason(exc)})") from None
 
     def _epoch(self) -> int:
         try:
@@ -95,12 +104,14 @@ class RpmHeader:
 
     @cached_property
     def files(self) -> list[RpmFile]:
-        result = []
-        for entry in self._get("file_entries"):
-            result.append(RpmFile(entry.path, int(entry.mode.raw_mode), entry.user or "root", entry.group or "root",
-                                  int(entry.flags), entry.linkto or "", int(entry.size or 0),
-                                  parse_capabilities(entry.caps) if entry.caps else None))
-        return result
+        try:
+            entries = self._get("file_entries")
+        except BaseException as exc:
+            _reraise_unless_rpm_rs_failure(exc)
+            raise CorruptionError(f"unreadable file list in the RPM header ({_reason(exc)})") from None
+        return [RpmFile(entry.path, int(entry.mode.raw_mode), entry.user or "root", entry.group or "root",
+                        int(entry.flags), entry.linkto or "", int(entry.size or 0),
+                        parse_capabilities(entry.caps) if entry.caps else None) for entry in entries]
 
     def is_doc(self, path: str) -> bool:
         return path in self._doc_paths
@@ -151,43 +162,86 @@ class RpmPackage(RpmHeader):
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> RpmPackage:
+        """Open a package whose structure and digests are verified before anything else reads it."""
         source = Path(path)
         try:
-            metadata = rpm_rs.PackageMetadata.open(str(source))
-            offsets = metadata.package_segment_offsets
-            offsets = offsets() if callable(offsets) else offsets
             with open(source, "rb") as f:
-                raw = f.read(int(offsets.payload))
+                layout = _checked_layout(f, source.name)
+                try:
+                    verify_digests(layout, read_chunks(f))
+                except CorruptionError as exc:
+                    raise CorruptionError(f"package {source.name}: {exc}") from None
         except FileNotFoundError:
             raise StrataError(f"{source}: no such file") from None
-        except Exception as exc:
-            raise CorruptionError(f"{source.name}: not a valid RPM ({exc})") from None
-        return cls(source, raw, metadata)
+        except IsADirectoryError:
+            raise StrataError(f"{source}: is a directory") from None
+        raw = layout.header_bytes
+        return cls(source, raw, _parse_metadata(raw, source.name))
 
     @property
     def header_bytes(self) -> bytes:
         return self.raw
 
     def payload(self) -> Iterator[PayloadItem]:
-        owners = {f.path: (f.user, f.group) for f in self.files}
+        """The payload's members; each must be in the header's file list with the size declared there."""
+        declared = {f.path: f for f in self.files}
         try:
-            reader = rpm_rs.PackageReader.open(str(self.path))
-            for entry in reader:
-                path = entry.metadata.path
-                normalize_payload_path(path)
-                mode = int(entry.metadata.mode.raw_mode)
-                content = bytes(entry.content) if entry.content is not None else b""
-                user, group = owners.get(path, ("root", "root"))
-                target = content.decode("utf-8", "surrogateescape") if _is_symlink(mode) else ""
-                yield PayloadItem(path, mode, b"" if target else content, target, user, group)
+            for entry in rpm_rs.PackageReader.open(str(self.path)):
+                yield _payload_item(entry, declared)
         except StrataError:
             raise
-        except Exception as exc:
-            raise CorruptionError(f"{self.path.name}: corrupt payload ({exc})") from None
+        except BaseException as exc:
+            _reraise_unless_rpm_rs_failure(exc)
+            raise CorruptionError(f"corrupt payload ({_reason(exc)})") from None
+
+
+def _payload_item(entry: Any, declared: dict[str, RpmFile]) -> PayloadItem:
+    path = entry.metadata.path
+    normalize_payload_path(path)
+    header_file = declared.get(path)
+    if header_file is None:
+        raise CorruptionError(f"payload file is not in the header's file list: {shown(path)}")
+    mode = int(entry.metadata.mode.raw_mode)
+    content = bytes(entry.content) if entry.content is not None else b""
+    if _is_regular(mode) and len(content) != header_file.size:
+        raise CorruptionError(f"payload file size differs from the header's: {shown(path)}")
+    target = content.decode("utf-8", "surrogateescape") if _is_symlink(mode) else ""
+    return PayloadItem(path, mode, b"" if target else content, target, header_file.user, header_file.group)
+
+
+def _checked_layout(f: BinaryIO, name: str) -> RpmLayout:
+    try:
+        return read_layout(f)
+    except CorruptionError as exc:
+        raise CorruptionError(f"{name}: not an RPM package ({exc})") from None
+
+
+def _parse_metadata(raw: bytes, name: str) -> Any:
+    try:
+        return rpm_rs.PackageMetadata.from_bytes(raw)
+    except BaseException as exc:
+        _reraise_unless_rpm_rs_failure(exc)
+        raise CorruptionError(f"{name}: not an RPM package ({_reason(exc)})") from None
+
+
+def _reraise_unless_rpm_rs_failure(exc: BaseException) -> None:
+    """rpm-rs raises RuntimeError for malformed input, and a Rust panic surfaces as PanicException, which
+    derives from BaseException; anything else (KeyboardInterrupt, SystemExit) is not ours to swallow."""
+    if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+        raise exc
+
+
+def _reason(exc: BaseException) -> str:
+    lines = str(exc).splitlines()
+    return shown(lines[0] if lines else type(exc).__name__)
 
 
 def _is_symlink(mode: int) -> bool:
     return (mode & 0o170000) == 0o120000
+
+
+def _is_regular(mode: int) -> bool:
+    return (mode & 0o170000) == 0o100000
 
 
 _CAP_NAMES = (

@@ -11,7 +11,9 @@ import solv
 from strata.errors import NotFoundError, StrataError
 from strata.packages.nevra import Nevra
 from strata.packages.rpmmd import RepoMetadata
+from strata.packages.text import summarize
 
+_MAX_PROBLEMS_SHOWN = 10
 _SELECT_FLAGS = (solv.Selection.SELECTION_NAME | solv.Selection.SELECTION_PROVIDES
                  | solv.Selection.SELECTION_CANON | solv.Selection.SELECTION_DOTARCH
                  | solv.Selection.SELECTION_REL | solv.Selection.SELECTION_FILELIST)
@@ -117,7 +119,7 @@ class Solver:
                 continue
             jobs += selection.jobs(solv.Job.SOLVER_INSTALL)
         if missing:
-            raise NotFoundError(f"Packages not found: {', '.join(missing)}")
+            raise NotFoundError(f"Packages not found: {summarize(missing)}")
         for name in exclude:
             selection = self.pool.select(name, solv.Selection.SELECTION_NAME)
             jobs += selection.jobs(solv.Job.SOLVER_LOCK)
@@ -137,8 +139,10 @@ class Solver:
         if problems:
             texts = [f"Problem {i}: {p}" if len(problems) > 1 else f"Problem: {p}" for i, p in enumerate(problems, 1)]
             count = len(problems)
+            shown_texts = "; ".join(texts[:_MAX_PROBLEMS_SHOWN])
+            more = f"; ... and {count - _MAX_PROBLEMS_SHOWN:,} more" if count > _MAX_PROBLEMS_SHOWN else ""
             raise StrataError(f"Could not depsolve transaction; {count} problem{'s' if count > 1 else ''} detected: "
-                              + "; ".join(texts))
+                              + shown_texts + more)
         transaction = solver.transaction()
         transaction.order()
         solution = Solution()

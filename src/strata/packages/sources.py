@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from strata.packages.rpmmd import RepoMetadata, download_package, load_metadata, parse_repo_files, select_repos
+from strata.errors import StrataError
+from strata.packages.rpmmd import (
+    RepoMetadata,
+    download_package,
+    fetch_keys,
+    load_metadata,
+    parse_repo_files,
+    select_repos,
+)
+from strata.packages.signatures import PackageKeyring
 from strata.packages.solver import Candidate, InstalledPackage, Solution, Solver
 
 Log = Callable[[str], None]
@@ -29,18 +39,33 @@ class RepositorySet:
         return solution.install
 
     def download(self, packages: list[Candidate], dest: Path, log: Log) -> dict[str, Path]:
+        """Fetch packages into dest, each verified against its repodata checksum and, for repositories with
+        gpgcheck=1, its signature against the repository's keys."""
         by_repo = {m.config.id: m.config for m in self.metadata}
         paths: dict[str, Path] = {}
         for repo_id in sorted({p.repo_id for p in packages}):
+            config = by_repo[repo_id]
             log(f"Downloading from '{repo_id}'...")
-            for pkg in (p for p in packages if p.repo_id == repo_id):
-                paths[pkg.nevra.nevra] = download_package(by_repo[repo_id], pkg.location, pkg.checksum, dest,
-                                                          pkg.size or None)
+            with tempfile.TemporaryDirectory(prefix="strata-keys-") as tmp:
+                keyring = PackageKeyring(repo_id, fetch_keys(config, Path(tmp)), Path(tmp)) if config.gpgcheck else None
+                for pkg in (p for p in packages if p.repo_id == repo_id):
+                    path = download_package(config, pkg.location, pkg.checksum, dest, pkg.size or None)
+                    if keyring is not None:
+                        _verify_or_discard(keyring, path, pkg.nevra.nevra)
+                    paths[pkg.nevra.nevra] = path
             log(f"Downloading from '{repo_id}'... done")
         return paths
 
     def repo_timestamps(self) -> dict[str, int]:
         return {m.config.id: m.timestamp for m in self.metadata}
+
+
+def _verify_or_discard(keyring: PackageKeyring, path: Path, name: str) -> None:
+    try:
+        keyring.verify(path, name)
+    except StrataError:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def _iso(timestamp: int) -> str:
