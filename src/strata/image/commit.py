@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from strata.image.repo import Repo, RepoMode
 
 Progress = Callable[[str, int], None]  # (what, count so far)
 _WORKERS = max(2, (os.cpu_count() or 1) * 2)
+_ADOPT_MAX = 16 << 20
 
 
 @dataclass
@@ -98,6 +100,21 @@ class TreeWriteOptions:
     owner_gid: int | None = None
     skip_xattrs: bool = False
     progress: Progress | None = None
+    canonical_permissions: bool = False  # uid/gid 0 and modes masked to 0755, as bare-user-only stores them
+    mode_ro_executables: bool = False  # executable regular files lose their write bits
+    mode_adds: dict[str, int] = field(default_factory=dict)  # "/path" -> bits ORed in (statoverride "+N")
+    mode_overrides: dict[str, int] = field(default_factory=dict)  # "/path" -> permission bits ("=N")
+    skip_paths: set[str] = field(default_factory=set)  # "/path" not stored (skip-list)
+    consume: bool = False  # delete each file and directory of the source once it is stored
+
+    @property
+    def filters(self) -> bool:
+        return bool(self.canonical_permissions or self.mode_ro_executables or self.mode_adds
+                    or self.mode_overrides or self.skip_paths)
+
+    def unmatched(self) -> list[str]:
+        """Statoverride and skip-list paths that matched nothing (consumed entries are removed)."""
+        return sorted({*self.mode_adds, *self.mode_overrides, *self.skip_paths})
 
 
 class _DirScan:
@@ -127,20 +144,50 @@ class _TreeWriter:
         self.pool: ThreadPoolExecutor | None = None
         self.count = 0
         self.use_xattrs = not opts.skip_xattrs and repo.mode is not RepoMode.BARE_USER_ONLY
-        self.devino_ok = opts.owner_uid is None and opts.owner_gid is None and not opts.skip_xattrs
+        self.devino_ok = (opts.owner_uid is None and opts.owner_gid is None and not opts.skip_xattrs
+                          and not opts.filters)
         self._dirmeta_cache: dict[bytes, str] = {}
 
     def _owner(self, st: os.stat_result) -> tuple[int, int]:
+        if self.opts.canonical_permissions:
+            return 0, 0
         uid = st.st_uid if self.opts.owner_uid is None else self.opts.owner_uid
         gid = st.st_gid if self.opts.owner_gid is None else self.opts.owner_gid
         return uid, gid
 
+    def _mode(self, relpath: str, mode: int) -> int:
+        """The mode stored for relpath after ostree's commit filter (statoverride, canonical, ro-executables)."""
+        opts = self.opts
+        if stat.S_ISREG(mode) and opts.mode_ro_executables and mode & 0o111:
+            mode &= ~0o222
+        if relpath in opts.mode_adds:
+            mode |= opts.mode_adds.pop(relpath)
+        elif relpath in opts.mode_overrides:
+            mode = stat.S_IFMT(mode) | opts.mode_overrides.pop(relpath)
+        if opts.canonical_permissions and not stat.S_ISLNK(mode):
+            mode &= stat.S_IFMT(mode) | 0o755
+        return mode
+
+    def _skipped(self, relpath: str) -> bool:
+        if relpath in self.opts.skip_paths:
+            self.opts.skip_paths.discard(relpath)
+            return True
+        return False
+
+    def _consume(self, path: str, *, directory: bool = False) -> None:
+        if self.opts.consume:
+            if directory:
+                os.rmdir(path)
+            else:
+                os.unlink(path)
+
     def _xattrs(self, path: str) -> tuple[tuple[bytes, bytes], ...]:
         return tuple(read_xattrs(path)) if self.use_xattrs else ()
 
-    def scan_dir(self, path: str, st: os.stat_result) -> _DirScan:
+    def scan_dir(self, path: str, st: os.stat_result, relpath: str = "/") -> _DirScan:
         uid, gid = self._owner(st)
-        meta = self.repo.canonical_dirmeta(DirMeta(uid, gid, st.st_mode, self._xattrs(path)))
+        mode = self._mode(relpath, st.st_mode)
+        meta = self.repo.canonical_dirmeta(DirMeta(uid, gid, mode, self._xattrs(path)))
         data = meta.serialize()
         meta_csum = self._dirmeta_cache.get(data)
         if meta_csum is None:
@@ -152,30 +199,66 @@ class _TreeWriter:
         for entry in entries:
             name = entry.name
             O.validate_name(name)
+            child = f"{relpath.rstrip('/')}/{name}"
+            if self._skipped(child):
+                continue
             est = entry.stat(follow_symlinks=False)
             if stat.S_ISDIR(est.st_mode):
-                scan.dirs[name] = self.scan_dir(entry.path, est)
+                scan.dirs[name] = self.scan_dir(entry.path, est, child)
+                self._consume(entry.path, directory=True)
             elif stat.S_ISREG(est.st_mode) or stat.S_ISLNK(est.st_mode):
                 known = self.repo.devino_lookup(est) if self.devino_ok else None
                 if known is not None:  # a hardlink to an object: nothing to read (inline, no future)
                     scan.files[name] = known
+                    self._consume(entry.path)
                     self._tick()
                 else:
-                    scan.files[name] = self.pool.submit(self._write_file, entry.path, est)
+                    mode = self._mode(child, est.st_mode)
+                    scan.files[name] = self.pool.submit(self._write_file, entry.path, est, mode)
             else:
                 raise InvalidInputError(f"{entry.path}: cannot store special file (device, fifo or socket)")
+        if self.opts.consume:  # files are unlinked by their writers; wait for them before the rmdir
+            for value in scan.files.values():
+                if not isinstance(value, str):
+                    value.result()
         return scan
 
-    def _write_file(self, path: str, st: os.stat_result) -> str:
+    def _write_file(self, path: str, st: os.stat_result, mode: int) -> str:
         uid, gid = self._owner(st)
         xattrs = self._xattrs(path)
         if stat.S_ISLNK(st.st_mode):
-            meta = FileMeta(uid, gid, st.st_mode, os.readlink(path), xattrs)
+            meta = FileMeta(uid, gid, mode, os.readlink(path), xattrs)
             checksum = self.repo.write_content(meta)
         else:
-            meta = FileMeta(uid, gid, st.st_mode, "", xattrs)
-            checksum = self.repo.write_content_from_file(meta, path, st.st_size)
+            meta = FileMeta(uid, gid, mode, "", xattrs)
+            adopted = self._adopt(path, st, meta) if self.opts.consume else None
+            checksum = adopted or self.repo.write_content_from_file(meta, path, st.st_size)
+        self._consume(path)
         self._tick()
+        return checksum
+
+    def _adopt(self, path: str, st: os.stat_result, meta: FileMeta) -> str | None:
+        """With --consume, link a file whose own metadata is what bare and bare-user-only store straight into
+        the object store instead of copying it (ostree's "adopt")."""
+        repo = self.repo
+        if repo.mode not in (RepoMode.BARE, RepoMode.BARE_USER_ONLY) or st.st_size > _ADOPT_MAX or meta.xattrs:
+            return None
+        stored = repo.canonical_meta(meta)
+        if (stored.mode, stored.uid, stored.gid) != (st.st_mode, st.st_uid, st.st_gid) and repo.mode is RepoMode.BARE:
+            return None
+        if stored.mode != st.st_mode:
+            return None
+        with open(path, "rb") as f:
+            checksum = O.content_checksum(stored, f.read())
+        if not repo.has_object(checksum, ObjectType.FILE):
+            target = repo.object_path(checksum, ObjectType.FILE)
+            target.parent.mkdir(exist_ok=True)
+            try:
+                os.link(path, target)
+            except FileExistsError:
+                pass
+            except OSError:
+                return None
         return checksum
 
     def _tick(self) -> None:
@@ -219,8 +302,14 @@ def write_commit(repo: Repo, root: tuple[str, str], request: CommitRequest) -> s
 
 
 def default_timestamp() -> int:
+    """Now, or $SOURCE_DATE_EPOCH (leading digits, as strtoll reads it; none at all is an error)."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    return int(epoch) if epoch and epoch.isdigit() else int(time.time())
+    if epoch is None:
+        return int(time.time())
+    match = re.match(r"\s*[-+]?\d+", epoch)
+    if match is None:
+        raise InvalidInputError("Failed to convert SOURCE_DATE_EPOCH")
+    return int(match.group())
 
 
 def commit_directory(repo: Repo, source: Path, branch: str | None, request: CommitRequest,
@@ -233,3 +322,53 @@ def commit_directory(repo: Repo, source: Path, branch: str | None, request: Comm
         if branch:
             repo.set_ref(branch, checksum)
     return checksum
+
+
+def overlay_tree(base: MutableTree, top: MutableTree) -> None:
+    """Lay top over base as ostree layers several --tree sources: top's entries win, directories merge."""
+    base.meta = top.meta
+    for name, checksum in top.files.items():
+        base.dirs.pop(name, None)
+        base.files[name] = checksum
+    for name, sub in top.dirs.items():
+        base.files.pop(name, None)
+        if name in base.dirs:
+            overlay_tree(base.dirs[name], sub)
+        else:
+            base.dirs[name] = sub
+
+
+def commit_root(repo: Repo, rev: str) -> tuple[str, str]:
+    """(dirtree, dirmeta) of the commit a rev names."""
+    checksum = repo.resolve_rev(rev)
+    assert checksum is not None
+    loaded = repo.load_commit(checksum)
+    return loaded.root_tree, loaded.root_meta
+
+
+def layer_roots(repo: Repo, roots: list[tuple[str, str]], base: tuple[str, str] | None = None) -> tuple[str, str]:
+    """One root from several, later ones laid over earlier ones (a single root is returned as it is)."""
+    if base is None and len(roots) == 1:
+        return roots[0]
+    tree = load_mutable_tree(repo, *base) if base else MutableTree()
+    for root in roots:
+        overlay_tree(tree, load_mutable_tree(repo, *root))
+    return write_mutable_tree(repo, tree)
+
+
+def content_objects(repo: Repo, root: tuple[str, str]) -> set[str]:
+    found: set[str] = set()
+    stack = [root[0]]
+    while stack:
+        tree = repo.load_dirtree(stack.pop())
+        found.update(tree.files.values())
+        stack.extend(pair[0] for pair in tree.dirs.values())
+    return found
+
+
+def tree_unchanged(repo: Repo, root: tuple[str, str], parent: str | None) -> bool:
+    """--skip-if-unchanged: the new root equals the parent commit's."""
+    if parent is None:
+        return False
+    loaded = repo.load_commit(parent)
+    return (loaded.root_tree, loaded.root_meta) == root

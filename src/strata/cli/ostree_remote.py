@@ -1,0 +1,383 @@
+"""ostree's distribution and maintenance verbs: remote, pull, pull-local, summary, static-delta, sign, gpg-sign,
+fsck, prune, config."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from strata.cli.ostree import Invocation, UsageError, Verb, dispatch
+from strata.cli.ostree_options import array, flag, integer, string
+from strata.cli.ostree_repo import parse_datetime, resolve
+from strata.errors import InvalidInputError, NotFoundError, StrataError
+from strata.image import remote as remotes
+from strata.image.config import config_get, config_set, config_unset
+from strata.image.deltas import generate, list_deltas
+from strata.image.fsck import fsck as fsck_repo
+from strata.image.objects import ObjectType
+from strata.image.prune import PruneOptions, prune as prune_repo
+from strata.image.pull import PullOptions, pull as pull_remote, remote_refs
+from strata.image.repo import Repo
+from strata.image.summary import parse_summary, update_summary
+from strata.image.transfer import pull_local as copy_local
+from strata.units import human_size
+
+# ---------------------------------------------------------------- remote
+
+
+def _remote_add(inv: Invocation) -> int:
+    a = inv.args
+    if len(inv.positional) < 2:
+        raise UsageError("NAME and URL must be specified")
+    name, url, *branches = inv.positional
+    repo = inv.repo()
+    if a.flag("if-not-exists") and a.flag("force"):
+        raise UsageError("Can only specify one of --if-not-exists and --force")
+    if a.flag("force"):
+        remotes.delete_remote(repo, name, if_exists=True)
+    settings = [_setting(text) for text in a.list("set")]
+    if a.flag("no-gpg-verify"):
+        settings.append(("gpg-verify", "false"))
+    if a.str("contenturl"):
+        settings.append(("contenturl", a.str("contenturl") or ""))
+    if a.str("collection-id"):
+        settings.append(("collection-id", a.str("collection-id") or ""))
+    sign_verify = a.list("sign-verify")
+    remotes.add_remote(repo, name, url, branches=branches, sign_verify=sign_verify[0] if sign_verify else None,
+                       no_sign_verify=a.flag("no-sign-verify"), settings=settings,
+                       if_not_exists=a.flag("if-not-exists"),
+                       gpg_import=Path(a.str("gpg-import") or "") if a.str("gpg-import") else None)
+    return 0
+
+
+def _setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise InvalidInputError(f"Missing '=' in KEY=VALUE for --set: {text}")
+    return key, value
+
+
+def _remote_delete(inv: Invocation) -> int:
+    if not inv.positional:
+        raise UsageError("NAME must be specified")
+    remotes.delete_remote(inv.repo(), inv.positional[0], if_exists=inv.args.flag("if-exists"))
+    return 0
+
+
+def _remote_list(inv: Invocation) -> int:
+    repo = inv.repo()
+    names = sorted(remotes.list_remotes(repo))
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        if inv.args.flag("show-urls"):
+            print(f"{name:<{width}}  {remotes.get_remote(repo, name).url}")
+        else:
+            print(name)
+    return 0
+
+
+def _remote_show_url(inv: Invocation) -> int:
+    if not inv.positional:
+        raise UsageError("NAME must be specified")
+    print(remotes.get_remote(inv.repo(), inv.positional[0]).url)
+    return 0
+
+
+def _remote_refs(inv: Invocation) -> int:
+    if not inv.positional:
+        raise UsageError("NAME must be specified")
+    name = inv.positional[0]
+    for ref in sorted(remote_refs(inv.repo(), name)):
+        print(f"{name}:{ref}")
+    return 0
+
+
+def _remote_gpg_import(inv: Invocation) -> int:
+    if not inv.positional:
+        raise UsageError("NAME must be specified")
+    from strata.image.gpg import import_keys
+    repo = inv.repo()
+    name = inv.positional[0]
+    remotes.get_remote(repo, name)
+    files = inv.args.list("keyring") + inv.positional[1:]
+    if inv.args.flag("stdin"):
+        data = sys.stdin.buffer.read()
+        stdin_copy = repo.path / "tmp" / "gpg-import-stdin"
+        stdin_copy.write_bytes(data)
+        files.append(str(stdin_copy))
+    for key_file in files:
+        import_keys(remotes.keyring_path(repo, name), Path(key_file))
+    print(f"Imported {len(files)} GPG key{'s' if len(files) != 1 else ''} to remote \"{name}\"")
+    return 0
+
+
+REMOTE_VERBS = {
+    "add": Verb("add", _remote_add, (array("set"), flag("no-gpg-verify"), flag("no-sign-verify"),
+                                     array("sign-verify"), flag("if-not-exists"), flag("force"),
+                                     string("gpg-import"), string("custom-backend"), string("contenturl"),
+                                     string("collection-id"), string("sysroot"))),
+    "delete": Verb("delete", _remote_delete, (flag("if-exists"), string("sysroot"))),
+    "list": Verb("list", _remote_list, (flag("show-urls", "u"),)),
+    "show-url": Verb("show-url", _remote_show_url),
+    "refs": Verb("refs", _remote_refs, (string("cache-dir"),)),
+    "gpg-import": Verb("gpg-import", _remote_gpg_import, (array("keyring", "k"), flag("stdin"))),
+}
+
+
+def remote(inv: Invocation) -> int:
+    return dispatch(REMOTE_VERBS, _raw_args(inv), "command")
+
+
+def _raw_args(inv: Invocation) -> list[str]:
+    """The arguments a verb with sub-verbs hands on (it parses nothing itself)."""
+    return list(inv.args.values.get("__raw__", []))
+
+
+# ---------------------------------------------------------------- pull, pull-local
+
+
+def pull(inv: Invocation) -> int:
+    a = inv.args
+    if not inv.positional:
+        raise UsageError("REMOTE must be specified")
+    repo = inv.repo()
+    name, *ref_args = inv.positional
+    if ":" in name:
+        name, _, first = name.partition(":")
+        ref_args = [first, *ref_args]
+    options = PullOptions(depth=a.int("depth", 0), commit_metadata_only=a.flag("commit-metadata-only"),
+                          mirror=a.flag("mirror"), disable_static_deltas=a.flag("disable-static-deltas"))
+    started = time.monotonic()
+    stats = pull_remote(repo, name, ref_args, options)
+    elapsed = int(time.monotonic() - started)
+    print(f"{stats.fetched_objects} metadata, 0 content objects fetched; "
+          f"{stats.fetched_bytes // 1024} KiB transferred in {elapsed} seconds")
+    return 0
+
+
+def pull_local(inv: Invocation) -> int:
+    a = inv.args
+    if not inv.positional:
+        raise UsageError("DESTINATION must be specified")
+    source_path, *ref_args = inv.positional
+    source = Repo.open(Path(source_path))
+    target = inv.repo()
+    refs = ref_args or list(source.list_refs(remotes=False))
+    copy_local(source, target, refs, remote=a.str("remote"), depth=a.int("depth", 0))
+    return 0
+
+
+# ---------------------------------------------------------------- summary
+
+
+def summary(inv: Invocation) -> int:
+    a = inv.args
+    repo = inv.repo()
+    if a.flag("update"):
+        data = update_summary(repo)
+        _sign_summary(inv, repo, data)
+        return 0
+    path = repo.path / "summary"
+    if not path.exists():
+        raise NotFoundError("No summary file")
+    refs, extra = parse_summary(path.read_bytes())
+    for ref in refs:
+        print(f"* {ref.name}")
+        print(f"    Latest Commit ({ref.size} bytes):")
+        print(f"      {ref.checksum}")
+        if ref.version:
+            print(f"    Version (ostree.commit.version): {ref.version}")
+    print()
+    for key in sorted(extra):
+        print(f"{key}: {extra[key]}")
+    return 0
+
+
+def _sign_summary(inv: Invocation, repo: Repo, data: bytes) -> None:
+    keys = inv.args.list("sign")
+    if not keys:
+        return
+    from strata.cli.ostree_sign import detached_signatures
+    (repo.path / "summary.sig").write_bytes(detached_signatures(data, keys, inv.args.str("sign-type") or "ed25519"))
+
+
+# ---------------------------------------------------------------- static-delta
+
+
+def _delta_generate(inv: Invocation) -> int:
+    a = inv.args
+    repo = inv.repo()
+    target_rev = a.str("to") or (inv.positional[0] if inv.positional else None)
+    if not target_rev:
+        raise UsageError("--to requires an argument")
+    target = resolve(repo, target_rev)
+    source: str | None = None
+    if not a.flag("empty"):
+        source_rev = a.str("from") or f"{target_rev}^"
+        source = resolve(repo, source_rev)
+    with repo.lock():
+        generate(repo, source, target)
+    return 0
+
+
+def _delta_list(inv: Invocation) -> int:
+    deltas = list_deltas(inv.repo())
+    if not deltas:
+        print("(No static deltas)")
+    for name, _digest in deltas:
+        print(name)
+    return 0
+
+
+DELTA_VERBS = {
+    "list": Verb("list", _delta_list),
+    "generate": Verb("generate", _delta_generate, (
+        string("from"), flag("empty"), flag("inline"), string("to"), flag("disable-bsdiff"),
+        flag("if-not-exists", "n"), string("set-endianness"), flag("swap-endianness"),
+        string("min-fallback-size"), string("max-bsdiff-size"), string("max-chunk-size"), string("filename"),
+        array("sign"), string("sign-type"))),
+}
+
+
+def static_delta(inv: Invocation) -> int:
+    return dispatch(DELTA_VERBS, _raw_args(inv), "command")
+
+
+# ---------------------------------------------------------------- fsck, prune
+
+
+def fsck(inv: Invocation) -> int:
+    a = inv.args
+    quiet = a.flag("quiet")
+    repo = inv.repo()
+    if not quiet:
+        print("Validating refs...")
+        print("Validating refs in collections...")
+        print("Enumerating commits...")
+    report = fsck_repo(repo, delete=a.flag("delete"))
+    if not quiet:
+        print(f"Verifying content integrity of {report.commits + report.partial} commit objects...")
+    for problem in report.problems:
+        print(problem, file=sys.stderr)
+    if report.partial:
+        print(f"{report.partial} partial commits not verified")
+    if not report.ok:
+        raise StrataError("Repository corruption encountered")
+    if not quiet:
+        print(f"object fsck of {report.commits} commits completed successfully - no errors found.")
+    return 0
+
+
+def prune(inv: Invocation) -> int:
+    a = inv.args
+    repo = inv.repo()
+    deletes = [resolve(repo, rev) for rev in ([a.str("delete-commit")] if a.str("delete-commit") else [])]
+    for commit in deletes:
+        _refuse_referenced(repo, commit)
+    younger = a.str("keep-younger-than")
+    options = PruneOptions(refs_only=a.flag("refs-only"), depth=a.int("depth", -1), delete_commits=tuple(deletes),
+                           dry_run=a.flag("no-prune"),
+                           keep_younger_than=parse_datetime(younger) if younger else None)
+    result = prune_repo(repo, options)
+    print(f"Total objects: {result.total}")
+    if result.deleted == 0:
+        print("No unreachable objects")
+    elif a.flag("no-prune"):
+        print(f"Would delete: {result.deleted} objects, freeing {human_size(result.freed_bytes)}")
+    else:
+        print(f"Deleted {result.deleted} objects, {human_size(result.freed_bytes)} freed")
+    return 0
+
+
+def _refuse_referenced(repo: Repo, commit: str) -> None:
+    for name, checksum in repo.list_refs().items():
+        if checksum == commit:
+            raise StrataError(f"Commit '{commit}' is referenced by '{name}'")
+
+
+# ---------------------------------------------------------------- config
+
+
+def config(inv: Invocation) -> int:
+    if not inv.positional:
+        raise UsageError("OPERATION must be specified")
+    action, *rest = inv.positional
+    expected = {"get": 1, "set": 2, "unset": 1}.get(action)
+    if expected is None:
+        raise UsageError(f"Unknown operation {action}")
+    if len(rest) > expected:
+        raise UsageError("Too many arguments given")
+    if len(rest) < expected:
+        raise UsageError("KEY and VALUE must be specified" if action == "set" else "KEY must be specified")
+    repo = inv.repo()
+    group, key = _config_key(inv.args.str("group"), rest[0])
+    if action == "get":
+        print(config_get(repo, group, key))
+    elif action == "set":
+        config_set(repo, group, key, rest[1])
+    else:
+        config_unset(repo, group, key)
+    return 0
+
+
+def _config_key(group: str | None, text: str) -> tuple[str, str]:
+    if group:
+        return group, text
+    section, dot, key = text.partition(".")
+    if not dot:
+        raise InvalidInputError('Key must be of the form "sectionname.keyname"')
+    return section, key
+
+
+# ---------------------------------------------------------------- sign, gpg-sign
+
+
+def sign(inv: Invocation) -> int:
+    from strata.cli.ostree_sign import sign_verb
+    return sign_verb(inv)
+
+
+def gpg_sign(inv: Invocation) -> int:
+    if len(inv.positional) < 2:
+        raise UsageError("Need a COMMIT to sign or verify")
+    from strata.image import gpg
+    repo = inv.repo()
+    checksum = resolve(repo, inv.positional[0])
+    data = repo.read_metadata(checksum, ObjectType.COMMIT)
+    homedir = inv.args.str("gpg-homedir")
+    detached = repo.read_detached_metadata(checksum)
+    for key_id in inv.positional[1:]:
+        detached = gpg.add_signature(detached, gpg.sign(data, key_id, Path(homedir) if homedir else None))
+    with repo.lock():
+        repo.write_detached_metadata(checksum, detached)
+    return 0
+
+
+VERBS = (
+    Verb("remote", remote, has_subverbs=True),
+    Verb("static-delta", static_delta, has_subverbs=True),
+    Verb("pull", pull, (
+        flag("commit-metadata-only"), string("cache-dir"), flag("disable-fsync"), flag("per-object-fsync"),
+        flag("disable-static-deltas"), flag("require-static-deltas"), flag("mirror"), array("subpath"),
+        flag("untrusted"), flag("http-trusted"), flag("bareuseronly-files"), flag("dry-run"), integer("depth"),
+        string("url"), array("http-header"), integer("update-frequency"), integer("network-retries"),
+        array("localcache-repo", "L"), flag("timestamp-check", "T"), string("timestamp-check-from-rev"),
+        flag("disable-verify-bindings"), string("append-user-agent"))),
+    Verb("pull-local", pull_local, (
+        flag("commit-metadata-only"), string("remote"), flag("disable-fsync"), flag("per-object-fsync"),
+        flag("untrusted"), flag("bareuseronly-files"), flag("require-static-deltas"), flag("gpg-verify"),
+        flag("gpg-verify-summary"), flag("disable-verify-bindings"), integer("depth"))),
+    Verb("summary", summary, (flag("update", "u"), flag("view", "v"), flag("raw"), array("gpg-sign"),
+                              string("gpg-homedir"), array("sign"), string("sign-type"),
+                              array("add-metadata", "m"))),
+    Verb("fsck", fsck, (flag("add-tombstones"), flag("quiet", "q"), flag("all", "a"), flag("delete"),
+                        flag("verify-bindings"), flag("verify-back-refs"))),
+    Verb("prune", prune, (flag("no-prune"), flag("refs-only"), integer("depth"), string("delete-commit"),
+                          string("keep-younger-than"), flag("static-deltas-only"), array("retain-branch-depth"),
+                          array("only-branch"), flag("commit-only"))),
+    Verb("config", config, (string("group"),)),
+    Verb("sign", sign, (flag("delete", "d"), flag("verify"), string("sign-type", "s"), string("keys-file"),
+                        string("keys-dir"))),
+    Verb("gpg-sign", gpg_sign, (flag("delete", "d"), string("gpg-homedir"))),
+)
