@@ -11,6 +11,7 @@ from strata.cli.common import add_repo_option, import_optional
 from strata.errors import InvalidInputError
 from strata.image.checkout import CheckoutOptions, checkout_commit
 from strata.image.commit import CommitRequest, TreeWriteOptions, commit_directory
+from strata.image.objects import check_timestamp
 from strata.image.repo import Repo, RepoMode
 from strata.image.transfer import pull_local
 
@@ -75,9 +76,10 @@ def _register_commit(verbs: Any) -> None:
 
 
 def parse_timestamp(text: str) -> int:
+    """@SECONDS or an ISO 8601 date, between 1970 and the end of year 9999."""
     if text.startswith("@"):
         try:
-            return int(text[1:])
+            return check_timestamp(int(text[1:]))
         except ValueError:
             raise InvalidInputError(f"invalid timestamp: {text}") from None
     try:
@@ -86,7 +88,7 @@ def parse_timestamp(text: str) -> int:
         raise InvalidInputError(f"invalid timestamp: {text}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp())
+    return check_timestamp(int(parsed.timestamp()))
 
 
 def parse_key_value(text: str) -> tuple[str, str]:

@@ -18,6 +18,7 @@ from strata.image.repo import Repo, RepoMode
 
 _WORKERS = max(2, (os.cpu_count() or 1) * 2)
 _LINK_FALLBACK_ERRNOS = (errno.EXDEV, errno.EMLINK, errno.EPERM)
+_ANCHOR_AT = 2048  # bytes of path; PATH_MAX is 4096 and a name adds at most 255
 
 
 @dataclass
@@ -41,17 +42,20 @@ def checkout_tree(repo: Repo, root: tuple[str, str], dest: Path, options: Checko
     if opts.require_hardlinks and not job.can_link:
         raise StrataError(f"hardlinks were required, but a {repo.mode.value} repository cannot be checked out "
                           f"by hardlinks in {'user' if opts.user_mode else 'root'} mode")
-    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
-        job.pool = pool
-        if kind == "file":
-            if dest.exists() and dest.is_dir():
-                dest = dest / Path(opts.subpath).name
-            job.futures.append(pool.submit(job.place_file, target[0], str(dest)))
-        else:
-            job.checkout_dir(target[0], target[1], str(dest), top=True)
-        for fut in job.futures:
-            fut.result()
-    job.apply_dir_metadata()
+    try:
+        with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
+            job.pool = pool
+            if kind == "file":
+                if dest.exists() and dest.is_dir():
+                    dest = dest / Path(opts.subpath).name
+                job.futures.append(pool.submit(job.place_file, target[0], str(dest)))
+            else:
+                job.checkout_tree(target[0], target[1], str(dest))
+            for fut in job.futures:
+                fut.result()
+        job.apply_dir_metadata()
+    finally:
+        job.close_anchors()
 
 
 def _resolve_subpath(repo: Repo, root: tuple[str, str], subpath: str) -> tuple[str, tuple[str, str]]:
@@ -80,6 +84,7 @@ class _Checkout:
         self.futures: list[Future[None]] = []
         self.dirs_to_finish: list[tuple[str, DirMeta, bool]] = []
         self._dirmeta: dict[str, DirMeta] = {}
+        self._anchors: list[int] = []
 
     def dirmeta(self, checksum: str) -> DirMeta:
         meta = self._dirmeta.get(checksum)
@@ -87,7 +92,34 @@ class _Checkout:
             meta = self._dirmeta[checksum] = self.repo.load_dirmeta(checksum)
         return meta
 
-    def checkout_dir(self, tree_csum: str, meta_csum: str, path: str, *, top: bool = False) -> None:
+    def checkout_tree(self, tree_csum: str, meta_csum: str, path: str) -> None:
+        """Depth first with an explicit stack: a tree may nest deeper than Python's recursion limit."""
+        pending = [(tree_csum, meta_csum, path)]
+        top = True
+        while pending:
+            tree_csum, meta_csum, path = pending.pop()
+            subdirs = self.checkout_dir(tree_csum, meta_csum, path, top=top)
+            pending += reversed([(sub_tree, sub_meta, self._child_path(path, name))
+                                 for name, (sub_tree, sub_meta) in subdirs])
+            top = False
+
+    def _child_path(self, path: str, name: str) -> str:
+        """path/name, kept short enough for the kernel (PATH_MAX): past _ANCHOR_AT bytes the walk
+        continues from an O_PATH descriptor of the directory, through /proc/self/fd."""
+        if len(path) < _ANCHOR_AT:
+            return f"{path}/{name}"
+        fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        self._anchors.append(fd)
+        return f"/proc/self/fd/{fd}/{name}"
+
+    def close_anchors(self) -> None:
+        for fd in self._anchors:
+            os.close(fd)
+        self._anchors.clear()
+
+    def checkout_dir(self, tree_csum: str, meta_csum: str, path: str, *, top: bool = False
+                     ) -> list[tuple[str, tuple[str, str]]]:
+        """Create one directory with its files; returns its subdirectories for the caller to walk."""
         meta = self.dirmeta(meta_csum)
         created = True
         try:
@@ -107,9 +139,8 @@ class _Checkout:
             # Links are cheap syscalls, done inline; copies (decompression, hashing) go to the pool.
             if not (self.can_link and self._try_link(checksum, dest)):
                 self.futures.append(self.pool.submit(self.copy_file, checksum, dest))
-        for name, (sub_tree, sub_meta) in tree.dirs.items():
-            self.checkout_dir(sub_tree, sub_meta, f"{path}/{name}")
         self.dirs_to_finish.append((path, meta, created))
+        return list(tree.dirs.items())
 
     def apply_dir_metadata(self) -> None:
         # Children first: a parent made read-only must not block writing into it.

@@ -24,6 +24,7 @@ SUPERBLOCK_TYPE = "(a{sv}tayay" + O.COMMIT_TYPE + "aya(uayttay)a(yaytt))"
 PART_TYPE = "(a(uuu)aa(ayay)ayay)"
 _OP_SPLICE = ord("S")
 _PART_LIMIT = 16 << 20
+_TABLES_ALLOWANCE = 10 << 20
 
 
 class UnsupportedDeltaError(StrataError):
@@ -183,56 +184,105 @@ def generate(repo: Repo, source: str | None, target: str, *, compress: bool = Tr
 
 
 @dataclass(frozen=True)
+class DeltaPart:
+    checksum: bytes  # sha256 of the part file
+    size: int  # bytes of the part file
+    unpacked_size: int  # bytes of its body once decompressed
+    objects: list[tuple[ObjectType, str]]
+
+
+@dataclass(frozen=True)
 class Superblock:
     source: str | None
     target: str
     commit: bytes
-    parts: list[tuple[bytes, int, bytes]]  # (sha256, compressed size, objects)
+    parts: list[DeltaPart]
 
 
 def parse_superblock(data: bytes) -> Superblock:
+    """A superblock from a server: every field checked, so a hostile one fails as CorruptionError."""
     _meta, _ts, source, target, commit, _prereq, parts, fallbacks = gvariant.decode(SUPERBLOCK_TYPE, data,
                                                                                    strict=False)
     if fallbacks:
         raise UnsupportedDeltaError("static deltas with fallback objects are not supported")
+    if (source and len(source) != 32) or len(target) != 32:
+        raise CorruptionError("static delta superblock: invalid source or target checksum")
     return Superblock(source.hex() if source else None, target.hex(), gvariant.encode(O.COMMIT_TYPE, commit),
-                      [(checksum, _native64(size), objects) for _v, checksum, size, _u, objects in parts])
+                      [_parse_part_header(*part) for part in parts])
 
 
-def apply_part(repo: Repo, data: bytes, objects: bytes) -> int:
+def _parse_part_header(_version: int, checksum: bytes, size: int, unpacked: int, objects: bytes) -> DeltaPart:
+    if len(checksum) != 32 or len(objects) % 33:
+        raise CorruptionError("static delta superblock: invalid part header")
+    names = []
+    for i in range(0, len(objects), 33):
+        objtype = _TYPE_BY_NUMBER.get(objects[i])
+        if objtype is None:
+            raise CorruptionError(f"static delta superblock: unknown object type {objects[i]}")
+        names.append((objtype, objects[i + 1:i + 33].hex()))
+    return DeltaPart(checksum, _native64(size), _native64(unpacked), names)
+
+
+def apply_part(repo: Repo, data: bytes, part: DeltaPart) -> int:
     """Execute one part: every object it makes is checked against its name as it is written."""
-    if data[:1] == b"x":
-        body = lzma.decompress(data[1:])
-    elif data[:1] == b"\0":
-        body = data[1:]
-    else:
-        raise CorruptionError("unknown static delta part compression")
-    modes, xattrs, payload, ops = gvariant.decode(PART_TYPE, body, strict=False)
-    names = [(ObjectType(_TYPE_BY_NUMBER[objects[i]]), objects[i + 1:i + 33].hex())
-             for i in range(0, len(objects), 33)]
+    modes, xattrs, payload, ops = gvariant.decode(PART_TYPE, _part_body(data, part.unpacked_size), strict=False)
     pos = 0
-    for objtype, checksum in names:
-        if pos >= len(ops) or ops[pos] != _OP_SPLICE:
-            raise UnsupportedDeltaError("static delta uses operations strata does not execute")
-        pos += 1
-        if objtype is ObjectType.FILE:
-            mode_index, pos = _read_varint(ops, pos)
-            xattr_index, pos = _read_varint(ops, pos)
-            size, pos = _read_varint(ops, pos)
-            offset, pos = _read_varint(ops, pos)
-            uid, gid, mode = modes[mode_index]
-            chunk = payload[offset:offset + size]
-            attrs = tuple((n[:-1], v) for n, v in xattrs[xattr_index])
-            if (mode & 0o170000) == 0o120000:
-                meta = O.FileMeta(uid, gid, mode, chunk.decode("utf-8", "surrogateescape"), attrs)
-                repo.write_content(meta, b"", expected=checksum)
+    try:
+        for objtype, checksum in part.objects:
+            if pos >= len(ops) or ops[pos] != _OP_SPLICE:
+                raise UnsupportedDeltaError("static delta uses operations strata does not execute")
+            pos += 1
+            if objtype is ObjectType.FILE:
+                pos = _splice_content(repo, checksum, ops, pos, (modes, xattrs, payload))
             else:
-                repo.write_content(O.FileMeta(uid, gid, mode, "", attrs), chunk, expected=checksum)
-        else:
-            size, pos = _read_varint(ops, pos)
-            offset, pos = _read_varint(ops, pos)
-            repo.write_metadata(objtype, payload[offset:offset + size], expected=checksum)
-    return len(names)
+                size, pos = _read_varint(ops, pos)
+                offset, pos = _read_varint(ops, pos)
+                repo.write_metadata(objtype, _slice(payload, offset, size), expected=checksum)
+    except (IndexError, ValueError) as exc:
+        raise CorruptionError(f"malformed static delta part: {exc}") from None
+    return len(part.objects)
 
 
-_TYPE_BY_NUMBER = {t.number: t.value for t in ObjectType}
+def _splice_content(repo: Repo, checksum: str, ops: bytes, pos: int,
+                    tables: tuple[list[tuple[int, int, int]], list[list[tuple[bytes, bytes]]], bytes]) -> int:
+    modes, xattrs, payload = tables
+    mode_index, pos = _read_varint(ops, pos)
+    xattr_index, pos = _read_varint(ops, pos)
+    size, pos = _read_varint(ops, pos)
+    offset, pos = _read_varint(ops, pos)
+    uid, gid, mode = modes[mode_index]
+    chunk = _slice(payload, offset, size)
+    attrs = tuple((n[:-1], v) for n, v in xattrs[xattr_index])
+    if (mode & 0o170000) == 0o120000:
+        meta = O.FileMeta(uid, gid, mode, chunk.decode("utf-8", "surrogateescape"), attrs)
+        repo.write_content(meta, b"", expected=checksum)
+    else:
+        repo.write_content(O.FileMeta(uid, gid, mode, "", attrs), chunk, expected=checksum)
+    return pos
+
+
+def _slice(payload: bytes, offset: int, size: int) -> bytes:
+    if offset + size > len(payload):
+        raise CorruptionError("static delta operation reads past its payload")
+    return payload[offset:offset + size]
+
+
+def _part_body(data: bytes, unpacked_size: int) -> bytes:
+    """The part's GVariant body; an xz body is inflated no further than the superblock declared. (ostree
+    declares the payload's size; the mode, xattr and operation tables come on top, hence the allowance.)"""
+    if data[:1] == b"\0":
+        return data[1:]
+    if data[:1] != b"x":
+        raise CorruptionError("unknown static delta part compression")
+    decomp = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    try:
+        limit = unpacked_size + _TABLES_ALLOWANCE
+        body = decomp.decompress(data[1:], max_length=limit + 1)
+    except lzma.LZMAError as exc:
+        raise CorruptionError(f"corrupt static delta part: {exc}") from None
+    if len(body) > limit or not decomp.eof:
+        raise CorruptionError("static delta part does not inflate to its declared size")
+    return body
+
+
+_TYPE_BY_NUMBER = {t.number: t for t in ObjectType}

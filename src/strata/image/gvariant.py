@@ -18,6 +18,9 @@ from typing import Any
 from strata.errors import CorruptionError
 
 _FIXED_BASIC = {"y": 1, "b": 1, "n": 2, "q": 2, "i": 4, "u": 4, "h": 4, "x": 8, "t": 8, "d": 8}
+# GLib refuses values nested deeper than this (G_VARIANT_MAX_RECURSION_DEPTH); so do we, which also keeps a
+# hostile variant-in-variant chain from exhausting Python's stack.
+MAX_DEPTH = 128
 _STRUCT = {"y": ">B", "b": ">?", "n": ">h", "q": ">H", "i": ">i", "u": ">I", "h": ">I", "x": ">q", "t": ">Q",
            "d": ">d"}
 
@@ -57,9 +60,31 @@ def _split_one(sig: str, pos: int) -> int:
 
 @lru_cache(maxsize=256)
 def parse_type(sig: str) -> _Type:
-    if not sig or _split_one(sig, 0) != len(sig):
+    if not sig or type_depth(sig) > MAX_DEPTH or _split_one(sig, 0) != len(sig):
         raise ValueError(f"not a single complete GVariant type: {sig!r}")
     return _parse(sig)
+
+
+def type_depth(sig: str) -> int:
+    """How deeply containers nest in a type string, counted without recursion (malformed strings are left
+    to the parser, which then recurses at most this deep)."""
+    deepest = open_depth = pending = 0
+    opened: list[int] = []
+    for char in sig:
+        if char in "am":
+            pending += 1
+            deepest = max(deepest, open_depth + pending)
+        elif char in "({":
+            opened.append(pending + 1)
+            open_depth += pending + 1
+            pending = 0
+            deepest = max(deepest, open_depth)
+        elif char in ")}":
+            open_depth -= opened.pop() if opened else 0
+            pending = 0
+        else:
+            pending = 0
+    return deepest
 
 
 def _parse(sig: str) -> _Type:
@@ -205,15 +230,22 @@ def decode(sig: str, data: bytes, *, strict: bool = True) -> Any:
     """Parse data as GVariant type sig. With strict, non-normal data raises CorruptionError."""
     t = parse_type(sig)
     try:
-        value = _dec(t, memoryview(data))
-    except (ValueError, IndexError, struct.error, UnicodeDecodeError) as exc:
-        raise CorruptionError(f"malformed GVariant {sig}: {exc}") from None
-    if strict and encode(sig, value) != bytes(data):
-        raise CorruptionError(f"GVariant {sig} is not in normal form")
+        value = _dec(t, memoryview(data), 0)
+        if strict and encode(sig, value) != bytes(data):
+            raise CorruptionError(f"GVariant {sig} is not in normal form")
+    except (ValueError, IndexError, struct.error, UnicodeError) as exc:
+        raise CorruptionError(f"malformed GVariant {sig}: {_short(exc)}") from None
     return value
 
 
-def _dec(t: _Type, data: memoryview) -> Any:
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _dec(t: _Type, data: memoryview, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
     kind = t.kind
     if kind == "basic":
         if len(data) != t.fixed_size:
@@ -230,18 +262,18 @@ def _dec(t: _Type, data: memoryview) -> Any:
         if sep < 0:
             raise ValueError("variant without type")
         inner = raw[sep + 1:].decode("ascii")
-        return Variant(inner, _dec(parse_type(inner), data[:sep]))
+        return Variant(inner, _dec(parse_type(inner), data[:sep], depth + 1))
     if kind == "array":
-        return _dec_array(t.children[0], data)
+        return _dec_array(t.children[0], data, depth + 1)
     if kind == "maybe":
         if len(data) == 0:
             return None
         child = t.children[0]
-        return _dec(child, data if child.fixed_size is not None else data[:-1])
-    return _dec_tuple(t, data)
+        return _dec(child, data if child.fixed_size is not None else data[:-1], depth + 1)
+    return _dec_tuple(t, data, depth + 1)
 
 
-def _dec_array(elem: _Type, data: memoryview) -> Any:
+def _dec_array(elem: _Type, data: memoryview, depth: int) -> Any:
     size = len(data)
     if elem.code == "y":
         return bytes(data)
@@ -250,7 +282,7 @@ def _dec_array(elem: _Type, data: memoryview) -> Any:
         if rem:
             raise ValueError("array size not a multiple of element size")
         step = elem.fixed_size
-        return [_dec(elem, data[i * step:(i + 1) * step]) for i in range(n)]
+        return [_dec(elem, data[i * step:(i + 1) * step], depth) for i in range(n)]
     if size == 0:
         return []
     width = _width_for_size(size)
@@ -266,12 +298,12 @@ def _dec_array(elem: _Type, data: memoryview) -> Any:
         pos = _round_up(pos, elem.align)
         if end < pos or end > table_start:
             raise ValueError("bad array element offset")
-        items.append(_dec(elem, data[pos:end]))
+        items.append(_dec(elem, data[pos:end], depth))
         pos = end
     return items
 
 
-def _dec_tuple(t: _Type, data: memoryview) -> Any:
+def _dec_tuple(t: _Type, data: memoryview, depth: int) -> Any:
     size = len(data)
     if t.fixed_size is not None and size != t.fixed_size:
         raise ValueError(f"{t.code}: expected {t.fixed_size} bytes")
@@ -291,7 +323,7 @@ def _dec_tuple(t: _Type, data: memoryview) -> Any:
             end = int.from_bytes(data[table_end:table_end + width], "little")
         if end < pos or end > table_end:
             raise ValueError("bad tuple framing")
-        values.append(_dec(member, data[pos:end]))
+        values.append(_dec(member, data[pos:end], depth))
         pos = end
     return tuple(values)
 

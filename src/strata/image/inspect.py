@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from strata.errors import InvalidInputError, NotFoundError
 from strata.image.gvariant import Variant
-from strata.image.objects import Commit, FileMeta
+from strata.image.objects import Commit, FileMeta, check_timestamp
 from strata.image.repo import Repo
 
 
@@ -27,7 +27,8 @@ class TreeEntry:
 
 
 def format_date(timestamp: int) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S +0000")
+    """As ostree shows a commit date; a timestamp past year 9999 (possible in a hostile commit) is refused."""
+    return datetime.fromtimestamp(check_timestamp(timestamp), UTC).strftime("%Y-%m-%d %H:%M:%S +0000")
 
 
 def log_entry(checksum: str, commit: Commit) -> list[str]:
@@ -65,15 +66,26 @@ def format_value(value: object) -> str:
 
 
 def walk(repo: Repo, root: tuple[str, str], path: str = "", *, recursive: bool = True) -> Iterator[TreeEntry]:
-    """Entries below a directory, depth first, files before subdirectories as ostree lists them."""
-    tree = repo.load_dirtree(root[0])
-    for name in sorted(tree.files, key=lambda n: n.encode()):
-        yield file_entry(repo, f"{path}/{name}", tree.files[name])
-    for name in sorted(tree.dirs, key=lambda n: n.encode()):
-        sub = tree.dirs[name]
-        yield dir_entry(repo, f"{path}/{name}", sub)
-        if recursive:
-            yield from walk(repo, sub, f"{path}/{name}")
+    """Entries below a directory, depth first, files before subdirectories as ostree lists them. A stack of
+    per-directory iterators instead of recursion: trees can nest deeper than Python's recursion limit."""
+    levels = [_walk_level(repo, root, path)]
+    while levels:
+        item = next(levels[-1], None)
+        if item is None:
+            levels.pop()
+            continue
+        entry, subdir = item
+        yield entry
+        if subdir is not None and recursive:
+            levels.append(_walk_level(repo, subdir, entry.path))
+
+
+def _walk_level(repo: Repo, root: tuple[str, str], path: str) -> Iterator[tuple[TreeEntry, tuple[str, str] | None]]:
+    tree = repo.load_dirtree(root[0])  # parsing checked that names are sorted
+    for name, checksum in tree.files.items():
+        yield file_entry(repo, f"{path}/{name}", checksum), None
+    for name, sub in tree.dirs.items():
+        yield dir_entry(repo, f"{path}/{name}", sub), sub
 
 
 def dir_entry(repo: Repo, path: str, pair: tuple[str, str]) -> TreeEntry:
@@ -149,7 +161,30 @@ def _xattrs_text(xattrs: tuple[tuple[bytes, bytes], ...]) -> str:
 
 
 def diff_trees(repo: Repo, old: tuple[str, str], new: tuple[str, str], path: str = "") -> Iterator[tuple[str, str]]:
-    """('A'|'M'|'D', path) for every difference, like `ostree diff`."""
+    """('A'|'M'|'D', path) for every difference, like `ostree diff` (iteratively, as walk)."""
+    levels = [_diff_level(repo, old, new, path)]
+    while levels:
+        step = next(levels[-1], None)
+        if step is None:
+            levels.pop()
+        elif isinstance(step, _SubDiff):
+            levels.append(_diff_level(repo, step.old, step.new, step.path))
+        else:
+            yield step
+
+
+@dataclass(frozen=True)
+class _SubDiff:
+    """A directory present on both sides, to compare next."""
+
+    old: tuple[str, str]
+    new: tuple[str, str]
+    path: str
+
+
+def _diff_level(repo: Repo, old: tuple[str, str], new: tuple[str, str], path: str
+                ) -> Iterator[tuple[str, str] | _SubDiff]:
+    """The changes of one directory level; a pair of subdirectories to compare is yielded as (old, new, path)."""
     if old == new:
         return
     old_tree = repo.load_dirtree(old[0])
@@ -169,7 +204,7 @@ def diff_trees(repo: Repo, old: tuple[str, str], new: tuple[str, str], path: str
         elif name in old_tree.dirs and name in new_tree.dirs:
             if old_tree.dirs[name][1] != new_tree.dirs[name][1]:
                 yield "M", sub
-            yield from diff_trees(repo, old_tree.dirs[name], new_tree.dirs[name], sub)
+            yield _SubDiff(old_tree.dirs[name], new_tree.dirs[name], sub)
         else:
             yield "D", sub
             yield "A", sub

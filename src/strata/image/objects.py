@@ -6,7 +6,9 @@ import hashlib
 import re
 import stat
 import struct
+import sys
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -25,6 +27,10 @@ VARDICT_TYPE = "a{sv}"
 Xattrs = list[tuple[bytes, bytes]]  # (name without NUL, value), sorted by name
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_MAX_LENGTH = sys.maxsize  # zlib's max_length is a C ssize_t
+_CHUNK = 1 << 20
+# 9999-12-31 23:59:59 UTC: the last second GLib's GDateTime (ostree log/show) and Python's datetime represent.
+MAX_TIMESTAMP = 253402300799
 
 
 class ObjectType(Enum):
@@ -52,6 +58,13 @@ def is_checksum(text: str) -> bool:
     return bool(_HEX64.fullmatch(text))
 
 
+def check_timestamp(timestamp: int) -> int:
+    """A commit timestamp that dates can be shown for; ostree's wording for the others."""
+    if not 0 <= timestamp <= MAX_TIMESTAMP:
+        raise InvalidInputError(f"Invalid timestamp: {timestamp}")
+    return timestamp
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -76,11 +89,17 @@ def _xattrs_to_gv(xattrs: Xattrs) -> list[tuple[bytes, bytes]]:
 
 
 def _xattrs_from_gv(items: list[tuple[bytes, bytes]]) -> Xattrs:
+    """xattrs as stored: names NUL-terminated, non-empty, strictly ascending (as ostree validates them)."""
     result = []
+    previous = b""
     for name, value in items:
-        if not name.endswith(b"\0") or len(name) < 2:
+        if not name.endswith(b"\0") or len(name) < 2 or b"\0" in name[:-1]:
             raise CorruptionError("malformed xattr name")
-        result.append((name[:-1], value))
+        name = name[:-1]
+        if name <= previous:
+            raise CorruptionError(f"{'duplicate' if name == previous else 'unsorted'} xattr name {name!r}")
+        result.append((name, value))
+        previous = name
     return result
 
 
@@ -124,18 +143,31 @@ class DirTree:
         """strict also checks normal form: always for data from elsewhere (pull, fsck)."""
         files_raw, dirs_raw = gvariant.decode(DIRTREE_TYPE, data, strict=strict)
         tree = cls()
+        previous = ""  # sorts before every valid name
         for name, csum in files_raw:
-            validate_name(name)
+            _check_entry_order(previous, name)
             _check_raw_checksum(csum)
             tree.files[name] = csum.hex()
+            previous = name
+        previous = ""
         for name, tcsum, mcsum in dirs_raw:
-            validate_name(name)
+            _check_entry_order(previous, name)
             _check_raw_checksum(tcsum)
             _check_raw_checksum(mcsum)
             if name in tree.files:
                 raise CorruptionError(f"name {name!r} is both a file and a directory")
             tree.dirs[name] = (tcsum.hex(), mcsum.hex())
+            previous = name
         return tree
+
+
+def _check_entry_order(previous: str, name: str) -> None:
+    """Entries are strictly ascending by UTF-8 bytes, which for decoded text is code point order: one
+    comparison per entry refuses both unsorted lists and duplicate names."""
+    validate_name(name)
+    if name <= previous:
+        problem = "duplicate name" if name == previous else f"unsorted entries ({previous!r} before)"
+        raise CorruptionError(f"invalid dirtree: {problem} {name!r}")
 
 
 def _name_key(name: str) -> bytes:
@@ -164,7 +196,7 @@ class Commit:
     def serialize(self) -> bytes:
         parent = bytes.fromhex(self.parent) if self.parent else b""
         return gvariant.encode(COMMIT_TYPE, (
-            self.metadata, parent, self.related, self.subject, self.body, self.timestamp,
+            self.metadata, parent, self.related, self.subject, self.body, check_timestamp(self.timestamp),
             bytes.fromhex(self.root_tree), bytes.fromhex(self.root_meta)))
 
     @classmethod
@@ -297,14 +329,46 @@ def archive_compress(content: bytes, level: int = 6) -> bytes:
 
 
 def archive_decompress(data: bytes, expected_size: int) -> bytes:
+    """Inflate the content of a .filez; never more than the header declares, so a bomb stops early."""
+    decomp = zlib.decompressobj(-15)
     try:
-        decomp = zlib.decompressobj(-15)
-        out = decomp.decompress(data) + decomp.flush()
+        out = decomp.decompress(data, min(expected_size + 1, _MAX_LENGTH))
     except zlib.error as exc:
         raise CorruptionError(f"corrupt compressed content: {exc}") from None
-    if len(out) != expected_size:
-        raise CorruptionError(f"content size {len(out)} does not match header size {expected_size}")
+    check_inflated(decomp, len(out), expected_size)
     return out
+
+
+def hash_inflated(read: Callable[[int], bytes], digest: Any, size: int) -> None:
+    """Feed the inflated content of a .filez (its deflate stream, from read) into digest, chunk by chunk,
+    stopping one byte past the declared size: memory stays bounded whatever the stream expands to."""
+    decomp = zlib.decompressobj(-15)
+    total = 0
+    try:
+        while not decomp.eof and total <= size:
+            chunk = decomp.unconsumed_tail or read(_CHUNK)
+            if not chunk:
+                break
+            data = decomp.decompress(chunk, min(size + 1 - total, _CHUNK))
+            total += len(data)
+            digest.update(data)
+    except zlib.error as exc:
+        raise CorruptionError(f"corrupt compressed content: {exc}") from None
+    if decomp.eof and not decomp.unused_data and read(1):
+        raise CorruptionError("data follows the compressed content")
+    check_inflated(decomp, total, size)
+
+
+def check_inflated(decomp: Any, inflated: int, expected_size: int) -> None:
+    """After inflating at most expected_size + 1 bytes: the stream must have ended exactly there."""
+    if inflated > expected_size:
+        raise CorruptionError(f"content inflates beyond the header size {expected_size}")
+    if not decomp.eof:
+        raise CorruptionError(f"truncated compressed content ({inflated} of {expected_size} bytes)")
+    if inflated != expected_size:
+        raise CorruptionError(f"content size {inflated} does not match header size {expected_size}")
+    if decomp.unused_data:
+        raise CorruptionError("data follows the compressed content")
 
 
 def vardict(entries: list[tuple[str, str, Any]]) -> list[tuple[str, Variant]]:

@@ -4,8 +4,11 @@ ref moves only when the whole commit is present. A pull that stops midway resume
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
+import io
+import secrets
 import sys
 import threading
 import time
@@ -13,6 +16,7 @@ import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from strata.errors import CorruptionError, NotFoundError, StrataError
 from strata.image import gpg, sign
@@ -28,10 +32,15 @@ Progress = Callable[[str], None]
 _WORKERS = 12
 _PROCESSES = 3
 _PROCESS_THRESHOLD = 512
+_INFLATE_IN_MEMORY = 16 << 20
 _BATCH = 128
 _RETRIES = 3
 _TIMEOUT = 30.0
-_MAX_METADATA = 128 << 20
+# ostree 2022.7's OSTREE_MAX_METADATA_SIZE: the cap on commits, dirtrees, dirmetas, the summary, signatures
+# and refs fetched over HTTP (later ostree releases raised it to 128 MiB).
+MAX_METADATA_SIZE = 10 << 20
+_READ = 1 << 20
+_ERROR_BODY = 64 << 10
 
 
 class FetchError(StrataError):
@@ -106,19 +115,51 @@ class Fetcher:
         conn = self._connection()
         conn.request("GET", f"{self.base_path}/{relpath}", headers={"User-Agent": "strata"})
         response = conn.getresponse()
-        body = response.read()
-        if response.status == 404 and optional:
-            return None
         if response.status != 200:
+            self._discard(response)
+            if response.status == 404 and optional:
+                return None
             raise FetchError(url, response.status, f"Server returned HTTP {response.status} for {url}")
-        expected = response.getheader("Content-Length")
-        if expected is not None and int(expected) != len(body):
+        declared = _content_length(response, url)
+        if limit is not None and declared is not None and declared > limit:
+            self._drop_connection()
+            raise CorruptionError(f"URI {url} exceeded maximum size of {limit} bytes")
+        body = self._read_capped(response, url, limit)
+        if declared is not None and declared != len(body):
             raise FetchError(url, None, f"Truncated response for {url}")
-        if limit is not None and len(body) > limit:
-            raise CorruptionError(f"{url} is larger than allowed ({len(body)} > {limit})")
         with self.lock:
             self.bytes += len(body)
         return body
+
+    def _read_capped(self, response: http.client.HTTPResponse, url: str, limit: int | None) -> bytes:
+        """The body, read in chunks: one byte over limit ends the transfer (the server may not have said)."""
+        body = bytearray()
+        while chunk := response.read(_READ):
+            body += chunk
+            if limit is not None and len(body) > limit:
+                self._drop_connection()
+                raise CorruptionError(f"URI {url} exceeded maximum size of {limit} bytes")
+        return bytes(body)
+
+    def _discard(self, response: http.client.HTTPResponse) -> None:
+        """Read an error body to reuse the connection, unless it is large: then the connection goes."""
+        if len(response.read(_ERROR_BODY)) == _ERROR_BODY and response.read(1):
+            self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self.local, "conn", None)
+        if conn is not None:
+            conn.close()
+        self.local.conn = None
+
+
+def _content_length(response: http.client.HTTPResponse, url: str) -> int | None:
+    value = response.getheader("Content-Length")
+    if value is None:
+        return None
+    if not value.strip().isdigit():
+        raise FetchError(url, None, f"Invalid Content-Length for {url}")
+    return int(value)
 
 
 def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | None = None) -> PullStats:
@@ -126,13 +167,13 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
     remote = get_remote(repo, remote_name)
     fetcher = Fetcher(remote.url, remote.timeout)
     stats = PullStats()
-    summary = fetcher.get("summary", optional=True)
+    summary = fetcher.get("summary", optional=True, limit=MAX_METADATA_SIZE)
     if summary is not None and remote.sign_verify:
-        signature = fetcher.get("summary.sig", optional=True)
+        signature = fetcher.get("summary.sig", optional=True, limit=MAX_METADATA_SIZE)
         if signature is not None or remote.sign_verify_summary:
             sign.verify(summary, signature, list(remote.keys), "summary")
     if summary is not None and remote.gpg_verify:
-        signature = fetcher.get("summary.sig", optional=True)
+        signature = fetcher.get("summary.sig", optional=True, limit=MAX_METADATA_SIZE)
         if gpg.signatures(signature):
             gpg.verify(summary, signature, remote.gpg_keyring, "summary")
     targets = _resolve_refs(fetcher, summary, refs or list(remote.branches))
@@ -167,11 +208,12 @@ def remote_refs(repo: Repo, remote_name: str) -> list[str]:
     """The refs a remote's summary lists (verified like a pull would)."""
     remote = get_remote(repo, remote_name)
     fetcher = Fetcher(remote.url)
-    summary = fetcher.get("summary", optional=True)
+    summary = fetcher.get("summary", optional=True, limit=MAX_METADATA_SIZE)
     if summary is None:
         raise StrataError(f"remote {remote_name} has no summary file")
     if remote.sign_verify:
-        sign.verify(summary, fetcher.get("summary.sig", optional=True), list(remote.keys), "summary")
+        sign.verify(summary, fetcher.get("summary.sig", optional=True, limit=MAX_METADATA_SIZE), list(remote.keys),
+                    "summary")
     return [ref.name for ref in parse_summary(summary)[0]]
 
 
@@ -191,7 +233,7 @@ def _resolve_refs(fetcher: Fetcher, summary: bytes | None, refs: list[str]) -> d
         if ref in listed:
             result[ref] = listed[ref]
             continue
-        body = fetcher.get(f"refs/heads/{ref}", optional=True)
+        body = fetcher.get(f"refs/heads/{ref}", optional=True, limit=MAX_METADATA_SIZE)
         if body is None:
             raise NotFoundError(f"No such branch '{ref}' in repository")
         text = body.decode(errors="replace").strip()
@@ -248,7 +290,7 @@ class _Session:
     def _pull_delta(self, ref: str, name: str, have: str | None, checksum: str, digest: bytes) -> bool:
         source = have if "-" in name else None
         relpath = delta_relpath(source, checksum)
-        superblock = self.fetcher.get(f"{relpath}/superblock", limit=_MAX_METADATA)
+        superblock = self.fetcher.get(f"{relpath}/superblock", limit=MAX_METADATA_SIZE)
         assert superblock is not None
         if hashlib.sha256(superblock).digest() != digest:
             raise CorruptionError(f"static delta {name}: superblock does not match the summary")
@@ -257,15 +299,14 @@ class _Session:
             raise CorruptionError(f"static delta {name} does not lead to commit {checksum}")
         commit = self._fetch_commit(ref, checksum, data=parsed.commit)
         with self.repo.lock():
-            for index, (part_sum, _size, objects) in enumerate(parsed.parts):
-                if all(self.repo.has_object(objects[i + 1:i + 33].hex(), _objtype(objects[i]))
-                       for i in range(0, len(objects), 33)):
+            for index, part in enumerate(parsed.parts):
+                if all(self.repo.has_object(checksum, objtype) for objtype, checksum in part.objects):
                     continue
-                data = self.fetcher.get(f"{relpath}/{index}")
+                data = self.fetcher.get(f"{relpath}/{index}", limit=part.size)
                 assert data is not None
-                if hashlib.sha256(data).digest() != part_sum:
+                if hashlib.sha256(data).digest() != part.checksum:
                     raise CorruptionError(f"static delta {name}: part {index} is corrupt")
-                self.fetched += apply_part(self.repo, data, objects)
+                self.fetched += apply_part(self.repo, data, part)
             self.repo.sync()
         if not self.opts.commit_metadata_only:
             self._fetch_tree(commit)  # fills in anything the delta did not carry (normally nothing)
@@ -274,7 +315,8 @@ class _Session:
         return True
 
     def _fetch_commit(self, ref: str | None, checksum: str, data: bytes | None = None) -> Commit:
-        detached = self.fetcher.get(O.object_relpath(checksum, ObjectType.COMMITMETA, False), optional=True)
+        detached = self.fetcher.get(O.object_relpath(checksum, ObjectType.COMMITMETA, False), optional=True,
+                                    limit=MAX_METADATA_SIZE)
         if data is None:
             if self.repo.has_object(checksum, ObjectType.COMMIT) and not self.repo.is_partial(checksum):
                 data = self.repo.read_metadata(checksum, ObjectType.COMMIT)
@@ -285,6 +327,10 @@ class _Session:
         if self.remote.gpg_verify:
             gpg.verify(data, detached, self.remote.gpg_keyring, f"commit {checksum}")
         commit = Commit.parse(data, strict=True)
+        try:
+            O.check_timestamp(commit.timestamp)
+        except StrataError as exc:
+            raise CorruptionError(f"commit {checksum} from the server: {exc}") from None
         bindings = commit.meta("ostree.ref-binding")
         if ref is not None and not O.is_checksum(ref) and bindings is not None and ref not in bindings:
             raise StrataError(f"commit {checksum} is not bound to ref {ref} (bound to {', '.join(bindings)})")
@@ -296,7 +342,7 @@ class _Session:
         return commit
 
     def _get_metadata(self, checksum: str, objtype: ObjectType) -> bytes:
-        data = self.fetcher.get(O.object_relpath(checksum, objtype, False), limit=_MAX_METADATA)
+        data = self.fetcher.get(O.object_relpath(checksum, objtype, False), limit=MAX_METADATA_SIZE)
         assert data is not None
         actual = hashlib.sha256(data).hexdigest()
         if actual != checksum:
@@ -383,17 +429,52 @@ def store_content_object(repo: Repo, fetcher: Fetcher, checksum: str) -> int:
     assert data is not None
     try:
         meta, size, offset = O.parse_archive_header(data)
-        content = b"" if meta.is_symlink else O.archive_decompress(data[offset:], size)
         if repo.is_archive:
-            actual = O.content_checksum(meta, content)
-            if actual != checksum:
-                raise CorruptionError(f"actual checksum {actual}")
+            _verify_filez(meta, size, memoryview(data)[offset:], checksum)
             repo.write_archive_object(checksum, data)  # verified: keep the compressed bytes
-        else:
+        elif meta.is_symlink or size < _INFLATE_IN_MEMORY:
+            content = b"" if meta.is_symlink else O.archive_decompress(data[offset:], size)
             repo.write_content(meta, content, expected=checksum)  # verifies before storing
+        else:
+            _store_large_content(repo, meta, size, memoryview(data)[offset:], checksum)
     except CorruptionError as exc:
         raise CorruptionError(f"Corrupted file object {checksum} from the server: {exc}") from None
     return len(data)
+
+
+def _verify_filez(meta: O.FileMeta, size: int, deflated: memoryview, checksum: str) -> None:
+    digest = hashlib.sha256(O.file_header(meta))
+    if not meta.is_symlink:
+        O.hash_inflated(io.BytesIO(deflated).read, digest, size)
+    if digest.hexdigest() != checksum:
+        raise CorruptionError(f"actual checksum {digest.hexdigest()}")
+
+
+def _store_large_content(repo: Repo, meta: O.FileMeta, size: int, deflated: memoryview, checksum: str) -> None:
+    """Inflate into a file in the repo's tmp/ (not memory), checking the checksum on the way."""
+    staged = repo.tmp_dir / f"pull-{secrets.token_hex(8)}"
+    digest = hashlib.sha256(O.file_header(repo.canonical_meta(meta)))
+    try:
+        with open(staged, "wb") as out:
+            O.hash_inflated(io.BytesIO(deflated).read, _Tee(digest, out), size)
+        if digest.hexdigest() != checksum:
+            raise CorruptionError(f"actual checksum {digest.hexdigest()}")
+        repo.write_content_from_file(meta, staged, size)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            staged.unlink()
+
+
+class _Tee:
+    """A digest that also writes what it is fed."""
+
+    def __init__(self, digest: Any, out: Any) -> None:
+        self.digest = digest
+        self.out = out
+
+    def update(self, data: bytes) -> None:
+        self.digest.update(data)
+        self.out.write(data)
 
 
 _worker_state: tuple[Repo, Fetcher, ThreadPoolExecutor] | None = None
@@ -414,10 +495,6 @@ def _fetch_batch(checksums: list[str]) -> tuple[int, int]:
     except StrataError as exc:  # FetchError and friends do not pickle with their extra fields
         raise StrataError(str(exc)) from None
     return len(sizes), sum(sizes)
-
-
-def _objtype(number: int) -> ObjectType:
-    return next(t for t in ObjectType if t.number == number)
 
 
 def terminal_progress(line: str) -> None:

@@ -10,11 +10,9 @@ import re
 import secrets
 import stat
 import threading
-import zlib
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Any
 
 from strata.errors import CorruptionError, InvalidInputError, NotFoundError, StrataError
 from strata.image import objects as O
@@ -412,7 +410,7 @@ class Repo:
                 meta, size, _offset = O.parse_archive_header(head + f.read(length))
                 digest = hashlib.sha256(O.file_header(meta))
                 if not meta.is_symlink:
-                    _hash_inflated(f, digest, size)
+                    O.hash_inflated(f.read, digest, size)
         else:
             meta = self.read_file_meta(checksum)
             digest = hashlib.sha256(O.file_header(meta))
@@ -560,23 +558,6 @@ class Repo:
 
     def is_partial(self, commit: str) -> bool:
         return (self.path / "state" / f"{commit}.commitpartial").exists()
-
-
-def _hash_inflated(f: Any, digest: Any, size: int) -> None:
-    decomp = zlib.decompressobj(-15)
-    total = 0
-    try:
-        while chunk := f.read(_CHUNK):
-            data = decomp.decompress(chunk)
-            total += len(data)
-            digest.update(data)
-        data = decomp.flush()
-    except zlib.error as exc:
-        raise CorruptionError(f"corrupt compressed content: {exc}") from None
-    total += len(data)
-    digest.update(data)
-    if total != size:
-        raise CorruptionError(f"content size {total} does not match header size {size}")
 
 
 def _walk_refs(top: Path) -> Iterator[tuple[str, str]]:
