@@ -81,7 +81,7 @@ def test_layering_lab(lab_sysroot: Lab) -> None:
     for line in ("Checking out tree", "Enabled rpm-md repositories: lab", "Resolving dependencies" if False else
                  "Importing packages... done", "Running pre scripts... done", "Writing rpmdb... done",
                  "Staging deployment... done", "Added:\n  htop-3.2.2-2.x86_64",
-                 'Changes queued for next boot. Run "systemctl reboot" to start a reboot'):
+                 'Changes queued for next boot. Run "strata admin boot --sysroot '):
         assert line in out, line
     status = box.status()
     assert "          LayeredPackages: htop" in status and "                     Diff: 3 added" in status
@@ -218,7 +218,7 @@ def test_upgrade_deploy_version_and_rebase(lab: Path, lab_repo: Path, tmp_path: 
     _compose_variant(lab, server, tmp_path, "v2", packages=packages)
     out = box.run("upgrade").stdout
     assert "Inactive requests:\n  htop (already provided by htop-3.2.2-2.x86_64)" in out
-    assert 'Run "systemctl reboot" to start a reboot' in out
+    assert 'Run "strata admin boot --sysroot' in out and "No change." not in out
     box.admin("boot")
     status = box.run("status", "-v").stdout
     assert "                  Version: 1.1 (" in status
@@ -296,7 +296,7 @@ def test_upgrade_and_deploy_over_http(lab: Path, lab_repo: Path, tmp_path: Path)
         _compose_variant(lab, server, tmp_path, "v2", packages=[*json_packages(lab), "htop"])
         strata("repo", "summary", "-u", "--repo", str(server))
         out = box.run("upgrade").stdout
-        assert "Receiving objects" in out and 'Run "systemctl reboot" to start a reboot' in out
+        assert "Receiving objects" in out and 'Run "strata admin boot --sysroot' in out
         box.admin("boot")
         assert "htop 3.2.2" in box.inside("htop", "--version")
         box.run("deploy", "1")

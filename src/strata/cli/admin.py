@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from strata.cli.common import add_sysroot_option, print_json
-from strata.core.livefs import drop_live_changes
+from strata.core import admin
+from strata.core.transaction import LineProgress
 from strata.errors import InvalidInputError, StrataError
 from strata.image.keyfile import KeyFile
 from strata.sysroot import deploy as ops
-from strata.sysroot.boot import run_in_deployment, simulated_boot
+from strata.sysroot.boot import run_in_deployment
 from strata.sysroot.sysroot import Deployment, Sysroot
 
 
@@ -106,6 +107,10 @@ def _log(line: str) -> None:
     print(line, flush=True)
 
 
+def _progress() -> LineProgress:
+    return LineProgress(_log)
+
+
 def _open(args: argparse.Namespace) -> Sysroot:
     return Sysroot.open(Path(args.sysroot))
 
@@ -116,40 +121,18 @@ def _init_fs(args: argparse.Namespace) -> int:
 
 
 def _os_init(args: argparse.Namespace) -> int:
-    sysroot = _open(args)
-    with sysroot.lock():
-        sysroot.os_init(args.stateroot)
+    admin.os_init(_open(args), args.stateroot, _progress())
     print(f"ostree/deploy/{args.stateroot} initialized as OSTree root")
     return 0
 
 
-def default_stateroot(sysroot: Sysroot, requested: str | None) -> str:
-    if requested:
-        return requested
-    booted = sysroot.booted()
-    if booted is not None:
-        return booted.stateroot
-    roots = sysroot.stateroots()
-    if len(roots) == 1:
-        return roots[0]
-    raise InvalidInputError("--os must be given: the sysroot has no booted deployment to take it from")
-
-
 def _deploy(args: argparse.Namespace) -> int:
     sysroot = _open(args)
-    with sysroot.lock():
-        stateroot = default_stateroot(sysroot, args.stateroot)
-        sysroot.require_stateroot(stateroot)
-        commit = sysroot.repo.resolve_rev(args.refspec)
-        assert commit is not None
-        if args.origin_file:
-            origin = KeyFile.load(args.origin_file)
-        else:
-            origin = KeyFile()
-            origin.set("origin", "refspec", args.refspec)
-        options = ops.DeployOptions(stateroot, origin, _edits(args), stage=args.stage, retain=args.retain,
-                                    not_as_default=args.not_as_default, prune=not args.no_prune)
-        ops.deploy(sysroot, commit, options, _log)
+    stateroot = admin.default_stateroot(sysroot, args.stateroot)
+    origin = KeyFile.load(args.origin_file) if args.origin_file else None
+    options = ops.DeployOptions(stateroot, KeyFile(), _edits(args), stage=args.stage, retain=args.retain,
+                                not_as_default=args.not_as_default, prune=not args.no_prune)
+    admin.deploy(sysroot, args.refspec, origin, options, [args.refspec], _progress())
     return 0
 
 
@@ -211,56 +194,34 @@ def _dep_json(sysroot: Sysroot, dep: Deployment, booted: Deployment | None,
 
 
 def _undeploy(args: argparse.Namespace) -> int:
-    sysroot = _open(args)
-    with sysroot.lock():
-        ops.undeploy(sysroot, args.index, _log)
+    admin.undeploy(_open(args), args.index, _progress())
     return 0
 
 
 def _pin(args: argparse.Namespace) -> int:
-    sysroot = _open(args)
-    with sysroot.lock():
-        dep = ops.set_pinned(sysroot, args.index, not args.unpin)
+    dep = admin.pin(_open(args), args.index, not args.unpin, _progress())
     print(f"Deployment {args.index} is now {'unpinned' if args.unpin else 'pinned'}: {dep.name}")
     return 0
 
 
 def _set_origin(args: argparse.Namespace) -> int:
-    sysroot = _open(args)
-    with sysroot.lock():
-        dep = ops.by_index(sysroot, args.index)
-        origin = sysroot.read_origin(dep)
-        old = origin.get("origin", "refspec") or ""
-        branch = args.branch or old.split(":", 1)[-1]
-        origin.set("origin", "refspec", f"{args.remote}:{branch}")
-        sysroot.write_origin(dep, origin)
-        repo = sysroot.repo
-        repo.config.set(f'remote "{args.remote}"', "url", args.url)
-        if repo.config.get(f'remote "{args.remote}"', "gpg-verify") is None:
-            repo.config.set(f'remote "{args.remote}"', "gpg-verify", False)
-        repo.save_config()
+    admin.set_origin(_open(args), args.index, args.remote, args.url, args.branch, _progress())
     return 0
 
 
 def _cleanup(args: argparse.Namespace) -> int:
-    sysroot = _open(args)
-    with sysroot.lock():
-        sysroot.cleanup(prune_repo=True)
+    admin.cleanup(_open(args), _progress())
     return 0
 
 
 def _finalize(args: argparse.Namespace) -> int:
-    sysroot = _open(args)
-    with sysroot.lock():
-        if ops.finalize_staged(sysroot, _log) is None:
-            print("No staged deployment.")
+    if admin.finalize_staged(_open(args), _progress()) is None:
+        print("No staged deployment.")
     return 0
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    sysroot = _open(args)
-    with sysroot.lock():
-        ops.rollback(sysroot, _log)
+    admin.rollback(_open(args), _progress())
     return 0
 
 
@@ -270,16 +231,12 @@ def _kargs(args: argparse.Namespace) -> int:
     if edits.empty:
         print(" ".join(ops.by_index(sysroot, args.deployment).kargs))
         return 0
-    with sysroot.lock():
-        ops.set_kargs(sysroot, args.deployment, edits, _log)
+    admin.set_kargs(sysroot, args.deployment, edits, _progress())
     return 0
 
 
 def _boot(args: argparse.Namespace) -> int:
-    sysroot = _open(args)
-    with sysroot.lock():
-        drop_live_changes(sysroot)
-        simulated_boot(sysroot, _log)
+    admin.boot(_open(args), _progress())
     return 0
 
 

@@ -11,13 +11,12 @@ from typing import Any
 
 from strata.cli.common import add_sysroot_option, print_json
 from strata.core import client, livefs
-from strata.core.db import commit_packages
-from strata.core.layering import import_local_rpm, read_base
-from strata.core.origin import LocalPackage, Origin
-from strata.core.pkgdiff import diff_packages, summary_text
+from strata.core import upgrade as upgrades
+from strata.core.origin import Origin
+from strata.core.pkgdiff import PackageDiff, aligned_lines, block_lines, summary_text
+from strata.core.transaction import LineProgress, active_transaction, cancel_active
 from strata.errors import InvalidInputError, NotFoundError, StrataError
 from strata.image.gvariant import Variant
-from strata.image.transfer import pull_local
 from strata.packages.nevra import Nevra
 from strata.sysroot import deploy as ops
 from strata.sysroot.sysroot import Deployment, Sysroot
@@ -123,393 +122,227 @@ def _log(line: str) -> None:
     print(line, flush=True)
 
 
-def _context(args: argparse.Namespace) -> client.Context:
-    return client.open_context(Sysroot.open(Path(args.sysroot)), args.stateroot)
+def _progress() -> LineProgress:
+    return LineProgress(_log)
 
 
-def _finish(ctx: client.Context, outcome: client.Outcome, closing: str, reboot: bool = False) -> int:
-    client.print_result(ctx, outcome, _log, closing)
-    if reboot and outcome.deployment is not None:
-        from strata.sysroot.boot import simulated_boot
-        with ctx.sysroot.lock():
-            livefs.drop_live_changes(ctx.sysroot)
-            simulated_boot(ctx.sysroot, _log)
+def open_sysroot(path: str) -> Sysroot:
+    try:
+        return Sysroot.open(Path(path))
+    except NotFoundError:
+        if Path(path).resolve() == Path("/"):
+            raise StrataError("This system was not booted via libostree; cannot operate") from None
+        raise
+
+
+def _sysroot(args: argparse.Namespace) -> Sysroot:
+    return open_sysroot(args.sysroot)
+
+
+def _is_real_host(sysroot: Sysroot) -> bool:
+    return sysroot.path.resolve() == Path("/") and Path("/run/ostree-booted").exists()
+
+
+def reboot_hint(sysroot: Sysroot) -> str:
+    if _is_real_host(sysroot):
+        return 'Run "systemctl reboot" to start a reboot'
+    return f'Run "strata admin boot --sysroot {sysroot.path}" to start a reboot'
+
+
+def _closing(sysroot: Sysroot, outcome: client.Outcome, stateroot: str | None) -> str:
+    if outcome.guest:
+        name = stateroot or (outcome.deployment.stateroot if outcome.deployment else "")
+        return f"Changes written to stateroot '{name}', which is not the next boot"
+    return f"Changes queued for next boot. {reboot_hint(sysroot)}"
+
+
+def _print_diff(diff: PackageDiff | None) -> None:
+    if diff is not None:
+        for line in block_lines(diff):
+            _log(line)
+
+
+def _finish(args: argparse.Namespace, sysroot: Sysroot, outcome: client.Outcome, *, queued: bool = True,
+            closing: str | None = None) -> int:
+    """The package diff and the closing hint of a change; "No change." when there was none."""
+    if not outcome.changed:
+        _log("No change.")
+        return 0
+    _print_diff(outcome.diff)
+    if closing is not None:
+        _log(closing)
+    if outcome.guest:
+        _log(_closing(sysroot, outcome, args.stateroot))
+    else:
+        _log(_closing(sysroot, outcome, args.stateroot) if queued else reboot_hint(sysroot))
+    if getattr(args, "reboot", False):
+        _reboot(sysroot)
     return 0
+
+
+def _reboot(sysroot: Sysroot) -> None:
+    from strata.core.admin import boot
+    boot(sysroot, _progress())
 
 
 # ---------------------------------------------------------------- layering
 
 
-def _is_local(spec: str) -> bool:
-    return spec.endswith(".rpm") or spec.startswith("file://")
-
-
 def _install(args: argparse.Namespace) -> int:
     if args.apply_live and args.reboot:
         raise InvalidInputError("Cannot specify `apply-live` and `reboot`")
-    ctx = _context(args)
-    origin = ctx.origin()
-    requested = list(origin.requested)
-    local = list(origin.requested_local)
-    with ctx.sysroot.lock():
-        base = client.base_commit(ctx.repo, ctx.origin_merge.csum)
-        base_pkgs = commit_packages(ctx.repo, base)
-        for spec in args.packages:
-            if _is_local(spec):
-                sha, nevra = import_local_rpm(ctx.repo, Path(spec.removeprefix("file://")))
-                if any(entry.sha256 == sha for entry in local):
-                    raise InvalidInputError(f"Package '{nevra}' is already layered")
-                if nevra in base_pkgs:
-                    raise InvalidInputError(f"Package '{nevra}' is already in the base")
-                local.append(LocalPackage(sha, nevra.nevra))
-                continue
-            if spec in requested:
-                if args.idempotent:
-                    continue
-                raise InvalidInputError(f"Package/capability '{spec}' is already requested")
-            if not args.allow_inactive:
-                _refuse_provided_by_base(ctx, base, spec)
-            requested.append(spec)
-        new_origin = origin.evolve(requested=tuple(requested), requested_local=tuple(local))
-        outcome = client.transact(ctx, new_origin, _log)
-    if args.apply_live and outcome.deployment is not None:
-        return _do_apply_live(ctx.sysroot, False)
-    return _finish(ctx, outcome, client.QUEUED_HINT, args.reboot)
-
-
-def _refuse_provided_by_base(ctx: client.Context, base: str, spec: str) -> None:
-    import tempfile
-    with tempfile.TemporaryDirectory(prefix="strata-base-", dir=ctx.repo.tmp_dir) as tmp:
-        info = read_base(ctx.repo, base, Path(tmp))
-    providers = [p.nevra for p in info.packages if spec == p.nevra.name or spec in p.provides or spec in p.files]
-    if providers:
-        names = "".join(f" {p.nevra}" for p in providers)
-        raise InvalidInputError(f'"{spec}" is already provided by:{names}. Use --allow-inactive to explicitly '
-                                "require it.")
+    sysroot = _sysroot(args)
+    options = client.InstallOptions(idempotent=args.idempotent, allow_inactive=args.allow_inactive)
+    outcome = client.install(sysroot, args.stateroot, args.packages, options, _progress())
+    if args.apply_live and outcome.changed:
+        return _do_apply_live(sysroot, False)
+    return _finish(args, sysroot, outcome)
 
 
 def _uninstall(args: argparse.Namespace) -> int:
-    ctx = _context(args)
-    origin = ctx.origin()
-    requested = list(origin.requested)
-    local = list(origin.requested_local)
-    for spec in args.packages:
-        matches_local = [e for e in local if e.nevra == spec or Nevra.parse(e.nevra).name == spec]
-        if spec in requested:
-            requested.remove(spec)
-        elif matches_local:
-            local = [e for e in local if e not in matches_local]
-        elif not args.idempotent:
-            raise InvalidInputError(f"Package/capability '{spec}' is not currently requested")
-    with ctx.sysroot.lock():
-        outcome = client.transact(ctx, origin.evolve(requested=tuple(requested), requested_local=tuple(local)), _log)
-    return _finish(ctx, outcome, client.QUEUED_HINT, args.reboot)
+    sysroot = _sysroot(args)
+    outcome = client.uninstall(sysroot, args.stateroot, args.packages, args.idempotent, _progress())
+    return _finish(args, sysroot, outcome)
 
 
 def _override_remove(args: argparse.Namespace) -> int:
-    ctx = _context(args)
-    origin = ctx.origin()
-    base = commit_packages(ctx.repo, client.base_commit(ctx.repo, ctx.origin_merge.csum))
-    removals = list(origin.override_remove)
-    for name in args.packages:
-        if name in removals:
-            raise InvalidInputError(f"Override already exists for package '{name}'")
-        if not any(p.name == name for p in base):
-            raise InvalidInputError(f'Package "{name}" not found')
-        removals.append(name)
-    with ctx.sysroot.lock():
-        outcome = client.transact(ctx, origin.evolve(override_remove=tuple(removals)), _log)
-    return _finish_override(ctx, outcome)
+    sysroot = _sysroot(args)
+    outcome = client.override_remove(sysroot, args.stateroot, args.packages, _progress())
+    return _finish_override(args, sysroot, outcome)
 
 
 def _override_replace(args: argparse.Namespace) -> int:
-    ctx = _context(args)
-    origin = ctx.origin()
-    base = commit_packages(ctx.repo, client.base_commit(ctx.repo, ctx.origin_merge.csum))
-    replacements = list(origin.override_replace_local)
-    with ctx.sysroot.lock():
-        for spec in args.packages:
-            if not _is_local(spec):
-                raise InvalidInputError("Non-local replacement overrides not implemented yet")
-            sha, nevra = import_local_rpm(ctx.repo, Path(spec.removeprefix("file://")))
-            if not any(p.name == nevra.name for p in base):
-                raise InvalidInputError(f"Package {nevra} doesn't replace a package of the same name")
-            if any(Nevra.parse(e.nevra).name == nevra.name for e in replacements):
-                raise InvalidInputError(f"Override already exists for package '{nevra.name}'")
-            replacements.append(LocalPackage(sha, nevra.nevra))
-        outcome = client.transact(ctx, origin.evolve(override_replace_local=tuple(replacements)), _log)
-    return _finish_override(ctx, outcome)
+    sysroot = _sysroot(args)
+    outcome = client.override_replace(sysroot, args.stateroot, args.packages, _progress())
+    return _finish_override(args, sysroot, outcome)
 
 
-def _finish_override(ctx: client.Context, outcome: client.Outcome) -> int:
-    if outcome.deployment is not None:
-        client.print_result(ctx, outcome, _log, 'Use "rpm-ostree override reset" to undo overrides')
-        _log(client.REBOOT_HINT)
-    return 0
+def _finish_override(args: argparse.Namespace, sysroot: Sysroot, outcome: client.Outcome) -> int:
+    return _finish(args, sysroot, outcome, queued=False, closing='Use "rpm-ostree override reset" to undo overrides')
 
 
 def _override_reset(args: argparse.Namespace) -> int:
-    ctx = _context(args)
-    origin = ctx.origin()
-    if args.all:
-        new = origin.evolve(override_remove=(), override_replace_local=())
-    else:
-        removals = list(origin.override_remove)
-        replacements = list(origin.override_replace_local)
-        for name in args.packages:
-            matched = [e for e in replacements if Nevra.parse(e.nevra).name == name or e.nevra == name]
-            if name in removals:
-                removals.remove(name)
-            elif matched:
-                replacements = [e for e in replacements if e not in matched]
-            else:
-                raise InvalidInputError(f"No overrides for package '{name}'")
-        new = origin.evolve(override_remove=tuple(removals), override_replace_local=tuple(replacements))
-    with ctx.sysroot.lock():
-        outcome = client.transact(ctx, new, _log)
-    return _finish(ctx, outcome, client.REBOOT_HINT)
+    sysroot = _sysroot(args)
+    outcome = client.override_reset(sysroot, args.stateroot, args.packages, args.all, _progress())
+    return _finish(args, sysroot, outcome, queued=False)
 
 
 def _reset(args: argparse.Namespace) -> int:
-    ctx = _context(args)
-    origin = ctx.origin()
-    new = Origin(origin.refspec, origin.override_commit, extra=origin.extra)
-    with ctx.sysroot.lock():
-        outcome = client.transact(ctx, new, _log)
-    return _finish(ctx, outcome, client.QUEUED_HINT)
+    sysroot = _sysroot(args)
+    return _finish(args, sysroot, client.reset(sysroot, args.stateroot, _progress()))
 
 
 # ---------------------------------------------------------------- apply-live
 
 
 def _apply_live(args: argparse.Namespace) -> int:
-    return _do_apply_live(Sysroot.open(Path(args.sysroot)), args.allow_replacement)
+    return _do_apply_live(_sysroot(args), args.allow_replacement)
 
 
 def _do_apply_live(sysroot: Sysroot, allow_replacement: bool) -> int:
-    booted = sysroot.booted()
-    if booted is None:
-        raise StrataError("apply-live needs a booted system (run `strata admin boot` first)")
-    deps = sysroot.deployments()
-    index = next(i for i, d in enumerate(deps) if d.key == booted.key)
-    pending = next((d for d in deps[:index] if d.stateroot == booted.stateroot), None)
-    if pending is None:
-        raise StrataError("No target commit specified and no pending deployment")
-    with sysroot.lock():
-        before = livefs.live_commit(sysroot, booted) or booted.csum
-        livefs.apply_live(sysroot, booted, pending.csum, _log, allow_replacement=allow_replacement)
-        diff = diff_packages(commit_packages(sysroot.repo, before), commit_packages(sysroot.repo, pending.csum))
-        from strata.core.pkgdiff import block_lines
-        for line in block_lines(diff):
-            _log(line)
+    result = client.apply_live(sysroot, allow_replacement, _progress())
+    _print_diff(result.diff)
     return 0
 
 
 # ---------------------------------------------------------------- base changes
 
 
-def _pull_ref(ctx: client.Context, refspec: str, depth: int = 0, *, history_only: bool = False) -> str:
-    """Fetch refspec's newest commit into the sysroot repo (file:// remotes; HTTP needs `strata repo pull`)."""
-    remote, _, ref = refspec.rpartition(":")
-    repo = ctx.repo
-    if remote:
-        url = repo.config.get(f'remote "{remote}"', "url")
-        if url and url.startswith(("file://", "/")):
-            from strata.image.repo import Repo
-            pull_local(Repo.open(Path(url.removeprefix("file://"))), repo, [ref], remote=remote, depth=depth)
-        elif url and url.startswith(("http://", "https://")):
-            from strata.image.pull import PullOptions, pull
-            _log("Receiving objects...")
-            stats = pull(repo, remote, [ref], PullOptions(depth=depth, commit_metadata_only=history_only))
-            _log(f"Receiving objects: {stats.fetched_objects} ({stats.fetched_bytes} bytes)... done")
-    commit = repo.resolve_rev(refspec, allow_missing=True)
-    if commit is None:
-        raise NotFoundError(f"refspec {refspec} not found")
-    return commit
-
-
-def _fetch_full_commit(ctx: client.Context, refspec: str, commit: str) -> None:
-    """After a history walk over HTTP fetched commit objects only, fetch the chosen commit's tree."""
-    remote = refspec.rpartition(":")[0]
-    url = ctx.repo.config.get(f'remote "{remote}"', "url") if remote else None
-    if url and url.startswith(("http://", "https://")):
-        from strata.image.pull import pull
-        pull(ctx.repo, remote, [commit])
-
-
 def _upgrade(args: argparse.Namespace) -> int:
-    ctx = _context(args)
-    origin = ctx.origin()
-    with ctx.sysroot.lock():
-        if ":" not in origin.refspec and len(origin.refspec) == 64:
-            _log("Pinned to commit; no upgrade available")
-            return 0
-        new_base = _pull_ref(ctx, origin.refspec)
-        current_base = client.base_commit(ctx.repo, ctx.origin_merge.csum)
-        if args.check or args.preview:
-            if new_base == current_base:
-                _log("No updates available.")
-                return 77
-            _print_available(ctx, current_base, new_base, args.preview)
-            return 0
-        if args.download_only:
-            _log("Update downloaded.")
-            return 0
-        new_origin = origin.evolve(override_commit=None)
-        if new_base == current_base and new_origin == origin:
-            outcome = client.transact(ctx, new_origin, _log, base=new_base)
-            if outcome.deployment is None:
-                _log("No upgrade available.")
-                return 0
-        else:
-            outcome = client.transact(ctx, new_origin, _log, base=new_base)
-    return _finish(ctx, outcome, client.REBOOT_HINT, args.reboot)
+    sysroot = _sysroot(args)
+    if args.check or args.preview:
+        update = upgrades.check_upgrade(sysroot, args.stateroot, _progress())
+        if update is None:
+            _log("No updates available.")
+            return 77
+        _print_available(update, args.preview)
+        return 0
+    if args.download_only:
+        upgrades.download_update(sysroot, args.stateroot, _progress())
+        _log("Update downloaded.")
+        return 0
+    try:
+        outcome = upgrades.upgrade(sysroot, args.stateroot, _progress())
+    except upgrades.PinnedError as exc:
+        _log(str(exc))
+        return 0
+    if not outcome.changed:
+        _log("No upgrade available.")
+        return 0
+    return _finish(args, sysroot, outcome, queued=False)
 
 
-def _print_available(ctx: client.Context, old: str, new: str, preview: bool) -> None:
-    commit = ctx.repo.load_commit(new)
+def _print_available(update: upgrades.AvailableUpdate, preview: bool) -> None:
     _log("AvailableUpdate:")
-    if commit.version:
-        _log(f"        Version: {commit.version} ({_timestamp(commit.timestamp)})")
-    _log(f"         Commit: {new}")
-    diff = diff_packages(commit_packages(ctx.repo, old), commit_packages(ctx.repo, new))
+    if update.version:
+        _log(f"        Version: {update.version} ({_timestamp(update.timestamp)})")
+    _log(f"         Commit: {update.commit}")
+    if update.diff is None:
+        return
     if preview:
-        from strata.core.pkgdiff import aligned_lines
-        for line in aligned_lines(diff, 13):
+        for line in aligned_lines(update.diff, 13):
             _log(line)
     else:
-        _log(f"           Diff: {summary_text(diff)}")
-
-
-def _find_in_history(ctx: client.Context, refspec: str, revision: str) -> str:
-    head = _pull_ref(ctx, refspec, depth=1000, history_only=True)
-    from strata.image.traverse import history
-    is_checksum = len(revision) == 64 or revision.startswith("revision=")
-    wanted = revision.removeprefix("revision=").removeprefix("version=")
-    for commit in history(ctx.repo, head):
-        if (is_checksum and commit == wanted) or (not is_checksum and ctx.repo.load_commit(commit).version == wanted):
-            _fetch_full_commit(ctx, refspec, commit)
-            return commit
-    if is_checksum:
-        raise NotFoundError(f"Checksum {wanted} not found in {refspec}")
-    raise NotFoundError(f"Version {wanted} not found in {refspec}")
+        _log(f"           Diff: {summary_text(update.diff)}")
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    ctx = _context(args)
-    origin = ctx.origin()
-    with ctx.sysroot.lock():
-        if len(origin.refspec) == 64 and ":" not in origin.refspec and not len(args.revision) == 64:
-            raise StrataError("Cannot look up version while pinned to commit")
-        if not (len(args.revision) == 64 or args.revision.startswith("revision=")):
-            _log(f"Resolving version '{args.revision.removeprefix('version=')}'")
-        target = _find_in_history(ctx, origin.refspec, args.revision)
-        outcome = client.transact(ctx, origin.evolve(override_commit=target), _log, base=target)
-    return _finish(ctx, outcome, client.REBOOT_HINT, args.reboot)
+    sysroot = _sysroot(args)
+    outcome = upgrades.deploy_revision(sysroot, args.stateroot, args.revision, _progress())
+    return _finish(args, sysroot, outcome, queued=False)
 
 
 def _rebase(args: argparse.Namespace) -> int:
-    ctx = _context(args)
-    origin = ctx.origin()
-    refspec = args.refspec.removeprefix("ostree://")
-    if not refspec:
-        raise InvalidInputError("Refspec is empty")
-    old_remote = origin.refspec.rpartition(":")[0]
-    if ":" not in refspec and old_remote:
-        refspec = f"{old_remote}:{refspec}"
-    elif refspec.endswith(":"):
-        refspec = refspec + origin.refspec.rpartition(":")[2]
-    if refspec == origin.refspec and not args.revision:
-        raise InvalidInputError(f"Old and new refs are equal: {refspec}")
-    with ctx.sysroot.lock():
-        base = _find_in_history(ctx, refspec, args.revision) if args.revision else _pull_ref(ctx, refspec)
-        new_origin = origin.evolve(refspec=refspec, override_commit=base if args.revision else None)
-        outcome = client.transact(ctx, new_origin, _log, base=base)
-    return _finish(ctx, outcome, client.QUEUED_HINT, args.reboot)
+    sysroot = _sysroot(args)
+    outcome = upgrades.rebase(sysroot, args.stateroot, args.refspec, args.revision, _progress())
+    return _finish(args, sysroot, outcome)
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    sysroot = Sysroot.open(Path(args.sysroot))
-    booted = sysroot.booted()
-    with sysroot.lock():
-        target = ops.rollback(sysroot, _log)
-    if booted is not None:
-        from strata.core.pkgdiff import block_lines
-        diff = diff_packages(commit_packages(sysroot.repo, booted.csum), commit_packages(sysroot.repo, target.csum))
-        for line in block_lines(diff):
-            _log(line)
-    _log(client.REBOOT_HINT)
+    sysroot = _sysroot(args)
+    result = client.rollback(sysroot, _progress())
+    _print_diff(result.diff)
+    _log(reboot_hint(sysroot))
     if args.reboot:
-        from strata.sysroot.boot import simulated_boot
-        with sysroot.lock():
-            livefs.drop_live_changes(sysroot)
-            simulated_boot(sysroot, _log)
+        _reboot(sysroot)
     return 0
 
 
 def _kargs(args: argparse.Namespace) -> int:
-    ctx = _context(args)
+    sysroot = _sysroot(args)
     edits = ops.KargEdits(replace=args.replace, append=args.append, delete=args.delete)
     if edits.empty:
-        dep = ctx.booted if ctx.booted is not None and not ctx.is_guest else ctx.origin_merge
-        _log(" ".join(dep.kargs))
+        _log(" ".join(client.pending_kargs(sysroot, args.stateroot)))
         return 0
-    with ctx.sysroot.lock():
-        outcome = client.transact(ctx, ctx.origin(), _log, kargs=edits, force_new=True)
-    if outcome.deployment is not None:
-        _log("Kernel arguments updated.")
-    return _finish(ctx, outcome, client.QUEUED_HINT)
+    outcome = client.kargs(sysroot, args.stateroot, edits, _progress())
+    if not outcome.changed:
+        _log("No changes.")
+        return 0
+    _log("Kernel arguments updated.")
+    _log(_closing(sysroot, outcome, args.stateroot))
+    return 0
 
 
 def _cleanup(args: argparse.Namespace) -> int:
     if not (args.pending or args.rollback or args.base or args.repomd):
         raise InvalidInputError("cleanup: At least one cleanup option must be specified")
-    sysroot = Sysroot.open(Path(args.sysroot))
-    with sysroot.lock():
-        booted = sysroot.booted()
-        deps = sysroot.deployments()
-        stateroot = args.stateroot or (booted.stateroot if booted else (deps[0].stateroot if deps else ""))
-        index = next((i for i, d in enumerate(deps) if booted is not None and d.key == booted.key), 0)
-        drop = set()
-        for i, dep in enumerate(deps):
-            if dep.stateroot != stateroot or sysroot.is_pinned(dep) or (booted and dep.key == booted.key):
-                continue
-            if (args.pending and i < index) or (args.rollback and i > index):
-                drop.add(dep.key)
-        if args.pending or args.rollback:
-            if not drop:
-                _log("Deployments unchanged.")
-            else:
-                if any(d.staged for d in deps if d.key in drop):
-                    sysroot.clear_staged_state()
-                sysroot.write_deployments([d for d in deps if not d.staged and d.key not in drop])
-        if args.base or drop:
-            sysroot.cleanup(prune_repo=True)
-        if args.repomd:
-            import shutil
-            shutil.rmtree(sysroot.repo.path / "extensions" / "strata" / "cache" / "rpmmd", ignore_errors=True)
+    request = client.CleanupRequest(args.pending, args.rollback, args.base, args.repomd)
+    changed = client.cleanup(_sysroot(args), args.stateroot, request, _progress())
+    if (args.pending or args.rollback) and not changed:
+        _log("Deployments unchanged.")
     return 0
 
 
 def _refresh_md(args: argparse.Namespace) -> int:
-    ctx = _context(args)
-    from strata.packages.sources import open_repositories
-    repos_dir = ctx.sysroot.deployment_dir(ctx.etc_merge) / "etc" / "yum.repos.d"
-    if not repos_dir.is_dir():
+    sysroot = _sysroot(args)
+    if not client.refresh_md(sysroot, args.stateroot, args.force, _progress()):
         _log("No enabled rpm-md repositories.")
-        return 0
-    open_repositories(repos_dir, None, ctx.cachedir / "rpmmd", _log, force=args.force)
     return 0
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    sysroot = Sysroot.open(Path(args.sysroot))
-    try:
-        with sysroot.lock():
-            _log("No active transaction.")
-    except StrataError:
-        raise StrataError("a transaction holds the sysroot lock; strata runs transactions in the foreground, "
-                          "interrupt that process to cancel it") from None
+    record = cancel_active(_sysroot(args))
+    _log("No active transaction." if record is None else f"Cancelled transaction: {record.title}")
     return 0
 
 
@@ -542,16 +375,23 @@ def _grouped(nevras: list[Nevra]) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    sysroot = Sysroot.open(Path(args.sysroot))
+    sysroot = _sysroot(args)
     booted = sysroot.booted()
     deps = sysroot.deployments()
+    active = active_transaction(sysroot)
     if args.booted:
         deps = [d for d in deps if booted is not None and d.key == booted.key]
     if args.json:
-        print_json({"deployments": [_json_deployment(sysroot, d, booted) for d in deps], "transaction": None,
-                    "cached-update": None, "update-driver": None})
+        transaction = None if active is None else [active.title, active.initiator]
+        print_json({"deployments": [_json_deployment(sysroot, d, booted) for d in deps],
+                    "transaction": transaction, "cached-update": None, "update-driver": None})
         return 0
-    _log("State: idle")
+    if active is None:
+        _log("State: idle")
+    else:
+        _log("State: busy")
+        _log(f"Transaction: {active.title}")
+        _log(f"  Initiator: {active.initiator}")
     _log("BootedDeployment:" if args.booted else "Deployments:")
     several = len(sysroot.stateroots()) > 1
     for i, dep in enumerate(deps):
@@ -584,21 +424,18 @@ def _deployment_lines(sysroot: Sysroot, dep: Deployment, booted: Deployment | No
         lines.append(_line("BootedCommit" if live else "Commit", dep.csum))
     if live:
         lines.append(_line("LiveCommit", live))
-        live_diff = diff_packages(commit_packages(repo, dep.csum), commit_packages(repo, live))
-        lines.append(_line("LiveDiff", summary_text(live_diff)))
+        live_diff = client.package_diff(repo, dep.csum, live)
+        if live_diff is not None:
+            lines.append(_line("LiveDiff", summary_text(live_diff)))
     if verbose:
         lines.append(_line("Staged", "yes" if dep.staged else "no"))
     if verbose or several:
         lines.append(_line("StateRoot", dep.stateroot))
     pending = booted is not None and not is_booted and dep.stateroot == booted.stateroot and \
         deps.index(dep) < deps.index(next(d for d in deps if d.key == booted.key))
-    if pending and booted is not None:
-        try:
-            summary = summary_text(diff_packages(commit_packages(repo, booted.csum), commit_packages(repo, dep.csum)))
-            if summary:
-                lines.append(_line("Diff", summary))
-        except StrataError:
-            pass
+    pending_diff = client.package_diff(repo, booted.csum, dep.csum) if pending and booted is not None else None
+    if pending_diff is not None and summary_text(pending_diff):
+        lines.append(_line("Diff", summary_text(pending_diff)))
     removed = _nevras(commit.meta("rpmostree.removed-base-packages"))
     if removed:
         lines.append(_line("RemovedBasePackages", _grouped(removed)))

@@ -7,12 +7,12 @@ import sys
 from typing import Any
 
 from strata.cli.common import add_repo_option
-from strata.cli.repo import open_repo, parse_timestamp
+from strata.cli.repo import open_repo
 from strata.errors import InvalidInputError, StrataError
 from strata.image import inspect
 from strata.image.fsck import fsck
 from strata.image.objects import FileMeta
-from strata.image.prune import PruneOptions, prune
+from strata.image.prune import PruneOptions, parse_date, prune
 from strata.image.traverse import history
 from strata.units import human_size
 
@@ -179,7 +179,7 @@ def _prune(args: argparse.Namespace) -> int:
         deletes.append(resolved)
     options = PruneOptions(refs_only=args.refs_only, depth=args.depth, delete_commits=tuple(deletes),
                            dry_run=args.no_prune,
-                           keep_younger_than=parse_timestamp(args.keep_younger_than) if args.keep_younger_than
+                           keep_younger_than=parse_date(args.keep_younger_than) if args.keep_younger_than
                            else None)
     result = prune(repo, options)
     print(f"Total objects: {result.total}")

@@ -27,3 +27,10 @@ def resolve_revisions_and_prefixes(repo: Repo, args: list[str]) -> tuple[list[st
         assert resolved is not None
         revisions.append(resolved)
     return revisions, []
+
+
+def packages_or_none(repo: Repo, commit: str) -> list[Nevra] | None:
+    """The package list of a commit, or None for a plain OSTree commit that carries none."""
+    if repo.load_commit(commit).meta("rpmostree.rpmdb.pkglist") is None:
+        return None
+    return commit_packages(repo, commit)

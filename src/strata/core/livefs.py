@@ -9,7 +9,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from strata.core.db import commit_packages
+from strata.core.db import packages_or_none
 from strata.core.pkgdiff import diff_packages
 from strata.errors import StrataError
 from strata.image import inspect
@@ -34,7 +34,8 @@ def apply_live(sysroot: Sysroot, booted: Deployment, target: str, log: Log, *, a
                ) -> None:
     repo = sysroot.repo
     source = live_commit(sysroot, booted) or booted.csum
-    diff = diff_packages(commit_packages(repo, source), commit_packages(repo, target))
+    before, after = packages_or_none(repo, source), packages_or_none(repo, target)
+    diff = diff_packages(before or [], after or [])
     if not allow_replacement:
         if diff.removed:
             raise StrataError(f"packages would be removed: {len(diff.removed)}, allow replacement to override")
@@ -74,13 +75,21 @@ def _refuse_changed_directories(repo: Repo, changes: list[tuple[str, str]], root
 
 def _apply_tree_changes(repo: Repo, root: tuple[str, str], changes: list[tuple[str, str]], deploy_dir: Path,
                         state: Path) -> dict[str, list[str]]:
-    undo: dict[str, list[str]] = {"added": [], "replaced": []}
+    undo: dict[str, list[str]] = {"added": [], "replaced": [], "removed": []}
     backups = state / "replaced"
     for change, path in changes:
         if path.startswith("/usr/etc/") or path == "/usr/etc":
             continue
         target = deploy_dir / path.lstrip("/")
-        if change == "A":
+        if change == "D":
+            # Removed files are moved aside, not deleted: the next boot puts them back.
+            if any(path.startswith(r + "/") for r in undo["removed"]) or not (target.exists() or target.is_symlink()):
+                continue
+            backup = backups / path.lstrip("/")
+            backup.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(target, backup)
+            undo["removed"].append(path)
+        elif change == "A":
             if any(path.startswith(a + "/") for a in undo["added"]):
                 continue  # already copied with its parent directory
             checkout_tree(repo, root, target, CheckoutOptions(subpath=path, force_copy=True))
@@ -131,7 +140,7 @@ def drop_live_changes(sysroot: Sysroot) -> None:
                 shutil.rmtree(target)
             elif target.exists() or target.is_symlink():
                 target.unlink()
-        for path in undo.get("replaced", []):
+        for path in [*undo.get("replaced", []), *undo.get("removed", [])]:
             target = dep_dir / path.lstrip("/")
             backup = state / "replaced" / path.lstrip("/")
             if backup.exists() or backup.is_symlink():

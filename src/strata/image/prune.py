@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 
-from strata.errors import NotFoundError
+from strata.errors import InvalidInputError, NotFoundError, StrataError
 from strata.image.objects import ObjectType
 from strata.image.repo import Repo
 from strata.image.traverse import reachable
@@ -53,16 +55,43 @@ def prune(repo: Repo, options: PruneOptions | None = None) -> PruneResult:
 
 
 def _roots(repo: Repo, opts: PruneOptions) -> list[tuple[str, int]]:
-    if opts.refs_only:
-        roots = [(checksum, opts.depth) for checksum in set(repo.list_refs().values())
-                 if repo.has_object(checksum, ObjectType.COMMIT)]
-    else:
-        roots = [(checksum, opts.depth) for checksum, _ in repo.list_objects(ObjectType.COMMIT)]
     if opts.keep_younger_than is not None:
-        for checksum, _ in repo.list_objects(ObjectType.COMMIT):
-            if repo.load_commit(checksum).timestamp >= opts.keep_younger_than:
-                roots.append((checksum, 0))
+        return _younger_roots(repo, opts.keep_younger_than)
+    if opts.refs_only:
+        return [(checksum, opts.depth) for checksum in set(repo.list_refs().values())
+                if repo.has_object(checksum, ObjectType.COMMIT)]
+    return [(checksum, opts.depth) for checksum, _ in repo.list_objects(ObjectType.COMMIT)]
+
+
+def _younger_roots(repo: Repo, cutoff: int) -> list[tuple[str, int]]:
+    """ostree's --keep-younger-than: reachability from the refs only; each ref's commit is kept, and so are
+    its ancestors up to the first one older than the cutoff (everything older goes)."""
+    roots: list[tuple[str, int]] = []
+    for head in set(repo.list_refs().values()):
+        if not repo.has_object(head, ObjectType.COMMIT):
+            continue
+        roots.append((head, 0))
+        commit: str | None = head
+        while commit is not None and repo.has_object(commit, ObjectType.COMMIT):
+            loaded = repo.load_commit(commit)
+            if loaded.timestamp < cutoff:
+                break
+            roots.append((commit, 0))
+            commit = loaded.parent
     return roots
+
+
+def parse_date(text: str) -> int:
+    """A date as ostree's prune reads it (gnulib's parse_datetime, the parser of GNU `date -d`): "2024-01-31",
+    "2024-01-31 12:00 UTC", "@1700000000", "3 days ago", "yesterday", ...; returns seconds since the epoch."""
+    date = shutil.which("date")
+    if date is None:
+        raise StrataError("GNU date is needed to parse dates")
+    proc = subprocess.run([date, "-d", text, "+%s"], capture_output=True, text=True, check=False,
+                          env={"TZ": os.environ.get("TZ", "UTC"), "LC_ALL": "C"})
+    if proc.returncode != 0 or not proc.stdout.strip().lstrip("-").isdigit():
+        raise InvalidInputError(f"Could not parse '{text}'")
+    return int(proc.stdout.strip())
 
 
 def _delete_commit(repo: Repo, commit: str, dry_run: bool) -> None:

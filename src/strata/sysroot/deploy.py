@@ -54,6 +54,8 @@ class DeployOptions:
     retain: bool = False
     not_as_default: bool = False
     prune: bool = True
+    merge: Deployment | None = None  # kargs and origin come from it; default: merge_deployment()
+    etc_merge: Deployment | None = None  # /etc comes from it; default: the merge deployment
 
 
 def merge_deployment(sysroot: Sysroot, stateroot: str) -> Deployment | None:
@@ -71,22 +73,24 @@ def deploy(sysroot: Sysroot, commit: str, options: DeployOptions, log: Log) -> D
     booted = sysroot.booted()
     if options.stage and booted is None:
         raise StrataError("Cannot stage deployment: Not currently booted into an OSTree system")
-    merge = merge_deployment(sysroot, options.stateroot)
+    merge = options.merge or merge_deployment(sysroot, options.stateroot)
+    etc_merge = options.etc_merge or merge
     dep = _prepare(sysroot, commit, options, merge)
     try:
         if options.stage:
-            _stage(sysroot, dep, merge, options)
+            _stage(sysroot, dep, etc_merge, options)
             log("Staging deployment... done")
             return dep
-        if merge is not None:
-            changes = merge_etc(sysroot.deployment_dir(merge) / "usr/etc", sysroot.deployment_dir(merge) / "etc",
-                                sysroot.deployment_dir(dep) / "etc")
+        if etc_merge is not None:
+            changes = merge_etc(sysroot.deployment_dir(etc_merge) / "usr/etc",
+                                sysroot.deployment_dir(etc_merge) / "etc", sysroot.deployment_dir(dep) / "etc")
             log(f"Copying /etc changes: {changes.summary()}")
         crash_point("after-etc-merge")
         current = [d for d in sysroot.deployments() if not d.staged]
         new_list = _retained_list(sysroot, dep, current, merge, booted, options)
-        if sysroot.staged_deployment() is not None:
-            sysroot.clear_staged_state()
+        staged = sysroot.staged_deployment()
+        if staged is not None and staged.stateroot == options.stateroot:
+            sysroot.clear_staged_state()  # another stateroot's staged deployment stays staged
         swapped, bootversion = sysroot.write_deployments(new_list, prune_repo=options.prune)
     except BaseException:
         if sysroot.find(dep.key) is None:

@@ -1,0 +1,125 @@
+"""The sysroot verbs of `strata admin` (ostree admin's), each one transaction: the same lock, busy record,
+kept refs and invariant checks as the client verbs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from strata.core.livefs import drop_live_changes
+from strata.core.refs import base_commit, is_layered, sync_base_refs
+from strata.core.transaction import Progress, Transaction
+from strata.errors import InvalidInputError
+from strata.image.keyfile import KeyFile
+from strata.sysroot import deploy as ops
+from strata.sysroot.boot import simulated_boot
+from strata.sysroot.sysroot import Deployment, Sysroot
+
+
+def default_stateroot(sysroot: Sysroot, requested: str | None) -> str:
+    if requested:
+        return requested
+    booted = sysroot.booted()
+    if booted is not None:
+        return booted.stateroot
+    roots = sysroot.stateroots()
+    if len(roots) == 1:
+        return roots[0]
+    raise InvalidInputError("--os must be given: the sysroot has no booted deployment to take it from")
+
+
+def os_init(sysroot: Sysroot, stateroot: str, progress: Progress) -> None:
+    with Transaction(sysroot, "admin os-init", [stateroot], progress, stateroot=stateroot):
+        sysroot.os_init(stateroot)
+
+
+def deploy(sysroot: Sysroot, refspec: str, origin: KeyFile | None, options: ops.DeployOptions, args: Sequence[str],
+           progress: Progress) -> Deployment:
+    with Transaction(sysroot, "admin deploy", args, progress, stateroot=options.stateroot) as txn:
+        sysroot.require_stateroot(options.stateroot)
+        commit = sysroot.repo.resolve_rev(refspec)
+        assert commit is not None
+        if origin is None:
+            origin = KeyFile()
+            origin.set("origin", "refspec", refspec)
+        options.origin = origin
+        sync_base_refs(sysroot, [base_commit(sysroot.repo, commit)] if is_layered(sysroot.repo, commit) else [])
+        with txn.critical():
+            dep = ops.deploy(sysroot, commit, options, txn.log)
+            sync_base_refs(sysroot)
+    return dep
+
+
+def _stateroot_at(sysroot: Sysroot, index: int) -> str:
+    return ops.by_index(sysroot, index).stateroot
+
+
+def undeploy(sysroot: Sysroot, index: int, progress: Progress) -> Deployment:
+    with Transaction(sysroot, "admin undeploy", [str(index)], progress) as txn:
+        txn.stateroot = _stateroot_at(sysroot, index)
+        with txn.critical():
+            sync_base_refs(sysroot)
+            dep = ops.undeploy(sysroot, index, txn.log)
+            sync_base_refs(sysroot)
+    return dep
+
+
+def pin(sysroot: Sysroot, index: int, pinned: bool, progress: Progress) -> Deployment:
+    args = [str(index), *([] if pinned else ["--unpin"])]
+    with Transaction(sysroot, "admin pin", args, progress) as txn:
+        txn.stateroot = _stateroot_at(sysroot, index)
+        with txn.critical():
+            return ops.set_pinned(sysroot, index, pinned)
+
+
+def set_origin(sysroot: Sysroot, index: int, remote: str, url: str, branch: str | None, progress: Progress) -> None:
+    with Transaction(sysroot, "admin set-origin", [remote, url, *([branch] if branch else [])], progress) as txn:
+        dep = ops.by_index(sysroot, index)
+        txn.stateroot = dep.stateroot
+        origin = sysroot.read_origin(dep)
+        old = origin.get("origin", "refspec") or ""
+        origin.set("origin", "refspec", f"{remote}:{branch or old.split(':', 1)[-1]}")
+        with txn.critical():
+            sysroot.write_origin(dep, origin)
+            repo = sysroot.repo
+            repo.config.set(f'remote "{remote}"', "url", url)
+            if repo.config.get(f'remote "{remote}"', "gpg-verify") is None:
+                repo.config.set(f'remote "{remote}"', "gpg-verify", False)
+            repo.save_config()
+
+
+def cleanup(sysroot: Sysroot, progress: Progress) -> None:
+    with Transaction(sysroot, "admin cleanup", [], progress) as txn, txn.critical():
+        sync_base_refs(sysroot)
+        sysroot.cleanup(prune_repo=True)
+
+
+def finalize_staged(sysroot: Sysroot, progress: Progress) -> Deployment | None:
+    with Transaction(sysroot, "admin finalize-staged", [], progress, isolate=False) as txn, txn.critical():
+        dep = ops.finalize_staged(sysroot, txn.log)
+        sync_base_refs(sysroot)
+    return dep
+
+
+def rollback(sysroot: Sysroot, progress: Progress) -> Deployment:
+    with Transaction(sysroot, "admin rollback", [], progress) as txn:
+        booted = sysroot.booted()
+        deps = sysroot.deployments()
+        txn.stateroot = booted.stateroot if booted else (deps[0].stateroot if deps else None)
+        with txn.critical():
+            return ops.rollback(sysroot, txn.log)
+
+
+def set_kargs(sysroot: Sysroot, index: int, edits: ops.KargEdits, progress: Progress) -> Deployment:
+    with Transaction(sysroot, "admin kargs", [f"--deployment={index}"], progress) as txn:
+        txn.stateroot = _stateroot_at(sysroot, index)
+        with txn.critical():
+            return ops.set_kargs(sysroot, index, edits, txn.log)
+
+
+def boot(sysroot: Sysroot, progress: Progress) -> Deployment:
+    """A simulated reboot: live changes dropped, a staged deployment finalized, the default entry booted."""
+    with Transaction(sysroot, "admin boot", [], progress, isolate=False) as txn, txn.critical():
+        drop_live_changes(sysroot)
+        dep = simulated_boot(sysroot, txn.log)
+        sync_base_refs(sysroot)
+    return dep

@@ -1,0 +1,242 @@
+"""The frame every change to a sysroot runs in: the sysroot lock, a busy record that `status` and `cancel`
+read, cancellation at safe points, progress reported through one callback interface, and the invariants
+checked before the change counts as a success.
+
+The progress interface follows rpm-ostree's Transaction D-Bus signals (Message, TaskBegin, TaskEnd,
+PercentProgress, DownloadProgress, ProgressEnd, Finished), so a daemon can forward it one to one."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from types import FrameType, TracebackType
+from typing import Protocol
+
+from strata.core.invariants import PendingSnapshot, require_invariants, snapshot_pending
+from strata.errors import StrataError
+from strata.image.fsutil import atomic_write
+from strata.sysroot.crashpoints import crash_point
+from strata.sysroot.sysroot import Sysroot
+
+RECORD_PATH = "run/strata/transaction.json"
+CANCEL_SIGNAL = signal.SIGTERM
+
+
+class CancelledError(StrataError):
+    """The transaction was cancelled before it changed anything."""
+
+
+class Progress(Protocol):
+    """What a running transaction reports; every method may be called from the transaction's thread only."""
+
+    def message(self, text: str) -> None: ...
+
+    def task_begin(self, text: str) -> None: ...
+
+    def task_end(self, text: str) -> None: ...
+
+    def percent(self, text: str, percentage: int) -> None: ...
+
+    def download(self, fetched_objects: int, fetched_bytes: int) -> None: ...
+
+    def progress_end(self) -> None: ...
+
+    def finished(self, success: bool, error_message: str) -> None: ...
+
+
+class LineProgress:
+    """Progress as the lines the CLI prints: "Task..." / "Task... done", messages as they come."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self.write = write
+        self._task: str | None = None
+
+    def message(self, text: str) -> None:
+        self.write(text)
+
+    def task_begin(self, text: str) -> None:
+        self._task = text
+        self.write(f"{text}...")
+
+    def task_end(self, text: str) -> None:
+        self.write(f"{self._task or ''}... {text}")
+        self._task = None
+
+    def percent(self, text: str, percentage: int) -> None:
+        self.write(f"{text} {percentage}%")
+
+    def download(self, fetched_objects: int, fetched_bytes: int) -> None:
+        self.write(f"Receiving objects: {fetched_objects} ({fetched_bytes} bytes)... done")
+
+    def progress_end(self) -> None:
+        self._task = None
+
+    def finished(self, success: bool, error_message: str) -> None:
+        pass
+
+
+class SilentProgress(LineProgress):
+    def __init__(self) -> None:
+        super().__init__(lambda _line: None)
+
+
+@dataclass(frozen=True)
+class TransactionRecord:
+    """Who runs which transaction: what `status` shows as busy and `cancel` signals."""
+
+    verb: str
+    args: tuple[str, ...]
+    uid: int
+    pid: int
+    command_line: str
+    started: int
+
+    @property
+    def title(self) -> str:
+        return " ".join([self.verb, *self.args])
+
+    @property
+    def initiator(self) -> str:
+        return f"client(id:cli pid:{self.pid} uid:{self.uid}) {self.command_line}"
+
+
+def active_transaction(sysroot: Sysroot) -> TransactionRecord | None:
+    """The transaction holding the sysroot now, if its process is still alive."""
+    path = sysroot.path / RECORD_PATH
+    try:
+        data = json.loads(path.read_text())
+        record = TransactionRecord(data["verb"], tuple(data["args"]), int(data["uid"]), int(data["pid"]),
+                                   str(data["command_line"]), int(data["started"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(record.pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return record
+
+
+def cancel_active(sysroot: Sysroot, *, timeout: float = 60.0) -> TransactionRecord | None:
+    """Ask the transaction holding the sysroot to stop, and wait until it has let go of it."""
+    record = active_transaction(sysroot)
+    if record is None:
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(record.pid, CANCEL_SIGNAL)
+    deadline = time.monotonic() + timeout
+    while active_transaction(sysroot) == record:
+        if time.monotonic() > deadline:
+            raise StrataError(f"transaction '{record.title}' (pid {record.pid}) did not stop within {timeout:.0f}s")
+        time.sleep(0.05)
+    return record
+
+
+class Transaction:
+    """`with Transaction(sysroot, verb, args, progress) as txn:` holds the sysroot for one change.
+
+    Cancellation: the cancel signal stops the transaction at once while it works on scratch data (pulling,
+    planning, assembling), and at the next checkpoint while it is inside `txn.critical()` (deploying); the
+    work it leaves behind is only unreferenced scratch. Before a successful exit the invariants are checked
+    (`check` = False skips them, for verbs that do not touch deployments)."""
+
+    def __init__(self, sysroot: Sysroot, verb: str, args: Sequence[str], progress: Progress, *,
+                 stateroot: str | None = None, check: bool = True, isolate: bool = True) -> None:
+        self.sysroot = sysroot
+        self.verb = verb
+        self.args = tuple(args)
+        self.progress = progress
+        self.stateroot = stateroot
+        self.check = check
+        self.isolate = isolate  # other stateroots' pending deployments must stay as they are
+        self._stack = contextlib.ExitStack()
+        self._critical = 0
+        self._committed = False
+        self._cancel_requested = False
+        self._before: dict[str, PendingSnapshot | None] | None = None
+
+    # ------------------------------------------------------------ lifetime
+
+    def __enter__(self) -> Transaction:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self.sysroot.lock())
+            self._before = snapshot_pending(self.sysroot) if self.check and self.isolate else None
+            self._write_record()
+            stack.callback(self._clear_record)
+            previous = signal.signal(CANCEL_SIGNAL, self._on_cancel)
+            stack.callback(signal.signal, CANCEL_SIGNAL, previous)
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if exc is None:
+                self.checkpoint()
+                if self.check:
+                    self._check_invariants()
+                self.progress.finished(True, "")
+            else:
+                self.progress.finished(False, str(exc))
+        finally:
+            self._stack.close()
+
+    @property
+    def log(self) -> Callable[[str], None]:
+        """The message callback, for the lower layers that report plain lines."""
+        return self.progress.message
+
+    # ------------------------------------------------------------ cancellation
+
+    def _on_cancel(self, _signum: int, _frame: FrameType | None) -> None:
+        self._cancel_requested = True
+        if self._critical == 0 and not self._committed:
+            raise CancelledError("Transaction cancelled")
+
+    def checkpoint(self, name: str | None = None) -> None:
+        """A safe point: stop here if cancelled; tests may kill or pause the process here."""
+        if name is not None:
+            crash_point(name)
+        if self._cancel_requested and not self._committed:
+            raise CancelledError("Transaction cancelled")
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        """A section that runs to its end once started: it makes the change visible, so a cancel that arrives
+        during or after it is too late and is ignored."""
+        self.checkpoint()
+        self._critical += 1
+        try:
+            yield
+            self._committed = True
+        finally:
+            self._critical -= 1
+
+    # ------------------------------------------------------------ record and invariants
+
+    def _write_record(self) -> None:
+        record = TransactionRecord(self.verb, self.args, os.getuid(), os.getpid(), _command_line(), int(time.time()))
+        path = self.sysroot.path / RECORD_PATH
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(asdict(record)).encode(), fsync=False)
+
+    def _clear_record(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.sysroot.path / RECORD_PATH).unlink()
+
+    def _check_invariants(self) -> None:
+        require_invariants(self.sysroot, before=self._before, changed_stateroot=self.stateroot, deep=False)
+
+
+def _command_line() -> str:
+    argv = list(sys.orig_argv) if hasattr(sys, "orig_argv") else sys.argv
+    if len(argv) >= 3 and argv[1:3] == ["-m", "strata.cli.main"]:
+        argv = ["strata", *argv[3:]]
+    return " ".join(argv)
