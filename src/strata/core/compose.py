@@ -227,39 +227,31 @@ def _postprocess(rootfs: Path, treefile: Treefile, version: str | None, log: Log
 
 
 def _run_postprocess_scripts(rootfs: Path, treefile: Treefile, log: Log) -> None:
+    """Postprocess scripts run in the same sandbox as package scripts (overlay, no network, time limit)."""
     inline = list(treefile.get("postprocess") or [])
     script_path = treefile.get("postprocess-script")
     if not inline and not script_path:
         return
-    with tempfile.TemporaryDirectory(prefix="strata-postprocess-") as tmp:
-        box = scripts.sandbox_for(rootfs, Path(tmp))
-        for index, body in enumerate(inline):
-            log(f">>>> Executing `postprocess` inline script '{index}' <<<<")
-            _run_box_script(box, body, f"postprocess-inline-{index}", log)
-        if inline:
-            log("Completed running `postprocess` inline scripts")
-        if script_path:
-            source = treefile.directory / str(script_path)
-            if not os.access(source, os.X_OK):
-                raise InvalidInputError("postprocess-script must be executable")
-            log("Executing postprocessing script")
-            _run_box_script(box, source.read_text(), "postprocess-script", log)
-            log("Finished postprocessing script")
-    scripts.cleanup_etc_mountpoint(rootfs)
+    box = scripts.sandbox_for(rootfs)
+    for index, body in enumerate(inline):
+        log(f">>>> Executing `postprocess` inline script '{index}' <<<<")
+        _run_box_script(box, body, f"postprocess-inline-{index}", log)
+    if inline:
+        log("Completed running `postprocess` inline scripts")
+    if script_path:
+        source = treefile.directory / str(script_path)
+        if not os.access(source, os.X_OK):
+            raise InvalidInputError("postprocess-script must be executable")
+        log("Executing postprocessing script")
+        _run_box_script(box, source.read_text(), "postprocess-script", log)
+        log("Finished postprocessing script")
 
 
 def _run_box_script(box: bwrap.Sandbox, body: str, label: str, log: Log) -> None:
-    script = "/run/strata-postprocess"
     interpreter = "/bin/sh"
     if body.startswith("#!"):
         interpreter = body.splitlines()[0][2:].strip().split()[0]
-    proc = bwrap.run(bwrap.with_file(box, script, body.encode()),
-                     [interpreter, script])
-    output = proc.stdout.decode("utf-8", "replace") if proc.stdout else ""
-    for line in output.splitlines():
-        log(line)
-    if proc.returncode != 0:
-        raise StrataError(f"{label} failed with exit code {proc.returncode}")
+    scripts.run_in_sandbox(box, [interpreter], body, [], label, log)
 
 
 def _check_kernel(rootfs: Path) -> str:

@@ -1,25 +1,25 @@
 """Package scriptlets (%pre, %post, %posttrans, file triggers) run in a bubblewrap sandbox over a tree.
 
 The tree is an assembled root in OSTree layout: configuration lives in usr/etc and is shown to scripts as
-/etc. Files in usr/etc are copied up before scripts run so that appending to e.g. /etc/passwd never
-writes through a hardlink into the package cache.
+/etc. Scripts write through an overlay that is folded back into the tree afterwards, so that no script can
+write through a hardlink into an object store; each has a time limit (STRATA_SCRIPT_TIMEOUT seconds,
+default five minutes) after which its sandbox is killed and the transaction fails.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import stat
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from strata import bwrap
-from strata.errors import StrataError
+from strata import bwrap, fsroot
+from strata.errors import InvalidInputError, StrataError
 
 Log = Callable[[str], None]
 
+DEFAULT_TIMEOUT = 300.0
+TIMEOUT_VARIABLE = "STRATA_SCRIPT_TIMEOUT"
 RUN_KINDS = ("pre", "post", "posttrans", "transfiletriggerin")
 # package.script pairs rpm-ostree deliberately does not run (spec E.6)
 IGNORED_SCRIPTS = frozenset({
@@ -48,38 +48,41 @@ def should_run(script: Scriptlet) -> bool:
     return script.label not in IGNORED_SCRIPTS and bool(script.body.strip() or script.interpreter[:1] != ("/bin/sh",))
 
 
-def copy_up_etc(root: Path) -> None:
-    """Replace every hardlinked regular file under usr/etc with a private copy."""
-    etc = root / "usr/etc"
-    if not etc.is_dir():
-        return
-    for dirpath, _dirs, files in os.walk(etc):
-        for name in files:
-            path = Path(dirpath) / name
-            st = path.lstat()
-            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-                tmp = path.with_name(f".{name}.copyup")
-                shutil.copy2(path, tmp)
-                os.chown(tmp, st.st_uid, st.st_gid)
-                os.replace(tmp, path)
+def script_timeout() -> float:
+    """Seconds a script may run: $STRATA_SCRIPT_TIMEOUT, or five minutes."""
+    text = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 1e9:
+        raise InvalidInputError(f"{TIMEOUT_VARIABLE} must be a positive number of seconds, not {text!r}")
+    return value
 
 
-def sandbox_for(root: Path, workdir: Path) -> bwrap.Sandbox:
-    """The scriptlet sandbox of spec E.6: tree as /, /etc from usr/etc, no network, private /run and /tmp."""
-    empty = workdir / "empty"
-    empty.mkdir(exist_ok=True)
-    box = bwrap.Sandbox(root=root, tmpfs=["/run", "/tmp"],
-                        env={"SYSTEMD_OFFLINE": "1", "PATH": "/usr/sbin:/usr/bin"})
-    if (root / "usr/etc").is_dir():
-        (root / "etc").mkdir(exist_ok=True)
-        box.binds.append((str(root / "usr/etc"), "/etc"))
-    if (root / "usr/share/rpm").is_dir():
-        box.ro_binds.append((str(empty), "/usr/share/rpm"))
+def sandbox_for(root: Path) -> bwrap.Sandbox:
+    """The scriptlet sandbox of spec E.6: tree as / (writes through an overlay), /etc from usr/etc, no network,
+    private /run and /tmp, an empty rpmdb directory."""
+    box = bwrap.Sandbox(root=root, overlay=True, env={"SYSTEMD_OFFLINE": "1", "PATH": "/usr/sbin:/usr/bin"})
+    if _is_real_dir(root, "usr/etc"):
+        box.tree_binds.append(("usr/etc", "/etc"))
+    if _is_real_dir(root, "usr/share/rpm"):
+        box.tmpfs.append("/usr/share/rpm")
     box.files.append(("/run/ostree-booted", b""))
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch:
         box.env = {**box.env, "SOURCE_DATE_EPOCH": epoch}
     return box
+
+
+def _is_real_dir(root: Path, relpath: str) -> bool:
+    try:
+        fsroot.require_real_dir(root, relpath)
+    except StrataError:
+        return False
+    return True
 
 
 def run_scriptlets(root: Path, scripts: Iterable[Scriptlet], log: Log, *, upgrade: frozenset[str] = frozenset()
@@ -88,19 +91,9 @@ def run_scriptlets(root: Path, scripts: Iterable[Scriptlet], log: Log, *, upgrad
     todo = [s for s in scripts if should_run(s)]
     if not todo:
         return
-    copy_up_etc(root)
-    with tempfile.TemporaryDirectory(prefix="strata-scripts-") as tmp:
-        box = sandbox_for(root, Path(tmp))
-        for script in todo:
-            _run_one(box, script, "2" if script.package in upgrade else "1", log)
-    cleanup_etc_mountpoint(root)
-
-
-def cleanup_etc_mountpoint(root: Path) -> None:
-    """Remove the empty /etc that bwrap needed as a mount point for usr/etc."""
-    etc_mountpoint = root / "etc"
-    if etc_mountpoint.is_dir() and not etc_mountpoint.is_symlink() and not any(etc_mountpoint.iterdir()):
-        etc_mountpoint.rmdir()
+    box = sandbox_for(root)
+    for script in todo:
+        _run_one(box, script, "2" if script.package in upgrade else "1", log)
 
 
 def run_file_triggers(root: Path, triggers: Iterable[tuple[tuple[str, ...], Scriptlet]], paths: list[str],
@@ -111,15 +104,12 @@ def run_file_triggers(root: Path, triggers: Iterable[tuple[tuple[str, ...], Scri
     todo = [(patterns, script) for patterns, script in triggers if should_run(script)]
     if not todo:
         return 0
-    copy_up_etc(root)
-    with tempfile.TemporaryDirectory(prefix="strata-triggers-") as tmp:
-        box = sandbox_for(root, Path(tmp))
-        for patterns, script in todo:
-            matched = [p for p in paths if any(p == pat or p.startswith(pat.rstrip("/") + "/") for pat in patterns)]
-            if matched:
-                _run_one(box, script, "0", log, stdin="".join(f"{p}\n" for p in matched).encode())
-                ran += 1
-    cleanup_etc_mountpoint(root)
+    box = sandbox_for(root)
+    for patterns, script in todo:
+        matched = [p for p in paths if any(p == pat or p.startswith(pat.rstrip("/") + "/") for pat in patterns)]
+        if matched:
+            _run_one(box, script, "0", log, stdin="".join(f"{p}\n" for p in matched).encode())
+            ran += 1
     return ran
 
 
@@ -129,13 +119,19 @@ def _run_one(box: bwrap.Sandbox, script: Scriptlet, arg: str, log: Log, stdin: b
         if "-- rpm-ostree-skip" in "\n".join(script.body.splitlines()[:10]):
             return
         raise StrataError(f"{script.label}: lua scripts are not supported")
+    run_in_sandbox(box, [*interpreter], script.body, [arg], f"{script.kind} script of {script.package}",
+                   lambda line: log(f"{script.label}: {line}"), stdin=stdin)
+
+
+def run_in_sandbox(box: bwrap.Sandbox, interpreter: list[str], body: str, args: list[str], what: str, log: Log,
+                   *, stdin: bytes | None = None) -> None:
+    """Run one script text in the sandbox with the time limit; failures name `what` (e.g. "post script of
+    foo") and carry the script's last line of output."""
     script_path = "/run/strata-script"
-    box_with_script = bwrap.with_file(box, script_path, script.body.encode())
-    proc = bwrap.run(box_with_script, [*interpreter, script_path, arg], stdin=stdin)
-    output = proc.stdout.decode("utf-8", "replace") if proc.stdout else ""
-    for line in output.splitlines():
-        log(f"{script.label}: {line}")
-    if proc.returncode != 0:
-        last = output.strip().splitlines()[-1] if output.strip() else "no output"
-        raise StrataError(f"Running {script.kind} script of {script.package} failed "
-                          f"(exit {proc.returncode}): {last}")
+    timeout = script_timeout()
+    outcome = bwrap.run(bwrap.with_file(box, script_path, body.encode()), [*interpreter, script_path, *args],
+                        on_line=log, stdin=stdin, timeout=timeout)
+    if outcome.timed_out:
+        raise StrataError(f"Running {what} timed out after {timeout:g} s")
+    if outcome.returncode != 0:
+        raise StrataError(f"Running {what} failed (exit {outcome.returncode}): {outcome.last_line or 'no output'}")

@@ -37,18 +37,17 @@ def simulated_boot(sysroot: Sysroot, log: Log) -> Deployment:
 
 
 def sandbox(sysroot: Sysroot, dep: Deployment) -> bwrap.Sandbox:
-    """The deployment as /, its stateroot's /var, the physical root at /sysroot and /boot."""
+    """The deployment as / (read-only but for /etc), its stateroot's /var, the physical root at /sysroot and
+    /boot. The admin's own command keeps the terminal; it still gets a read-only /proc/sys and the
+    capabilities of package scripts only."""
     root = sysroot.deployment_dir(dep)
     return bwrap.Sandbox(
-        root=root, root_writable=False,
-        binds=[(str(root / "etc"), "/etc"), (str(sysroot.stateroot_var(dep.stateroot)), "/var"),
-               (str(sysroot.path), "/sysroot"), (str(sysroot.path / "boot"), "/boot")],
-        tmpfs=["/run"], files=[("/run/ostree-booted", b"")], network=True,
-        env={"HOME": "/root", "TERM": "xterm"})
+        root=root, root_writable=False, terminal=True, tree_binds=[("etc", "/etc")],
+        binds=[(str(sysroot.stateroot_var(dep.stateroot)), "/var"), (str(sysroot.path), "/sysroot"),
+               (str(sysroot.path / "boot"), "/boot")],
+        files=[("/run/ostree-booted", b"")], network=True, env={"HOME": "/root", "TERM": "xterm"})
 
 
 def run_in_deployment(sysroot: Sysroot, dep: Deployment, argv: Sequence[str], *, capture: bool = False) -> int:
-    proc = bwrap.run(sandbox(sysroot, dep), argv, capture=capture)
-    if capture and proc.stdout:
-        print(proc.stdout.decode("utf-8", "replace"), end="")
-    return proc.returncode
+    outcome = bwrap.run(sandbox(sysroot, dep), argv, on_line=print if capture else None)
+    return outcome.returncode

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from strata import fsroot
 from strata.errors import InvalidInputError, NotFoundError, StrataError
 from strata.image.checkout import CheckoutOptions, checkout_commit, checkout_tree
 from strata.image.keyfile import KeyFile
@@ -130,26 +131,35 @@ def _prepare(sysroot: Sysroot, commit: str, options: DeployOptions, merge: Deplo
 
 
 def _prepare_etc(sysroot: Sysroot, commit: str, target: Path) -> None:
-    has_etc = (target / "etc").is_dir() and not (target / "etc").is_symlink()
-    has_usr_etc = (target / "usr/etc").is_dir()
-    if has_etc and has_usr_etc:
+    """The deployment's /etc, copied from the commit's usr/etc (or, in the legacy layout, its etc, which
+    becomes usr/etc). Both must be real directories of the tree: a symlink there would point the copy, and
+    later /etc merges, at the host."""
+    etc = _tree_dir(target, "etc")
+    usr_etc = _tree_dir(target, "usr/etc")
+    if etc and usr_etc:
         raise StrataError("tree contains both /etc and /usr/etc")
-    if has_etc:
-        os.rename(target / "etc", target / "usr/etc")
-        shutil.copytree(target / "usr/etc", target / "etc", symlinks=True, copy_function=shutil.copy2)
-        return
-    if not has_usr_etc:
-        (target / "etc").mkdir(exist_ok=True)
+    if not etc and not usr_etc:
+        (target / "etc").mkdir()
         return
     loaded = sysroot.repo.load_commit(commit)
+    if etc:
+        os.rename(target / "etc", target / "usr/etc")
     checkout_tree(sysroot.repo, (loaded.root_tree, loaded.root_meta), target / "etc",
-                  CheckoutOptions(subpath="usr/etc", force_copy=True))
+                  CheckoutOptions(subpath="etc" if etc else "usr/etc", force_copy=True))
+
+
+def _tree_dir(root: Path, relpath: str) -> bool:
+    """Whether relpath is a directory of the tree (False when absent); refused when it is anything else."""
+    st = fsroot.lstat_in_tree(root, relpath)
+    if st is None:
+        return False
+    if not stat.S_ISDIR(st.st_mode):
+        raise StrataError(f"the tree's /{relpath} is not a directory")
+    return True
 
 
 def _remove_dir(sysroot: Sysroot, dep: Deployment) -> None:
-    path = sysroot.deployment_dir(dep)
-    if path.exists():
-        shutil.rmtree(path)
+    fsroot.remove_tree(sysroot.deployment_dir(dep))
     origin = sysroot.origin_path(dep)
     if origin.exists():
         origin.unlink()

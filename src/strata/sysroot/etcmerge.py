@@ -1,14 +1,18 @@
-"""The three-way /etc merge (spec §23): the admin's changes to the old defaults, applied to the new /etc."""
+"""The three-way /etc merge (spec §23): the admin's changes to the old defaults, applied to the new /etc.
+
+The new /etc comes from a tree, which is not trusted: a symlink in it is copied, removed or replaced, never
+followed (so /etc/foo -> /var/tmp/victim cannot make the merge write or delete there). Walks are iterative,
+so a directory chain of any depth is merged without recursion."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from strata import fsroot
 from strata.errors import StrataError
 from strata.image.fsutil import apply_xattrs, read_xattrs
 
@@ -46,15 +50,34 @@ def _digest(path: Path) -> str:
 def compute_changes(orig: Path, modified: Path) -> EtcChanges:
     """Diff the old defaults (usr/etc) against the old /etc."""
     changes = EtcChanges()
-    _diff_dir(orig, modified, "", changes)
+    _require_dir(modified)
+    todo = [""]
+    while todo:
+        rel = todo.pop()
+        todo += reversed(_diff_dir(orig / rel if rel else orig, modified / rel if rel else modified,
+                                   f"{rel}/" if rel else "", changes))
     return changes
 
 
-def _diff_dir(orig: Path, modified: Path, rel: str, changes: EtcChanges) -> None:
-    orig_names = set(os.listdir(orig)) if orig.is_dir() and not orig.is_symlink() else set()
+def _require_dir(path: Path) -> None:
+    if not stat.S_ISDIR(path.lstat().st_mode):
+        raise StrataError(f"/etc merge: {path} is not a directory")
+
+
+def _real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _diff_dir(orig: Path, modified: Path, rel: str, changes: EtcChanges) -> list[str]:
+    """Record the differences of one directory level; returns the subdirectories to compare next."""
+    orig_names = set(os.listdir(orig)) if _real_dir(orig) else set()
     mod_names = set(os.listdir(modified))
     for name in sorted(orig_names - mod_names):
         changes.removed.append(f"{rel}{name}")
+    deeper = []
     for name in sorted(mod_names):
         path = f"{rel}{name}"
         mod_path = modified / name
@@ -62,35 +85,51 @@ def _diff_dir(orig: Path, modified: Path, rel: str, changes: EtcChanges) -> None
         if name not in orig_names:
             _add_recursively(mod_path, path, changes)
             continue
-        both_dirs = (orig_path.is_dir() and not orig_path.is_symlink()
-                     and mod_path.is_dir() and not mod_path.is_symlink())
-        if both_dirs:
+        if _real_dir(orig_path) and _real_dir(mod_path):
             if _identity(orig_path) != _identity(mod_path):
                 changes.modified.append(path)
-            _diff_dir(orig_path, mod_path, path + "/", changes)
+            deeper.append(path)
         elif _identity(orig_path) != _identity(mod_path):
             changes.modified.append(path)
+    return deeper
 
 
 def _add_recursively(path: Path, rel: str, changes: EtcChanges) -> None:
-    changes.added.append(rel)
-    if path.is_dir() and not path.is_symlink():
-        for name in sorted(os.listdir(path)):
-            _add_recursively(path / name, f"{rel}/{name}", changes)
+    todo = [(path, rel)]
+    while todo:
+        current, current_rel = todo.pop()
+        changes.added.append(current_rel)
+        if _real_dir(current):
+            todo += [(current / name, f"{current_rel}/{name}") for name in sorted(os.listdir(current), reverse=True)]
 
 
 def apply_changes(changes: EtcChanges, modified: Path, new: Path) -> None:
     """Removed paths go, modified and added ones are copied from the old /etc over the new one."""
+    _require_dir(new)
     for rel in changes.removed:
-        _remove(new / rel)
+        if _parents_are_dirs(new, rel):
+            _remove(new / rel)
     for rel in changes.modified + changes.added:
         _copy_entry(modified, new, rel)
 
 
+def _parents_are_dirs(top: Path, rel: str) -> bool:
+    parent = top
+    for part in Path(rel).parts[:-1]:
+        parent = parent / part
+        if not _real_dir(parent):
+            return False
+    return True
+
+
 def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.is_symlink() or path.exists():
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        fsroot.remove_tree(path)
+    else:
         path.unlink()
 
 
@@ -100,25 +139,39 @@ def _copy_entry(modified: Path, new: Path, rel: str) -> None:
     _ensure_parents(modified, new, rel)
     st = source.lstat()
     if stat.S_ISDIR(st.st_mode):
-        if target.exists() and not target.is_dir():
+        if not _real_dir(target):
             _remove(target)
-        target.mkdir(exist_ok=True)
+            target.mkdir()
         _copy_metadata(source, target, st)
         return
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
         return  # devices and fifos are not carried over
-    if target.is_dir() and not target.is_symlink():
+    if _real_dir(target):
         if stat.S_ISREG(st.st_mode):
             raise StrataError(f"/etc merge: /etc/{rel} is modified locally but is a directory in the new tree")
-        shutil.rmtree(target)
+        fsroot.remove_tree(target)
     tmp = target.with_name(f".{target.name}.etcmerge")
     _remove(tmp)
     if stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(source), tmp)
     else:
-        shutil.copyfile(source, tmp)
+        _copy_file(source, tmp)
     _copy_metadata(source, tmp, st)
     os.replace(tmp, target)
+
+
+def _copy_file(source: Path, dest: Path) -> None:
+    """Copy a regular file without following a symlink at either end."""
+    src_fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        dest_fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            while chunk := os.read(src_fd, 1 << 20):
+                os.write(dest_fd, chunk)
+        finally:
+            os.close(dest_fd)
+    finally:
+        os.close(src_fd)
 
 
 def _copy_metadata(source: Path, target: Path, st: os.stat_result) -> None:
@@ -129,13 +182,17 @@ def _copy_metadata(source: Path, target: Path, st: os.stat_result) -> None:
 
 
 def _ensure_parents(modified: Path, new: Path, rel: str) -> None:
+    """Every parent of rel in the new /etc becomes a real directory: where the new tree has a symlink or a
+    file, the admin's directory (which holds the change) takes its place."""
     parts = Path(rel).parts[:-1]
     for index in range(len(parts)):
         sub = Path(*parts[:index + 1])
         target = new / sub
-        if not target.exists():
-            target.mkdir()
-            _copy_metadata(modified / sub, target, (modified / sub).lstat())
+        if _real_dir(target):
+            continue
+        _remove(target)
+        target.mkdir()
+        _copy_metadata(modified / sub, target, (modified / sub).lstat())
 
 
 def merge_etc(orig: Path, modified: Path, new: Path) -> EtcChanges:

@@ -11,10 +11,12 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from strata import fsroot
 from strata.errors import InvalidInputError, LockedError, NotFoundError, StrataError
 from strata.image import gvariant
 from strata.image.fsutil import atomic_symlink, atomic_write, flock, fsync_dir, fsync_file
@@ -24,6 +26,7 @@ from strata.image.repo import Repo, RepoMode
 from strata.sysroot import bls
 from strata.sysroot.crashpoints import crash_point
 
+_OS_RELEASE_LIMIT = 64 * 1024
 _DEPLOY_NAME = re.compile(r"^([0-9a-f]{64})\.([0-9]+)$")
 STAGED_STATE = "run/ostree/staged-deployment"
 BOOTED_CMDLINE = "run/strata/cmdline"
@@ -241,19 +244,25 @@ class Sysroot:
     # ------------------------------------------------------------ kernels
 
     def find_kernel(self, deploy_dir: Path) -> KernelFiles:
-        modules = deploy_dir / "usr" / "lib" / "modules"
-        candidates = sorted(d for d in modules.iterdir() if (d / "vmlinuz").is_file()) if modules.is_dir() else []
-        if not candidates:
+        """usr/lib/modules/VERSION/vmlinuz (and initramfs) of a deployment, resolved inside it: a symlink in
+        the tree can never name a host file as the kernel."""
+        modules = fsroot.real_path_in_root(deploy_dir, "usr/lib/modules")
+        names = sorted(os.listdir(modules)) if modules is not None and modules.is_dir() else []
+        found = [(name, vmlinuz) for name in names
+                 if (vmlinuz := _regular_file_in(deploy_dir, f"usr/lib/modules/{name}/vmlinuz")) is not None]
+        if not found:
             raise StrataError("no kernel found in the tree (usr/lib/modules/VERSION/vmlinuz)")
-        kdir = candidates[0]
-        initramfs = next((kdir / n for n in ("initramfs.img", "initramfs") if (kdir / n).is_file()), None)
+        version, vmlinuz = found[0]
+        initramfs = next((path for n in ("initramfs.img", "initramfs")
+                          if (path := _regular_file_in(deploy_dir, f"usr/lib/modules/{version}/{n}")) is not None),
+                         None)
         digest = hashlib.sha256()
-        for path in (kdir / "vmlinuz", initramfs):
+        for path in (vmlinuz, initramfs):
             if path is not None:
                 with open(path, "rb") as f:
                     while chunk := f.read(1 << 20):
                         digest.update(chunk)
-        return KernelFiles(kdir.name, kdir / "vmlinuz", initramfs, digest.hexdigest())
+        return KernelFiles(version, vmlinuz, initramfs, digest.hexdigest())
 
     def boot_dir(self, stateroot: str, bootcsum: str) -> Path:
         return self.path / "boot" / "ostree" / f"{stateroot}-{bootcsum}"
@@ -378,9 +387,9 @@ class Sysroot:
         root = self.deployment_dir(dep)
         fields: dict[str, str] = {}
         for candidate in ("usr/lib/os-release", "etc/os-release"):
-            path = root / candidate
-            if path.is_file():
-                for line in path.read_text().splitlines():
+            data = fsroot.read_in_root(root, candidate, _OS_RELEASE_LIMIT)
+            if data is not None:
+                for line in data.decode("utf-8", "replace").splitlines():
                     key, sep, value = line.partition("=")
                     if sep:
                         fields[key.strip()] = value.strip().strip('"')
@@ -516,10 +525,17 @@ def _link_or_copy(source: Path, target: Path) -> None:
 def _remove_tree(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         _clear_immutable(path)
-        shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            fsroot.remove_tree(path)
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _regular_file_in(root: Path, relpath: str) -> Path | None:
+    """The physical path of relpath resolved inside root, if it is a regular file."""
+    path = fsroot.real_path_in_root(root, relpath)
+    return path if path is not None and stat.S_ISREG(path.lstat().st_mode) else None
 
 
 def _clear_immutable(path: Path) -> None:
