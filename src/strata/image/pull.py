@@ -16,7 +16,7 @@ import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from strata.errors import CorruptionError, NotFoundError, StrataError
 from strata.image import gpg, sign
@@ -29,6 +29,7 @@ from strata.image.summary import parse_summary
 from strata.units import human_size
 
 Progress = Callable[[str], None]
+_T = TypeVar("_T")
 _WORKERS = 12
 _PROCESSES = 3
 _PROCESS_THRESHOLD = 512
@@ -326,11 +327,8 @@ class _Session:
             sign.verify(data, detached, list(self.remote.keys), f"commit {checksum}")
         if self.remote.gpg_verify:
             gpg.verify(data, detached, self.remote.gpg_keyring, f"commit {checksum}")
-        commit = Commit.parse(data, strict=True)
-        try:
-            O.check_timestamp(commit.timestamp)
-        except StrataError as exc:
-            raise CorruptionError(f"commit {checksum} from the server: {exc}") from None
+        commit = _parsed(Commit.parse, data, checksum, ObjectType.COMMIT)
+        _parsed(O.check_timestamp, commit.timestamp, checksum, ObjectType.COMMIT)
         bindings = commit.meta("ostree.ref-binding")
         if ref is not None and not O.is_checksum(ref) and bindings is not None and ref not in bindings:
             raise StrataError(f"commit {checksum} is not bound to ref {ref} (bound to {', '.join(bindings)})")
@@ -375,7 +373,7 @@ class _Session:
         if self.repo.has_object(checksum, ObjectType.DIRTREE):
             return self.repo.load_dirtree(checksum)
         data = self._get_metadata(checksum, ObjectType.DIRTREE)
-        tree = DirTree.parse(data, strict=True)
+        tree = _parsed(DirTree.parse, data, checksum, ObjectType.DIRTREE)
         self.repo.write_metadata(ObjectType.DIRTREE, data, expected=checksum)
         return tree
 
@@ -384,7 +382,7 @@ class _Session:
 
         def fetch(item: tuple[str, ObjectType]) -> None:
             data = self._get_metadata(*item)
-            O.DirMeta.parse(data, strict=True)
+            _parsed(O.DirMeta.parse, data, *item)
             self.repo.write_metadata(item[1], data, expected=item[0])
         list(pool.map(fetch, missing))
 
@@ -421,6 +419,14 @@ class _Session:
         self.last_report = now
         rate = self.fetcher.bytes / max(now - self.started, 1e-6)
         progress(f"Receiving objects: {self.fetched} ({human_size(self.fetcher.bytes)}, {human_size(int(rate))}/s)")
+
+
+def _parsed(parse: Callable[[Any], _T], data: Any, checksum: str, objtype: ObjectType) -> _T:
+    """parse(data) for an object from the server, any refusal named after the object, as ostree does."""
+    try:
+        return parse(data)
+    except StrataError as exc:
+        raise CorruptionError(f"Invalid {objtype.value} object {checksum} from the server: {exc}") from None
 
 
 def store_content_object(repo: Repo, fetcher: Fetcher, checksum: str) -> int:
