@@ -26,8 +26,9 @@ def strata(*args: str) -> subprocess.CompletedProcess[str]:
 
 def compose_packages(tmp: Path, rpms: list[Path], packages: list[str], repo_file: Callable[[Path], Path] | None = None
                      ) -> tuple[subprocess.CompletedProcess[str], Repo]:
-    """Publish rpms as an rpm-md repository, write a treefile naming packages, and compose it."""
-    published = H.make_repo(tmp / "published", rpms)
+    """Publish rpms (if any) as an rpm-md repository in tmp/published, write the .repo file (by default one
+    for tmp/published), a treefile naming packages, and compose it."""
+    published = H.make_repo(tmp / "published", rpms) if rpms else tmp / "published"
     treedir = tmp / "treefile"
     treedir.mkdir()
     if repo_file is None:

@@ -239,7 +239,11 @@ def _refresh_repomd(config: RepoConfig, repomd_path: Path) -> bool:
     try:
         if config.repo_gpgcheck:
             tmp_signature = signature.with_name(f"{REPOMD_SIGNATURE}.new")
-            fetch_to(_url_join(config.baseurl, f"repodata/{REPOMD_SIGNATURE}"), tmp_signature)
+            try:
+                fetch_to(_url_join(config.baseurl, f"repodata/{REPOMD_SIGNATURE}"), tmp_signature)
+            except StrataError as exc:
+                raise CorruptionError(f"repository '{config.id}': repomd.xml is not signed (repo_gpgcheck=1; "
+                                      f"{REPOMD_SIGNATURE}: {exc})") from None
             _verify_repomd(config, tmp, tmp_signature)
             os.replace(tmp_signature, signature)
         new = tmp.read_bytes()
