@@ -141,10 +141,10 @@ def escaping_symlinks(repo: Repo, host_dir: Path) -> str:
     return tree_commit(repo, files)
 
 
-def deep_chain(repo: Repo, depth: int) -> str:
+def deep_chain(repo: Repo, depth: int, leaf: bytes = b"bottom\n") -> str:
     """depth nested directories d/d/d/.../leaf, written bottom up without recursion."""
     meta = dirmeta(repo)
-    tree = raw_dirtree(repo, [("leaf", content(repo, b"bottom\n"))])
+    tree = raw_dirtree(repo, [("leaf", content(repo, leaf))])
     for _level in range(depth - 1):
         tree = raw_dirtree(repo, [], [("d", tree, meta)])
     return raw_commit(repo, (tree, meta))
