@@ -99,3 +99,55 @@ def test_split_package_entries() -> None:
 ])
 def test_automatic_versions(prefix: str, last: str | None, expected: str) -> None:
     assert next_version(prefix, last, now=datetime(2019, 5, 1, tzinfo=UTC)) == expected
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('packages: "bash"\n', "treefile key 'packages' must be a list of strings"),
+    ('repos: "lab"\n', "treefile key 'repos' must be a list of strings"),
+    ("ref: 123\n", "treefile key 'ref' must be a string"),
+    ("packages: [bash, 3]\n", "treefile key 'packages' must be a list of strings"),
+    ('recommends: "no"\n', "treefile key 'recommends' must be a boolean"),
+    ("add-commit-metadata: [a]\n", "treefile key 'add-commit-metadata' must be a map"),
+    ('packages-x86_64: "bash"\n', "treefile key 'packages-x86_64' must be a list of strings"),
+    ("conditional-include: [x]\n", "treefile key 'conditional-include' must be a list of maps"),
+])
+def test_types_are_checked(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        load_treefile(write(tmp_path / "t.yaml", text))
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("t.yaml", "packages: " + "[" * 100_000 + "]" * 100_000 + "\n"),
+    ("t.json", '{"packages": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+    ("t.yaml", "packages: " + "[" * 70 + "]" * 70 + "\n"),
+    ("t.yaml", "add-commit-metadata:\n" + "".join(" " * i + f"k{i}:\n" for i in range(1, 200)) + " " * 200 + "x\n"),
+])
+def test_deep_nesting_is_one_line_error(tmp_path: Path, name: str, text: str) -> None:
+    with pytest.raises(InvalidInputError, match="nested more than 64 levels") as info:
+        load_treefile(write(tmp_path / name, text))
+    assert "\n" not in str(info.value)
+
+
+def test_alias_expansion_is_bounded(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    text = "add-commit-metadata:\n" + "".join(f"  {line}\n" for line in lines)
+    with pytest.raises(InvalidInputError, match="holds more than 1,000,000 values"):
+        load_treefile(write(tmp_path / "t.yaml", text))
+
+
+def test_binary_treefile(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_bytes(bytes(range(256)))
+    with pytest.raises(InvalidInputError, match="not UTF-8 text"):
+        load_treefile(path)
+
+
+def test_dry_run_refuses_a_numeric_ref(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    treefile = write(tmp_path / "t.json", '{"ref": 123, "packages": ["bash"]}')
+    proc = subprocess.run([sys.executable, "-m", "strata.cli.main", "compose", "tree", "--dry-run", "--repo",
+                           str(tmp_path / "repo"), str(treefile)], capture_output=True, text=True, check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [f"error: {treefile}: treefile key 'ref' must be a string"]

@@ -16,6 +16,8 @@ import yaml
 from strata.errors import InvalidInputError
 
 MAX_INCLUDE_DEPTH = 50
+MAX_NESTING = 64  # levels of lists and maps in one treefile
+MAX_VALUES = 1_000_000  # values once YAML aliases are expanded
 
 LIST_KEYS = {
     "repos", "postprocess", "add-files", "remove-files", "remove-from-packages", "units", "install-langs",
@@ -39,6 +41,15 @@ DERIVE_KEYS = {"base-refspec", "container-image-reference", "packages-local", "p
                "override-remove", "override-replace-local", "ex-override-replace", "initramfs", "custom",
                "override-commit", "unconfigured-state"}
 KNOWN_KEYS = LIST_KEYS | SET_KEYS | MAP_KEYS | SCALAR_KEYS | INCLUDE_KEYS
+STRING_LIST_KEYS = (SET_KEYS | {"repos", "postprocess", "units", "install-langs", "initramfs-args",
+                                 "exclude-packages", "ostree-layers", "ostree-override-layers", "etc-group-members",
+                                 "lockfile-repos", "container-cmd", "cliwrap-binaries"}) - {"remove-files"}
+BOOL_KEYS = {"recommends", "documentation", "selinux", "ima", "ignore-devices", "no-initramfs", "tmp-is-dir",
+             "opt-usrlocal", "machineid-compat", "container", "readonly-executables", "cliwrap", "sysusers",
+             "rpmdb-normalize"}
+STRING_KEYS = {"ref", "edition", "boot-location", "default-target", "postprocess-script", "mutate-os-release",
+               "automatic-version-prefix", "automatic-version-suffix", "gpg-key", "rpmdb", "repo-metadata",
+               "advisories-metadata", "platform-module"}
 RESERVED_VARIABLES = ("basearch", "releasever")
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _COND_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(==|!=|<=|>=|<|>)\s*(.+?)\s*$")
@@ -154,16 +165,36 @@ def _read_file(path: Path) -> dict[str, Any]:
         text = path.read_text()
     except FileNotFoundError:
         raise InvalidInputError(f"treefile not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"cannot parse treefile {path}: not UTF-8 text (at byte {exc.start})") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+    except (json.JSONDecodeError, yaml.YAMLError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InvalidInputError(f"cannot parse treefile {path}: {first}") from None
+        raise InvalidInputError(f"cannot parse treefile {path}: {first[:200]}") from None
+    except RecursionError:  # both parsers recurse once per nesting level
+        raise InvalidInputError(f"cannot parse treefile {path}: nested more than {MAX_NESTING} levels") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise InvalidInputError(f"treefile {path} must be a map at the top level")
+    _check_shape(data, path)
     return data
+
+
+def _check_shape(data: Any, path: Path) -> None:
+    """Bound nesting depth and the number of values (YAML aliases can share one list many times over)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    values = 0
+    while stack:
+        node, depth = stack.pop()
+        values += 1
+        if depth > MAX_NESTING:
+            raise InvalidInputError(f"treefile {path} is nested more than {MAX_NESTING} levels")
+        if values > MAX_VALUES:
+            raise InvalidInputError(f"treefile {path} holds more than {MAX_VALUES:,} values")
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children)
 
 
 def _normalise_keys(raw: dict[str, Any], source: str) -> dict[str, Any]:
@@ -177,9 +208,57 @@ def _normalise_keys(raw: dict[str, Any], source: str) -> dict[str, Any]:
         raise InvalidInputError(f"{source}: Unknown fields: {', '.join(unknown)}")
     for key, value in raw.items():
         own[LEGACY_KEYS.get(key, key)] = value
+    for key, value in own.items():
+        _check_type(key, value, source)
     if "bootstrap_packages" in own:
         own["packages"] = list(own.get("packages") or []) + list(own.pop("bootstrap_packages") or [])
     return own
+
+
+def _check_type(key: str, value: Any, source: str) -> None:
+    """Refuse a value of the wrong type at once, before merging could take a string apart letter by letter."""
+    if value is None:
+        return
+    expected = _expected_type(key)
+    if expected is not None and not _has_type(value, expected):
+        raise InvalidInputError(f"{source}: treefile key '{key}' must be {expected}")
+
+
+def _expected_type(key: str) -> str | None:
+    if key in STRING_LIST_KEYS or key.startswith("packages-"):
+        return "a list of strings"
+    if key in LIST_KEYS:
+        return "a list"
+    if key in MAP_KEYS:
+        return "a map"
+    if key in BOOL_KEYS:
+        return "a boolean"
+    if key in STRING_KEYS:
+        return "a string"
+    if key == "releasever":
+        return "a string or a number"
+    if key == "include":
+        return "a string or a list of strings"
+    if key == "arch-include":
+        return "a map"
+    if key == "conditional-include":
+        return "a list of maps"
+    return None
+
+
+def _has_type(value: Any, expected: str) -> bool:
+    checks = {
+        "a list of strings": lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v),
+        "a list": lambda v: isinstance(v, list),
+        "a map": lambda v: isinstance(v, dict),
+        "a boolean": lambda v: isinstance(v, bool),
+        "a string": lambda v: isinstance(v, str),
+        "a string or a number": lambda v: isinstance(v, str | int | float) and not isinstance(v, bool),
+        "a string or a list of strings": lambda v: isinstance(v, str | dict) or (
+            isinstance(v, list) and all(isinstance(i, str | dict) for i in v)),
+        "a list of maps": lambda v: isinstance(v, list) and all(isinstance(i, dict) for i in v),
+    }
+    return bool(checks[expected](value))
 
 
 def _as_list(value: Any) -> list[Any]:
