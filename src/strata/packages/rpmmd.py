@@ -290,7 +290,7 @@ def parse_repomd(text: bytes) -> tuple[str, int, dict[str, tuple[str, str, str, 
     """(revision, newest timestamp, data type -> (href, algorithm, hex digest, size)) of a repomd.xml."""
     try:
         root = ET.fromstring(text)
-    except ET.ParseError as exc:
+    except (ET.ParseError, LookupError, ValueError) as exc:  # LookupError: an unknown declared encoding
         raise CorruptionError(shown(str(exc))) from None
     revision = (root.findtext(f"{REPO_NS}revision") or "").strip()
     data: dict[str, tuple[str, str, str, int | None]] = {}

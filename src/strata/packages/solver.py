@@ -8,12 +8,13 @@ from typing import Any
 
 import solv
 
-from strata.errors import NotFoundError, StrataError
+from strata.errors import CorruptionError, NotFoundError, StrataError
 from strata.packages.nevra import Nevra
 from strata.packages.rpmmd import RepoMetadata
-from strata.packages.text import summarize
+from strata.packages.text import shown, summarize
 
 _MAX_PROBLEMS_SHOWN = 10
+_CHECKSUM_TYPES = frozenset({"md5", "sha1", "sha224", "sha256", "sha384", "sha512"})
 _SELECT_FLAGS = (solv.Selection.SELECTION_NAME | solv.Selection.SELECTION_PROVIDES
                  | solv.Selection.SELECTION_CANON | solv.Selection.SELECTION_DOTARCH
                  | solv.Selection.SELECTION_REL | solv.Selection.SELECTION_FILELIST)
@@ -62,12 +63,17 @@ class Solver:
         repo = self.pool.add_repo(meta.config.id)
         self.repos[meta.config.id] = meta
         with _xfopen(meta.repomd) as handle:
-            repo.add_repomdxml(handle, 0)
+            self._loaded(repo.add_repomdxml(handle, 0), meta, "repomd.xml")
         with _xfopen(meta.files["primary"]) as handle:
-            repo.add_rpmmd(handle, None, 0)
+            self._loaded(repo.add_rpmmd(handle, None, 0), meta, "primary metadata")
         if "filelists" in meta.files:
             with _xfopen(meta.files["filelists"]) as handle:
-                repo.add_rpmmd(handle, None, solv.Repo.REPO_EXTEND_SOLVABLES)
+                self._loaded(repo.add_rpmmd(handle, None, solv.Repo.REPO_EXTEND_SOLVABLES), meta, "filelists")
+
+    def _loaded(self, ok: bool, meta: RepoMetadata, what: str) -> None:
+        if not ok:
+            reason = " ".join(str(self.pool.errstr).split())
+            raise CorruptionError(f"repository '{meta.config.id}': malformed {what} ({shown(reason)})")
 
     def set_installed(self, packages: Iterable[InstalledPackage]) -> None:
         """Declare the base packages (as installed, and locked unless removed)."""
@@ -157,9 +163,13 @@ class Solver:
         location, _media = solvable.lookup_location()
         checksum = solvable.lookup_checksum(solv.SOLVABLE_CHECKSUM)
         if checksum is None:
-            raise StrataError(f"package {solvable} has no checksum in its repository metadata")
+            raise CorruptionError(f"package {shown(str(solvable))} has no checksum in its repository metadata")
+        if not location:
+            raise CorruptionError(f"package {shown(str(solvable))} has no location in its repository metadata")
         size = solvable.lookup_num(solv.SOLVABLE_DOWNLOADSIZE) or 0
         algo = checksum.typestr().lower()
+        if algo not in _CHECKSUM_TYPES:
+            raise CorruptionError(f"package {shown(str(solvable))}: unsupported checksum type {shown(algo)}")
         return Candidate(_nevra(solvable), solvable.repo.name, location, (algo, checksum.hex()), int(size))
 
 
@@ -168,6 +178,8 @@ def _nevra(solvable: Any) -> Nevra:
     epoch = 0
     if ":" in evr:
         epoch_text, _, evr = evr.partition(":")
+        if not epoch_text.isdigit() or len(epoch_text) > 10:
+            raise CorruptionError(f"package {shown(str(solvable))}: invalid epoch in its repository metadata")
         epoch = int(epoch_text)
     version, _, release = evr.rpartition("-")
     return Nevra(solvable.name, epoch, version, release, solvable.arch)
