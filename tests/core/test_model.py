@@ -26,8 +26,7 @@ from strata.core.compose import ComposeOptions, compose_tree
 from strata.core.db import commit_packages
 from strata.core.invariants import PendingSnapshot, check_invariants, snapshot_pending
 from strata.errors import StrataError
-from strata.image.repo import Repo, RepoMode
-from strata.image.transfer import copy_commit
+from strata.image.repo import Repo
 from strata.sysroot import bls
 from tests.conftest import LAB_REF
 from tests.core.model import (
@@ -125,11 +124,10 @@ class World:
 
 def new_world(lab: Lab, work: Path) -> tuple[World, Model]:
     server_path = work / "server"
-    server = Repo.init(server_path, RepoMode.ARCHIVE)
-    staging = Repo.open(lab.staging)
-    for ref, (_, commit) in ((LAB_REF, lab.first), (DEVEL_REF, lab.devel)):
-        copy_commit(staging, server, commit)
-        server.set_ref(ref, commit)
+    work.mkdir(parents=True)
+    subprocess.run(["cp", "-a", str(lab.staging), str(server_path)], check=True)
+    server = Repo.open(server_path)
+    server.set_ref(LAB_REF, lab.first[1])  # the later versions are published during the run
     box = make_lab_box(server_path, work / "sysroot")
     box.must(box.admin("os-init", GUEST))
     box.must(box.admin("deploy", f"--os={GUEST}", "--not-as-default", "--karg=guest=1", ORIGIN_REF))
@@ -140,7 +138,7 @@ def new_world(lab: Lab, work: Path) -> tuple[World, Model]:
                   history={BASE_REFSPEC: [lab.first], DEVEL_REFSPEC: [lab.devel]}, unpublished=list(lab.later),
                   counter=2)
     world = World(lab, server, box)
-    problems = compare(model, world)  # binds the model's deployments to the real ones
+    problems = compare(model, world, observe(world))  # binds the model's deployments to the real ones
     assert not problems, problems
     return world, model
 
@@ -354,7 +352,6 @@ def perform(step: Step, world: World) -> Result | None:
         (etc / args[0]).unlink()
     elif kind == "publish":
         _version, commit = _next_unpublished(world)
-        copy_commit(Repo.open(world.lab.staging), world.server, commit)
         world.server.set_ref(LAB_REF, commit)
     return None
 
@@ -369,14 +366,29 @@ def _next_unpublished(world: World) -> tuple[str, str]:
 # ---------------------------------------------------------------- comparing the real sysroot with the model
 
 
-def observe(world: World) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
-    client = world.box.must(world.box.client("status", "--json"))
-    admin = world.box.must(world.box.admin("status", "--json"))
-    return json.loads(client.out)["deployments"], json.loads(admin.out)["deployments"]
+@dataclass(frozen=True)
+class Observation:
+    """`status --json` and `admin status --json`, as printed."""
+
+    client: Result
+    admin: Result
+
+    def deployments(self) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+        for result in (self.client, self.admin):
+            if not result.ok:
+                raise AssertionError(f"status failed: {result}")
+        return json.loads(self.client.out)["deployments"], json.loads(self.admin.out)["deployments"]
 
 
-def compare(model: Model, world: World) -> list[str]:
-    client, admin = observe(world)
+def observe(world: World) -> Observation:
+    return Observation(world.box.client("status", "--json"), world.box.admin("status", "--json"))
+
+
+def compare(model: Model, world: World, seen: Observation) -> list[str]:
+    try:
+        client, admin = seen.deployments()
+    except AssertionError as exc:
+        return [str(exc)]
     problems: list[str] = []
     real: dict[str, list[tuple[dict[str, object], dict[str, object]]]] = {}
     for c, a in zip(client, admin, strict=True):
@@ -465,12 +477,6 @@ def inside_problems(model: Model, world: World) -> list[str]:
     return problems
 
 
-def fingerprint(world: World) -> tuple[str, str]:
-    client = world.box.client("status", "--json")
-    admin = world.box.admin("status", "--json")
-    return client.out + client.err, admin.out + admin.err
-
-
 # ---------------------------------------------------------------- a run
 
 
@@ -487,17 +493,19 @@ StepSource = Callable[[Model, World], "Step | None"]
 
 
 def check_step(step: Step, prediction: Prediction, result: Result | None, world: World,
-               before: tuple[str, str], pending_before: dict[str, PendingSnapshot | None], deep: bool) -> list[str]:
+               seen: tuple[Observation, Observation], pending_before: dict[str, PendingSnapshot | None],
+               deep: bool) -> list[str]:
+    before, after = seen
     problems: list[str] = []
     if result is not None:
         problems += _result_problems(prediction, result)
-    if prediction.fails and fingerprint(world) != before:
+    if prediction.fails and after != before:
         problems.append("the refused step changed the deployments (status --json differs)")
     problems += check_invariants(world.box.sysroot, before=pending_before,
                                  changed_stateroot=prediction.changed_stateroot, deep=deep)
     if problems:
         return problems
-    problems += compare(prediction.model, world)
+    problems += compare(prediction.model, world, after)
     if not problems and not prediction.fails and step.kind in ("boot", "apply-live"):
         problems += inside_problems(prediction.model, world)
     if not problems and step.kind == "kargs" and not step.args and result is not None:
@@ -549,6 +557,7 @@ def run_steps(lab: Lab, work: Path, seed: int, source: StepSource, log: Callable
     """Steps from source on a fresh sysroot, each checked; stops at the first failing step."""
     world, model = new_world(lab, work)
     report = RunReport(seed)
+    seen = observe(world)
     while (step := source(model, world)) is not None:
         try:
             prediction = predict(step, model, world)
@@ -556,10 +565,11 @@ def run_steps(lab: Lab, work: Path, seed: int, source: StepSource, log: Callable
             continue
         report.steps.append(step)
         log(f"[{seed}:{len(report.steps) - 1}] {step}")
-        before, pending_before = fingerprint(world), snapshot_pending(world.box.sysroot)
+        before, pending_before = seen, snapshot_pending(world.box.sysroot)
         result = perform(step, world)
+        seen = observe(world)
         deep = len(report.steps) % DEEP_EVERY == 0
-        problems = check_step(step, prediction, result, world, before, pending_before, deep)
+        problems = check_step(step, prediction, result, world, (before, seen), pending_before, deep)
         if problems:
             report.failure = _failure_text(report, step, result, problems)
             report.signature = f"{step.kind}: {CHECKSUM.sub('X', problems[0])[:100]}"
