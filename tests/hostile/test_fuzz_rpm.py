@@ -82,7 +82,7 @@ class Mutator:
         out[position:position + (len(token) if self.rng.random() < 0.5 else 0)] = token
 
 
-def run_inputs(name: str, count: int, inputs: Iterator[bytes], exercise: Callable[[bytes], None],
+def run_inputs(name: str, count: int, inputs: Iterator[bytes], exercise: Callable[[bytes], object],
                keep: Path) -> None:
     slowest = 0.0
     refused = 0
