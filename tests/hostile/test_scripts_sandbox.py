@@ -155,3 +155,27 @@ def _processes_running(argv: list[str]) -> bool:
             except OSError:
                 continue
     return False
+
+
+def test_script_made_symlinks_never_point_host_side_work_at_the_host(sysroot: Path, tmp_path: Path) -> None:
+    """After scripts, strata itself reads and rewrites passwd/group and writes the rpmdb: a script that
+    makes those symlinks to host files must neither leak nor change the host files."""
+    host = tmp_path / "host"
+    (host / "rpmdb").mkdir(parents=True)
+    (host / "shadow").write_text("root:HOST-SECRET-SHADOW:19000::::::\n")
+    (host / "rpmdb" / "rpmdb.sqlite").write_text("host rpmdb\n")
+    before = {p.name: p.read_bytes() for p in [host / "shadow", host / "rpmdb" / "rpmdb.sqlite"]}
+    passwd = build_hostile_rpm(tmp_path / "a", "evil-passwd", files={"/usr/share/evil-passwd/README": b"x\n"},
+                               scripts={"post": f"rm -f /etc/passwd /etc/group; ln -s {host}/shadow /etc/passwd; "
+                                                f"ln -s {host}/shadow /etc/group"})
+    proc = install(sysroot, passwd)
+    assert proc.returncode == 0, proc.stderr
+    new = deployment_root(sysroot, 0)
+    assert "HOST-SECRET" not in (new / "usr/lib/passwd").read_text() + (new / "usr/lib/group").read_text()
+    usr_etc = build_hostile_rpm(tmp_path / "b", "evil-usr-etc", files={"/usr/share/evil-usr-etc/README": b"x\n"},
+                                scripts={"post": f"rm -rf /usr/etc; ln -s {host}/rpmdb /usr/etc"})
+    proc = install(sysroot, usr_etc)
+    assert proc.stderr.strip() == ("error: Running post script of evil-usr-etc: the script replaced the directory "
+                                   "/usr/etc")
+    assert {p.name: p.read_bytes() for p in [host / "shadow", host / "rpmdb" / "rpmdb.sqlite"]} == before
+    assert sorted(p.name for p in (host / "rpmdb").iterdir()) == ["rpmdb.sqlite"]

@@ -7,12 +7,14 @@ committed with the base as parent."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from strata import fsroot
 from strata.core import layout
 from strata.core.assemble import merge_package_trees, run_package_scripts
 from strata.core.origin import Origin
@@ -40,6 +42,7 @@ from strata.units import human_size
 
 Log = Callable[[str], None]
 CLIENTLAYER_VERSION = 6
+_ACCOUNTS_LIMIT = 16 * 1024 * 1024
 # The file paths other packages depend on in practice (rpm-md's primary lists exactly these).
 _FILE_DEP_PATH = re.compile(r"^F\t(/etc/|.*/s?bin/|/usr/lib/sendmail$)")
 
@@ -312,19 +315,24 @@ def _run_scripts(rootfs: Path, headers: list[RpmHeader], merge_etc: Path | None,
 
 
 def _prepare_users(rootfs: Path, merge_etc: Path | None) -> None:
-    """Scripts see every account: the tree's system accounts and those created on this machine."""
+    """Scripts see every account: the tree's system accounts and those created on this machine. The files
+    are read inside their trees (a symlink there never reads the host's own passwd or shadow)."""
+    fsroot.require_real_dir(rootfs, "usr/etc")
     for name in ("passwd", "group"):
         seen: dict[str, str] = {}
-        for source in (rootfs / "usr/etc" / name, rootfs / "usr/lib" / name,
-                       *([merge_etc / name] if merge_etc is not None else [])):
-            if source.is_file():
-                for line in source.read_text().splitlines():
-                    if line.strip():
-                        seen.setdefault(line.split(":", 1)[0], line)
+        sources = [(rootfs, f"usr/etc/{name}"), (rootfs, f"usr/lib/{name}")]
+        if merge_etc is not None:
+            sources.append((merge_etc.parent, f"{merge_etc.name}/{name}"))
+        for root, relpath in sources:
+            data = fsroot.read_in_root(root, relpath, _ACCOUNTS_LIMIT)
+            for line in (data or b"").decode("utf-8", "replace").splitlines():
+                if line.strip():
+                    seen.setdefault(line.split(":", 1)[0], line)
         target = rootfs / "usr/etc" / name
-        if target.exists():
+        if target.is_symlink() or target.is_file():
             target.unlink()
-        target.write_text("".join(line + "\n" for line in seen.values()))
+        with open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "w") as out:
+            out.write("".join(line + "\n" for line in seen.values()))
 
 
 def _nevra_variant(nevra: Nevra) -> Variant:

@@ -9,8 +9,11 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from strata import fsroot
 from strata.core.treefile import Treefile
 from strata.errors import InvalidInputError, StrataError
+
+_ACCOUNTS_LIMIT = 16 * 1024 * 1024
 
 Log = Callable[[str], None]
 
@@ -151,16 +154,17 @@ def split_passwd_and_group(root: Path, etc_group_members: list[str], log: Log) -
     """System accounts move to /usr/lib/{passwd,group}; /etc keeps root (and the listed groups)."""
     for name, keep in (("passwd", _is_root_entry), ("group", _group_keeper(etc_group_members))):
         etc_file = root / "usr/etc" / name
-        if not etc_file.exists():
+        data = fsroot.read_in_root(root, f"usr/etc/{name}", _ACCOUNTS_LIMIT)  # never the host's own file
+        if data is None:
             continue
         log(f"Migrating /usr/etc/{name} to /usr/lib/")
-        lines = [line for line in etc_file.read_text().splitlines() if line.strip()]
+        lines = [line for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
         lib_file = root / "usr/lib" / name
         lib_file.parent.mkdir(parents=True, exist_ok=True)
         lib_lines = [line for line in lines if not _is_root_entry(line)]
         _rewrite(lib_file, lib_lines)
         _rewrite(etc_file, [line for line in lines if keep(line)])
-    _add_altfiles(root / "usr/etc/nsswitch.conf")
+    _add_altfiles(root)
 
 
 def _is_root_entry(line: str) -> bool:
@@ -173,18 +177,22 @@ def _group_keeper(members: list[str]) -> Callable[[str], bool]:
 
 
 def _rewrite(path: Path, lines: list[str]) -> None:
-    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
-    if path.exists():
-        path.unlink()  # break a hardlink into the package cache
-    path.write_text("".join(line + "\n" for line in lines))
+    """Replace path by a new file (never writing through a hardlink into the package cache, nor through a
+    symlink out of the tree)."""
+    mode = path.lstat().st_mode & 0o7777 if path.is_file() and not path.is_symlink() else 0o644
+    if path.is_symlink() or path.exists():
+        path.unlink()
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "w") as out:
+        out.write("".join(line + "\n" for line in lines))
     path.chmod(mode)
 
 
-def _add_altfiles(nsswitch: Path) -> None:
-    if not nsswitch.exists():
+def _add_altfiles(root: Path) -> None:
+    data = fsroot.read_in_root(root, "usr/etc/nsswitch.conf", _ACCOUNTS_LIMIT)
+    if data is None:
         return
     out = []
-    for line in nsswitch.read_text().splitlines():
+    for line in data.decode("utf-8", "replace").splitlines():
         key = line.split(":", 1)[0].strip()
         if key in ("passwd", "group") and "altfiles" not in line:
             head, _, sources = line.partition(":")
@@ -193,7 +201,7 @@ def _add_altfiles(nsswitch: Path) -> None:
             words.insert(index, "altfiles")
             line = f"{head}: {' '.join(words)}"
         out.append(line)
-    _rewrite(nsswitch, out)
+    _rewrite(root / "usr/etc/nsswitch.conf", out)
 
 
 def finalize_layout(root: Path, treefile: Treefile, log: Log) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from strata import fsroot
 from strata.errors import StrataError
 from strata.packages.importer import translate_path
 
@@ -43,9 +44,10 @@ class HeaderWithFiles(Protocol):
 def read_ids(root: Path, name: str) -> dict[str, int]:
     """name -> id from usr/etc/NAME and usr/lib/NAME (passwd or group) of the tree."""
     ids: dict[str, int] = {}
-    for candidate in (root / "usr/lib" / name, root / "usr/etc" / name):
-        if candidate.is_file():
-            for line in candidate.read_text().splitlines():
+    for relpath in (f"usr/lib/{name}", f"usr/etc/{name}"):
+        data = fsroot.read_in_root(root, relpath, 16 * 1024 * 1024)  # never the host's own file
+        if data is not None:
+            for line in data.decode("utf-8", "replace").splitlines():
                 fields = line.split(":")
                 if len(fields) > 2 and fields[2].isdigit():
                     ids[fields[0]] = int(fields[2])
@@ -69,7 +71,11 @@ def fix_ownership(root: Path, headers: Iterable[HeaderWithFiles]) -> int:
             translated = translate_path(entry.path, entry.mode)
             if translated.stored is None or not translated.stored.startswith(("usr/", "bin/", "sbin/", "lib")):
                 continue
-            target = root / translated.stored
+            parent_rel, _, name = translated.stored.rpartition("/")
+            parent = fsroot.real_path_in_root(root, parent_rel)  # a symlinked parent never leaves the tree
+            if parent is None or not parent.is_dir():
+                continue
+            target = parent / name
             if not (target.exists() or target.is_symlink()):
                 continue
             _apply(target, entry, users, groups)

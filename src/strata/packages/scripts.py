@@ -20,6 +20,9 @@ Log = Callable[[str], None]
 
 DEFAULT_TIMEOUT = 300.0
 TIMEOUT_VARIABLE = "STRATA_SCRIPT_TIMEOUT"
+# Directories the host works in after scripts (rpmdb, passwd/group split, layout, commit): a script may not
+# turn one into a symlink, which would point that work at the host's own files.
+STRUCTURAL_DIRS = ("usr", "usr/etc", "usr/lib", "usr/share", "usr/share/rpm", "usr/bin", "usr/sbin")
 RUN_KINDS = ("pre", "post", "posttrans", "transfiletriggerin")
 # package.script pairs rpm-ostree deliberately does not run (spec E.6)
 IGNORED_SCRIPTS = frozenset({
@@ -129,8 +132,12 @@ def run_in_sandbox(box: bwrap.Sandbox, interpreter: list[str], body: str, args: 
     foo") and carry the script's last line of output."""
     script_path = "/run/strata-script"
     timeout = script_timeout()
+    structure = [d for d in STRUCTURAL_DIRS if _is_real_dir(box.root, d)]
     outcome = bwrap.run(bwrap.with_file(box, script_path, body.encode()), [*interpreter, script_path, *args],
                         on_line=log, stdin=stdin, timeout=timeout)
+    replaced = [d for d in structure if not _is_real_dir(box.root, d)]
+    if replaced:
+        raise StrataError(f"Running {what}: the script replaced the directory /{replaced[0]}")
     if outcome.timed_out:
         raise StrataError(f"Running {what} timed out after {timeout:g} s")
     if outcome.returncode != 0:
