@@ -26,12 +26,19 @@ class _Owned:
 
     tree: MutableTree
     owners: dict[str, str] = field(default_factory=dict)
+    base_owner: Callable[[str], str] | None = None  # names the package of a path that was in the base
+
+    def owner(self, path: str) -> str:
+        if path in self.owners:
+            return self.owners[path]
+        return self.base_owner(path) if self.base_owner is not None else "base"
 
 
 def merge_package_trees(repo: Repo, packages: list[tuple[str, str]], base: MutableTree | None = None,
-                        *, replace_files: frozenset[str] = frozenset()) -> MutableTree:
+                        *, replace_files: frozenset[str] = frozenset(),
+                        base_owner: Callable[[str], str] | None = None) -> MutableTree:
     """Merge the trees of (package label, commit) pairs, in order, over base (or an empty tree)."""
-    merged = _Owned(base or MutableTree())
+    merged = _Owned(base or MutableTree(), base_owner=base_owner)
     for label, commit in packages:
         loaded = repo.load_commit(commit)
         if not merged.tree.meta:
@@ -47,10 +54,10 @@ def _merge_dir(repo: Repo, merged: _Owned, node: MutableTree, dirtree: str, pref
         path = f"{prefix}/{name}"
         if name in node.dirs:
             raise FileConflictError(f"file {path} from package {label} conflicts with a directory "
-                                    f"from package {merged.owners.get(path, 'base')}")
+                                    f"from package {merged.owner(path)}")
         existing = node.files.get(name)
         if existing is not None and existing != checksum and not overwrite:
-            raise FileConflictError(f"file {path} conflicts between packages {merged.owners.get(path, 'base')} "
+            raise FileConflictError(f"file {path} conflicts between packages {merged.owner(path)} "
                                     f"and {label}")
         node.files[name] = checksum
         merged.owners.setdefault(path, label)
@@ -58,7 +65,7 @@ def _merge_dir(repo: Repo, merged: _Owned, node: MutableTree, dirtree: str, pref
         path = f"{prefix}/{name}"
         if name in node.files:
             raise FileConflictError(f"directory {path} from package {label} conflicts with a file "
-                                    f"from package {merged.owners.get(path, 'base')}")
+                                    f"from package {merged.owner(path)}")
         child = node.dirs.get(name)
         if child is None:
             child = node.dirs[name] = MutableTree(sub_meta)

@@ -176,7 +176,8 @@ def build_layered_commit(repo: Repo, base: BaseInfo, origin: Origin, plan: Layer
         label = "Processing packages" if plan.removals or plan.replacements else "Checking out packages"
         log(f"{label}...")
         merged = merge_package_trees(repo, [(nevra, commits[nevra]) for nevra in commits], base=tree,
-                                     replace_files=frozenset(new.nevra for new, _c, _o in plan.replacements))
+                                     replace_files=frozenset(new.nevra for new, _c, _o in plan.replacements),
+                                     base_owner=_BaseOwners(repo, base.commit, Path(work)))
         headers = [cache.header_of(repo, commits[nevra]) for nevra in commits]
         erase = [n.nevra for n in removed_nevras]
         if _needs_full_checkout(headers):
@@ -206,6 +207,34 @@ def build_layered_commit(repo: Repo, base: BaseInfo, origin: Origin, plan: Layer
         commit = _commit(repo, tree_root, base, origin, plan, headers, removed_nevras)
         log("Writing OSTree commit... done")
     return commit
+
+
+class _BaseOwners:
+    """Which base package owns a path, read from the base rpmdb the first time a conflict asks."""
+
+    def __init__(self, repo: Repo, base_commit: str, work: Path) -> None:
+        self.repo = repo
+        self.base_commit = base_commit
+        self.work = work
+        self._owners: dict[str, str] | None = None
+
+    def __call__(self, path: str) -> str:
+        if self._owners is None:
+            self._owners = self._read()
+        rpm_path = "/etc/" + path.removeprefix("/usr/etc/") if path.startswith("/usr/etc/") else path
+        return self._owners.get(rpm_path, "base")
+
+    def _read(self) -> dict[str, str]:
+        dbroot = self.work / "owners-db"
+        (dbroot / "usr/share").mkdir(parents=True, exist_ok=True)
+        loaded = self.repo.load_commit(self.base_commit)
+        checkout_tree(self.repo, (loaded.root_tree, loaded.root_meta), dbroot / rpmdb.RPMDB_DIR,
+                      _subpath(rpmdb.RPMDB_DIR))
+        owners: dict[str, str] = {}
+        for line in rpmdb.query(dbroot, "[%{FILENAMES}\t%{=NEVRA}\n]").splitlines():
+            name, _, nevra = line.partition("\t")
+            owners.setdefault(name, nevra)
+        return owners
 
 
 def _needs_full_checkout(headers: list[RpmHeader]) -> bool:
@@ -291,7 +320,7 @@ def _remove_packages(repo: Repo, base_commit: str, tree: MutableTree, nevras: li
     log(f"Applying {count} override{'s' if count != 1 else ''}")
     removed = {n.nevra for n in nevras}
     owned_by_others = set()
-    for line in rpmdb.query(dbroot, "[%{NEVRA} %{FILENAMES}\n]").splitlines():
+    for line in rpmdb.query(dbroot, "[%{=NEVRA} %{FILENAMES}\n]").splitlines():
         owner, _, name = line.partition(" ")
         if owner not in removed:
             owned_by_others.add(name)
