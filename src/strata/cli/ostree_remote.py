@@ -3,6 +3,8 @@ fsck, prune, config."""
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -10,17 +12,20 @@ from pathlib import Path
 from strata.cli.ostree import Invocation, UsageError, Verb, dispatch
 from strata.cli.ostree_options import array, flag, integer, string
 from strata.cli.ostree_repo import parse_datetime, resolve
-from strata.errors import InvalidInputError, NotFoundError, StrataError
+from strata.errors import CorruptionError, InvalidInputError, NotFoundError, StrataError
+from strata.image import inspect
 from strata.image import remote as remotes
 from strata.image.config import config_get, config_set, config_unset
 from strata.image.deltas import generate, list_deltas
 from strata.image.fsck import fsck as fsck_repo
+from strata.image import objects as O
 from strata.image.objects import ObjectType
 from strata.image.prune import PruneOptions, prune as prune_repo
 from strata.image.pull import PullOptions, pull as pull_remote, remote_refs
 from strata.image.repo import Repo
 from strata.image.summary import parse_summary, update_summary
 from strata.image.transfer import pull_local as copy_local
+from strata.image.traverse import commit_objects, history
 from strata.units import human_size
 
 # ---------------------------------------------------------------- remote
@@ -164,8 +169,77 @@ def pull_local(inv: Invocation) -> int:
     source = Repo.open(Path(source_path))
     target = inv.repo()
     refs = ref_args or list(source.list_refs(remotes=False))
-    copy_local(source, target, refs, remote=a.str("remote"), depth=a.int("depth", 0))
+    depth = a.int("depth", 0)
+    metadata, contents = _missing_objects(source, target, refs, depth)
+    written = sum(_content_bytes(source, checksum) for checksum in contents)
+    if a.flag("untrusted"):
+        for checksum in sorted(contents):
+            _verify_or_raise(source, checksum)
+    _link_objects(source, target, metadata, contents)
+    copy_local(source, target, refs, remote=a.str("remote"), depth=depth)
+    print(f"{len(metadata)} metadata, {len(contents)} content objects imported; {human_size(written)} content written")
     return 0
+
+
+_CORRUPT_RE = re.compile(r"corrupted (\w+) object (\w+) \(actual (\w+)\)")
+
+
+def ostree_problem(text: str) -> str:
+    """strata's corruption messages in the words ostree uses (scripts grep 'Corrupted ... checksum')."""
+    return _CORRUPT_RE.sub(lambda m: f"Corrupted {m[1]} object; checksum expected='{m[2]}' actual='{m[3]}'", text)
+
+
+def _verify_or_raise(repo: Repo, checksum: str) -> None:
+    try:
+        repo.verify_content(checksum)
+    except CorruptionError as exc:
+        raise CorruptionError(ostree_problem(str(exc))) from None
+
+
+def _link_objects(source: Repo, target: Repo, metadata: set[str], contents: set[str]) -> None:
+    """Between repositories on one filesystem, objects are hardlinked as ostree does: metadata objects always
+    (they are the same bytes in every mode, and are checked first), content objects when the modes agree."""
+    linkable = [(c, t) for c, t in _object_types(source, metadata)]
+    if source.mode is target.mode:
+        linkable += [(c, ObjectType.FILE) for c in contents]
+    with target.lock():
+        for checksum, objtype in linkable:
+            if objtype is not ObjectType.FILE and O.sha256_hex(source.read_metadata(checksum, objtype)) != checksum:
+                continue
+            destination = target.object_path(checksum, objtype)
+            destination.parent.mkdir(exist_ok=True)
+            try:
+                os.link(source.object_path(checksum, objtype), destination, follow_symlinks=False)
+            except FileExistsError:
+                pass
+            except OSError:
+                return  # another filesystem (EXDEV) or no permission: copy as usual
+
+
+def _object_types(repo: Repo, checksums: set[str]) -> list[tuple[str, ObjectType]]:
+    found = []
+    for checksum in sorted(checksums):
+        for objtype in (ObjectType.DIRMETA, ObjectType.DIRTREE, ObjectType.COMMIT):
+            if repo.has_object(checksum, objtype):
+                found.append((checksum, objtype))
+    return found
+
+
+def _content_bytes(repo: Repo, checksum: str) -> int:
+    return 0 if repo.read_file_meta(checksum).is_symlink else inspect.content_size(repo, checksum)
+
+
+def _missing_objects(source: Repo, target: Repo, refs: list[str], depth: int) -> tuple[set[str], set[str]]:
+    """The metadata and content objects a pull-local of refs copies (what target lacks)."""
+    metadata: set[str] = set()
+    contents: set[str] = set()
+    for ref in refs:
+        for commit in history(source, resolve(source, ref), depth):
+            for checksum, objtype in commit_objects(source, commit):
+                if target.has_object(checksum, objtype):
+                    continue
+                (contents if objtype is ObjectType.FILE else metadata).add(checksum)
+    return metadata, contents
 
 
 # ---------------------------------------------------------------- summary
@@ -259,7 +333,7 @@ def fsck(inv: Invocation) -> int:
     if not quiet:
         print(f"Verifying content integrity of {report.commits + report.partial} commit objects...")
     for problem in report.problems:
-        print(problem, file=sys.stderr)
+        print(ostree_problem(problem), file=sys.stderr)
     if report.partial:
         print(f"{report.partial} partial commits not verified")
     if not report.ok:

@@ -26,8 +26,9 @@ from strata.image.commit import (
     write_tree_from_dir,
 )
 from strata.image.objects import FileMeta, ObjectType
-from strata.image.repo import Repo, RepoMode
+from strata.image.repo import Repo, RepoMode, validate_ref
 from strata.image.tarimport import import_tar
+from strata.image.treediff import DiskOptions, Listing, commit_listing, diff_listings, disk_listing
 
 # ---------------------------------------------------------------- helpers
 
@@ -39,6 +40,25 @@ def resolve(repo: Repo, rev: str) -> str:
         raise NotFoundError(f"Refspec '{rev}' not found") from None
     assert checksum is not None
     return checksum
+
+
+def set_refspec(repo: Repo, refspec: str, checksum: str | None) -> None:
+    """Point REF or REMOTE:REF at checksum (None deletes it). An empty directory in the way of a new ref is
+    removed, and so are the directories a deleted ref leaves empty, as ostree does."""
+    remote, _, ref = refspec.rpartition(":")
+    top = repo.path / "refs" / ("remotes/" + remote if remote else "heads")
+    path = top / ref
+    if checksum is not None and path.is_dir() and not path.is_symlink():
+        try:
+            path.rmdir()
+        except OSError:
+            raise StrataError(f"Cannot create ref {refspec}: a directory of refs with that name exists") from None
+    repo.set_ref(ref, checksum, remote=remote or None)
+    if checksum is None:
+        parent = path.parent
+        while parent != top and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
 
 
 def parse_datetime(text: str) -> int:
@@ -119,7 +139,7 @@ def commit(inv: Invocation) -> int:
         _write_detached(inv, repo, checksum)
         repo.sync()
         if branch:
-            repo.set_ref(branch, checksum)
+            set_refspec(repo, branch, checksum)
     if tree_options.consume:
         _consume_roots(inv)
     _print_commit(inv, checksum)
@@ -183,7 +203,11 @@ def _commit_parent(repo: Repo, parent: str | None, branch: str | None, orphan: b
         return parent
     if orphan or not branch:
         return None
-    return repo.read_ref(branch)
+    remote, _, ref = branch.rpartition(":")
+    try:
+        return repo.read_ref(ref, remote or None)
+    except IsADirectoryError:
+        return None
 
 
 def _tree_specs(inv: Invocation) -> list[str]:
@@ -364,6 +388,12 @@ def _refs_list(repo: Repo, prefix: str | None, *, full: bool, aliases: bool) -> 
             if prefix is None or alias == prefix or alias.startswith(prefix.rstrip("/") + "/"):
                 print(f"{alias} -> {target}")
         return
+    if prefix and (prefix.endswith(":") or prefix.endswith(":.")):
+        remote = prefix.partition(":")[0]
+        for name in repo.list_refs():
+            if name.startswith(f"{remote}:"):
+                print(name)
+        return
     names = list(repo.list_refs(prefix))
     if prefix and not full and prefix not in names:
         strip = prefix.rstrip("/") + "/"
@@ -372,8 +402,16 @@ def _refs_list(repo: Repo, prefix: str | None, *, full: bool, aliases: bool) -> 
         print(name)
 
 
+def validate_ref_name(ref: str) -> None:
+    try:
+        validate_ref(ref)
+    except InvalidInputError:
+        raise InvalidInputError(f"Invalid ref name {ref}") from None
+
+
 def _refs_create(repo: Repo, new: str, existing: str, *, alias: bool, force: bool) -> None:
     remote, _, ref = new.rpartition(":")
+    validate_ref_name(ref)
     current = repo.read_ref(ref, remote or None)
     aliases = _aliases(repo)
     if current is not None and not force and not (alias and ref in aliases):
@@ -390,7 +428,7 @@ def _refs_create(repo: Repo, new: str, existing: str, *, alias: bool, force: boo
         os.symlink(os.path.relpath(repo.path / "refs" / "heads" / existing, link.parent), link)
         return
     with repo.lock():
-        repo.set_ref(ref, resolve(repo, existing), remote=remote or None)
+        set_refspec(repo, new, resolve(repo, existing))
 
 
 def _refs_delete(repo: Repo, prefix: str) -> None:
@@ -402,7 +440,7 @@ def _refs_delete(repo: Repo, prefix: str) -> None:
             for alias, target in aliases.items():
                 if target == ref and alias != ref:
                     raise StrataError(f"Ref '{ref}' has an active alias: '{alias}'")
-            repo.set_ref(ref, None, remote=remote or None)
+            set_refspec(repo, name, None)
 
 
 def _refs_collections(inv: Invocation, repo: Repo) -> int:
@@ -742,12 +780,29 @@ def file_checksum(path: Path, *, ignore_xattrs: bool) -> str:
 
 def diff(inv: Invocation) -> int:
     if len(inv.positional) < 2:
-        raise UsageError("REV and TARGETDIR must be specified")
+        raise UsageError("REV must be specified")
     repo = inv.repo()
-    roots = [_commit_pair(repo, resolve(repo, rev)) for rev in inv.positional[:2]]
-    for change, path in inspect.diff_trees(repo, roots[0], roots[1]):
-        print(f"{change}    {path}")
+    a = inv.args
+    disk = DiskOptions(owner_uid=a.values.get("owner-uid"), owner_gid=a.values.get("owner-gid"),
+                       no_xattrs=a.flag("no-xattrs"))
+    old, new = (_listing(repo, target, disk) for target in inv.positional[:2])
+    on_disk = [_is_disk_target(target) for target in inv.positional[:2]]
+    for change, path in diff_listings(old, new):
+        # ostree prints a path on disk relative to the compared directory, a path in a commit absolute
+        side_on_disk = on_disk[1] if change == "A" else on_disk[0]
+        print(f"{change}    {path.lstrip('/') if side_on_disk else path}")
     return 0
+
+
+def _is_disk_target(target: str) -> bool:
+    return Path(target).is_dir() and ("/" in target or target in (".", ".."))
+
+
+def _listing(repo: Repo, target: str, disk: DiskOptions) -> Listing:
+    """A rev names a commit; anything else that is a directory on disk is read from there."""
+    if _is_disk_target(target):
+        return disk_listing(Path(target), disk)
+    return commit_listing(repo, _commit_pair(repo, resolve(repo, target)))
 
 
 VERBS = (

@@ -202,7 +202,10 @@ class _TreeWriter:
             child = f"{relpath.rstrip('/')}/{name}"
             if self._skipped(child):
                 continue
-            est = entry.stat(follow_symlinks=False)
+            try:
+                est = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # removed while we scan (e.g. a temporary file of this very repo)
+                continue
             if stat.S_ISDIR(est.st_mode):
                 scan.dirs[name] = self.scan_dir(entry.path, est, child)
                 self._consume(entry.path, directory=True)
@@ -309,7 +312,10 @@ def default_timestamp() -> int:
     match = re.match(r"\s*[-+]?\d+", epoch)
     if match is None:
         raise InvalidInputError("Failed to convert SOURCE_DATE_EPOCH")
-    return int(match.group())
+    value = int(match.group())
+    if not -(1 << 63) <= value < (1 << 63):
+        raise InvalidInputError("Parsing SOURCE_DATE_EPOCH: Numerical result out of range")
+    return value
 
 
 def commit_directory(repo: Repo, source: Path, branch: str | None, request: CommitRequest,
