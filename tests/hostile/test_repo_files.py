@@ -133,3 +133,18 @@ def test_package_location_cannot_leave_the_download_dir(tmp_path: Path, location
     proc, repo = compose_packages(tmp_path, [], ["harmless"], repo_file)
     assert_refused(proc, repo, message)
     assert_victim_untouched(victim)
+
+
+def test_endless_repomd_is_cut_off(tmp_path: Path) -> None:
+    from strata.packages.rpmmd import MAX_REPOMD_SIZE
+    published = H.make_repo(tmp_path / "pre", [harmless(tmp_path)])
+    repomd = published / "repodata/repomd.xml"
+    with repomd.open("ab") as f:
+        f.write(b" " * (MAX_REPOMD_SIZE + 1))
+
+    def repo_file(treedir: Path) -> Path:
+        return H.write_repo_file(treedir / "evil.repo", "hostile", published)
+
+    proc, repo = compose_packages(tmp_path, [], ["harmless"], repo_file)
+    assert_refused(proc, repo, f"repodata/repomd.xml: larger than {MAX_REPOMD_SIZE:,} bytes")
+    assert not list((tmp_path / "cache").rglob("*.part"))

@@ -29,6 +29,9 @@ REPO_NS = "{http://linux.duke.edu/metadata/repo}"
 _TIMEOUT = 60
 _CHUNK = 1 << 20
 MAX_REPO_FILE_SIZE = 1 << 20
+MAX_REPOMD_SIZE = 16 << 20
+MAX_METADATA_SIZE = 1 << 30  # primary or filelists whose repomd.xml entry gives no size
+MAX_KEY_SIZE = 1 << 20  # an armored key file or a detached signature
 REPOMD_SIGNATURE = "repomd.xml.asc"
 _CHECKSUM_TYPES = frozenset({"md5", "sha1", "sha224", "sha256", "sha384", "sha512"})
 REPO_ID = re.compile(r"[A-Za-z0-9_.:-]+")
@@ -165,11 +168,14 @@ def _open_url(url: str) -> tuple[object, int | None]:
     return response, int(length) if length else None
 
 
-def fetch_to(url: str, dest: Path, *, checksum: tuple[str, str] | None = None, size: int | None = None) -> None:
-    """Download url to dest (atomically), verifying (algorithm, hex) when given."""
+def fetch_to(url: str, dest: Path, *, checksum: tuple[str, str] | None = None, size: int | None = None,
+             limit: int | None = None) -> None:
+    """Download url to dest (atomically), verifying (algorithm, hex) when given. The transfer stops as soon as
+    it passes the expected size or the limit, so a server cannot fill the disk."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.part")
     digest = hashlib.new(checksum[0]) if checksum else None
+    most = size if size is not None else limit
     response, _length = _open_url(url)
     written = 0
     try:
@@ -177,6 +183,8 @@ def fetch_to(url: str, dest: Path, *, checksum: tuple[str, str] | None = None, s
             while chunk := src.read(_CHUNK):
                 out.write(chunk)
                 written += len(chunk)
+                if most is not None and written > most:
+                    break
                 if digest:
                     digest.update(chunk)
     except OSError as exc:
@@ -184,7 +192,10 @@ def fetch_to(url: str, dest: Path, *, checksum: tuple[str, str] | None = None, s
         raise StrataError(f"cannot fetch {url}: {exc}") from None
     if size is not None and written != size:
         tmp.unlink(missing_ok=True)
-        raise CorruptionError(f"{url}: expected {size} bytes, got {written}")
+        raise CorruptionError(f"{url}: expected {size} bytes, got {'more' if written > size else written}")
+    if limit is not None and written > limit:
+        tmp.unlink(missing_ok=True)
+        raise CorruptionError(f"{url}: larger than {limit:,} bytes")
     if checksum and digest and digest.hexdigest() != checksum[1]:
         tmp.unlink(missing_ok=True)
         raise CorruptionError(f"{url}: checksum mismatch (expected {checksum[0]}:{checksum[1]}, "
@@ -223,7 +234,8 @@ def load_metadata(config: RepoConfig, cachedir: Path, log: Log, *, force: bool =
         if target.name in (repomd_path.name, f"{repomd_path.name}.new", REPOMD_SIGNATURE):
             raise CorruptionError(f"repository '{config.id}': metadata file named {target.name}")
         if not (target.exists() and _file_digest(target, algo) == hexsum):
-            fetch_to(_url_join(config.baseurl, href), target, checksum=(algo, hexsum), size=size)
+            fetch_to(_url_join(config.baseurl, href), target, checksum=(algo, hexsum), size=size,
+                     limit=MAX_METADATA_SIZE)
             fresh = False
         files[kind] = target
     _drop_stale(repo_cache, {repomd_path.name, REPOMD_SIGNATURE, *(p.name for p in files.values())})
@@ -234,13 +246,14 @@ def _refresh_repomd(config: RepoConfig, repomd_path: Path) -> bool:
     """Fetch repomd.xml (and, with repo_gpgcheck, its signature, verified before either is kept);
     True when it did not change."""
     tmp = repomd_path.with_name(f"{repomd_path.name}.new")
-    fetch_to(_url_join(config.baseurl, "repodata/repomd.xml"), tmp)
+    fetch_to(_url_join(config.baseurl, "repodata/repomd.xml"), tmp, limit=MAX_REPOMD_SIZE)
     signature = repomd_path.with_name(REPOMD_SIGNATURE)
     try:
         if config.repo_gpgcheck:
             tmp_signature = signature.with_name(f"{REPOMD_SIGNATURE}.new")
             try:
-                fetch_to(_url_join(config.baseurl, f"repodata/{REPOMD_SIGNATURE}"), tmp_signature)
+                fetch_to(_url_join(config.baseurl, f"repodata/{REPOMD_SIGNATURE}"), tmp_signature,
+                         limit=MAX_KEY_SIZE)
             except StrataError as exc:
                 raise CorruptionError(f"repository '{config.id}': repomd.xml is not signed (repo_gpgcheck=1; "
                                       f"{REPOMD_SIGNATURE}: {exc})") from None
@@ -267,7 +280,7 @@ def fetch_keys(config: RepoConfig, directory: Path) -> list[Path]:
     paths = []
     for index, url in enumerate(config.gpgkey):
         target = directory / f"key{index}.asc"
-        fetch_to(check_key_url(url, config.id), target)
+        fetch_to(check_key_url(url, config.id), target, limit=MAX_KEY_SIZE)
         paths.append(target)
     return paths
 
