@@ -28,7 +28,7 @@ from strata.core.invariants import PendingSnapshot, check_invariants, snapshot_p
 from strata.errors import StrataError
 from strata.image.repo import Repo
 from strata.sysroot import bls
-from tests.conftest import LAB_REF
+from tests.conftest import LAB_REF, run_ostree
 from tests.core.model import (
     BASE_REFSPEC,
     DEVEL_REFSPEC,
@@ -308,6 +308,8 @@ def _publishable(model: Model) -> Callable[[], object]:
 def _set_marker(model: Model, name: str, *, add: bool) -> None:
     booted = model.booted_dep()
     markers = booted.markers or frozenset()
+    if (name in markers) == add:
+        raise Ambiguous("marker already there" if add else "no such marker")
     booted.markers = markers | {name} if add else markers - {name}
 
 
@@ -503,6 +505,8 @@ def check_step(step: Step, prediction: Prediction, result: Result | None, world:
         problems.append("the refused step changed the deployments (status --json differs)")
     problems += check_invariants(world.box.sysroot, before=pending_before,
                                  changed_stateroot=prediction.changed_stateroot, deep=deep)
+    if deep:
+        problems += ostree_fsck_problems(world)
     if problems:
         return problems
     problems += compare(prediction.model, world, after)
@@ -514,6 +518,11 @@ def check_step(step: Step, prediction: Prediction, result: Result | None, world:
         if first is not None and shown != list(first.kargs):
             problems.append(f"`kargs` prints {shown}, the pending arguments are {list(first.kargs)}")
     return problems
+
+
+def ostree_fsck_problems(world: World) -> list[str]:
+    proc = run_ostree("fsck", "--repo", world.repo_path, check=False)
+    return [] if proc.returncode == 0 else [f"ostree fsck: {proc.stderr.strip() or proc.stdout.strip()[-300:]}"]
 
 
 def _result_problems(prediction: Prediction, result: Result) -> list[str]:
@@ -576,7 +585,7 @@ def run_steps(lab: Lab, work: Path, seed: int, source: StepSource, log: Callable
             return report
         model = prediction.model
         report.states.add(hash(model.state_key()))
-    problems = check_invariants(world.box.sysroot, deep=True)
+    problems = check_invariants(world.box.sysroot, deep=True) + ostree_fsck_problems(world)
     if problems:
         report.failure = _failure_text(report, Step("final deep check"), None, problems)
         report.signature = f"final: {CHECKSUM.sub('X', problems[0])[:100]}"
