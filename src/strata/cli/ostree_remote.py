@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import sys
 import time
 from pathlib import Path
@@ -153,12 +154,98 @@ def pull(inv: Invocation) -> int:
         ref_args = [first, *ref_args]
     options = PullOptions(depth=a.int("depth", 0), commit_metadata_only=a.flag("commit-metadata-only"),
                           mirror=a.flag("mirror"), disable_static_deltas=a.flag("disable-static-deltas"))
+    _check_pull_request(repo, name, inv)
+    pinned = dict(_split_at(ref) for ref in ref_args if "@" in ref)  # REF@COMMIT: that commit, REF moved to it
+    ref_args = [ref.partition("@")[2] if "@" in ref else ref for ref in ref_args]
+    if a.flag("mirror") and not ref_args and not remotes.get_remote(repo, name).branches:
+        ref_args = sorted(remote_refs(repo, name))  # a mirror with no refs named takes every ref of the summary
+    before = _object_counts(repo)
+    refs_before = repo.list_refs()
     started = time.monotonic()
     stats = pull_remote(repo, name, ref_args, options)
     elapsed = int(time.monotonic() - started)
-    print(f"{stats.fetched_objects} metadata, 0 content objects fetched; "
-          f"{stats.fetched_bytes // 1024} KiB transferred in {elapsed} seconds")
+    if a.flag("bareuseronly-files"):
+        _undo_unless_bareuseronly(repo, before, refs_before)
+    with repo.lock():
+        for ref, checksum in pinned.items():
+            repo.set_ref(ref, checksum, remote=None if a.flag("mirror") else name)
+    print(_pull_status(repo, before, stats.fetched_bytes, elapsed,
+                       local=remotes.get_remote(repo, name).url.startswith("file:")))
     return 0
+
+
+def check_bareuseronly(repo: Repo, checksum: str) -> None:
+    """--bareuseronly-files: only regular files within 0775 and symlinks are acceptable."""
+    meta = repo.read_file_meta(checksum)
+    if meta.is_symlink:
+        return
+    invalid = stat.S_IMODE(meta.mode) & ~0o775
+    if invalid:
+        raise InvalidInputError(f"Content object {checksum}: invalid mode 0{meta.mode:04o} with bits 0{invalid:04o}")
+
+
+def _undo_unless_bareuseronly(repo: Repo, before: tuple[set[str], set[str]], refs_before: dict[str, str]) -> None:
+    """ostree refuses such objects while it fetches them; strata checks after the fetch and takes back
+    everything the pull stored (objects and refs) when one is refused."""
+    new_contents = _object_counts(repo)[1] - before[1]
+    try:
+        for checksum in sorted(new_contents):
+            check_bareuseronly(repo, checksum)
+    except InvalidInputError:
+        after = _object_counts(repo)
+        with repo.lock():
+            for name in repo.list_refs():
+                if name not in refs_before:
+                    remote, _, ref = name.rpartition(":")
+                    repo.set_ref(ref, None, remote=remote or None)
+            for name, checksum in refs_before.items():
+                remote, _, ref = name.rpartition(":")
+                repo.set_ref(ref, checksum, remote=remote or None)
+            for checksum, objtype in _object_types(repo, after[0] - before[0]):
+                repo.object_path(checksum, objtype).unlink(missing_ok=True)
+            for checksum in new_contents:
+                repo.object_path(checksum, ObjectType.FILE).unlink(missing_ok=True)
+        raise
+
+
+def _split_at(text: str) -> tuple[str, str]:
+    ref, _, checksum = text.partition("@")
+    if not O.is_checksum(checksum):
+        raise InvalidInputError(f"Invalid checksum '{checksum}' in {text}")
+    return ref, checksum
+
+
+def _check_pull_request(repo: Repo, name: str, inv: Invocation) -> None:
+    url = remotes.get_remote(repo, name).url
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme not in ("http", "https", "file"):
+        raise InvalidInputError(f"Invalid URI scheme in {url}")
+    if inv.args.flag("require-static-deltas") and repo.is_archive and not inv.args.flag("dry-run"):
+        raise InvalidInputError("Can't use static deltas in an archive repo")
+    if inv.args.flag("require-static-deltas") and inv.args.flag("disable-static-deltas"):
+        raise InvalidInputError("Can't specify both --disable-static-deltas and --require-static-deltas")
+
+
+def _object_counts(repo: Repo) -> tuple[set[str], set[str]]:
+    metadata: set[str] = set()
+    contents: set[str] = set()
+    for checksum, objtype in repo.list_objects():
+        (contents if objtype is ObjectType.FILE else metadata).add(checksum)
+    return metadata, contents
+
+
+def _pull_status(repo: Repo, before: tuple[set[str], set[str]], transferred: int, elapsed: int, *,
+                 local: bool) -> str:
+    """ostree's closing line of a pull: objects fetched, bytes transferred, content written."""
+    after = _object_counts(repo)
+    new_metadata, new_contents = after[0] - before[0], after[1] - before[1]
+    verb = "imported" if local else "fetched"
+    status = f"{len(new_metadata)} metadata, {len(new_contents)} content objects {verb}"
+    if transferred > 0 and not local:
+        amount = f"{transferred} B" if transferred < 1024 else f"{transferred // 1024} KiB"
+        status += f"; {amount} transferred in {elapsed} seconds"
+    written = sum(_content_bytes(repo, checksum) for checksum in new_contents)
+    return status + f"; {human_size(written)} content written"
 
 
 def pull_local(inv: Invocation) -> int:
@@ -172,6 +259,9 @@ def pull_local(inv: Invocation) -> int:
     depth = a.int("depth", 0)
     metadata, contents = _missing_objects(source, target, refs, depth)
     written = sum(_content_bytes(source, checksum) for checksum in contents)
+    if a.flag("bareuseronly-files"):
+        for checksum in sorted(contents):
+            check_bareuseronly(source, checksum)
     if a.flag("untrusted"):
         for checksum in sorted(contents):
             _verify_or_raise(source, checksum)

@@ -34,9 +34,15 @@ from strata.image.treediff import DiskOptions, Listing, commit_listing, diff_lis
 
 
 def resolve(repo: Repo, rev: str) -> str:
+    """A rev as ostree resolves it; REMOTE/REF also names the remote ref REMOTE:REF."""
     try:
         checksum = repo.resolve_rev(rev)
     except NotFoundError:
+        if "/" in rev and ":" not in rev:
+            try:
+                return resolve(repo, rev.replace("/", ":", 1))
+            except NotFoundError:
+                pass
         raise NotFoundError(f"Refspec '{rev}' not found") from None
     assert checksum is not None
     return checksum
