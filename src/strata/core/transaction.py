@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Protocol
 
@@ -161,6 +162,7 @@ class Transaction:
         self._committed = False
         self._cancel_requested = False
         self._before: dict[str, PendingSnapshot | None] | None = None
+        self._created_dirs: list[Path] = []
 
     # ------------------------------------------------------------ lifetime
 
@@ -224,12 +226,17 @@ class Transaction:
     def _write_record(self) -> None:
         record = TransactionRecord(self.verb, self.args, os.getuid(), os.getpid(), _command_line(), int(time.time()))
         path = self.sysroot.path / RECORD_PATH
+        self._created_dirs = [d for d in reversed(path.parents) if d.is_relative_to(self.sysroot.path)
+                              and not d.exists()]
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, json.dumps(asdict(record)).encode(), fsync=False)
 
     def _clear_record(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             (self.sysroot.path / RECORD_PATH).unlink()
+        for directory in reversed(self._created_dirs):  # leave the sysroot as the transaction found it
+            with contextlib.suppress(OSError):
+                directory.rmdir()
 
     def _check_invariants(self) -> None:
         require_invariants(self.sysroot, before=self._before, changed_stateroot=self.stateroot, deep=False)
