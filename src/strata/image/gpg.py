@@ -48,7 +48,7 @@ def sign(data: bytes, key_id: str, homedir: Path | None) -> bytes:
 
 def add_signature(detached: bytes | None, signature: bytes) -> bytes:
     entries = gvariant.decode("a{sv}", detached) if detached else []
-    existing = [bytes(s) for s in gvariant.vardict_get(entries, GPG_KEY, [])]
+    existing = [bytes(s) for s in gvariant.vardict_lookup(entries, GPG_KEY, "aay", [])]
     kept = [(k, v) for k, v in entries if k != GPG_KEY]
     return gvariant.encode("a{sv}", [*kept, (GPG_KEY, gvariant.Variant("aay", [*existing, signature]))])
 
@@ -57,7 +57,7 @@ def signatures(detached: bytes | None) -> list[bytes]:
     if not detached:
         return []
     entries = gvariant.decode("a{sv}", detached)
-    return [bytes(s) for s in gvariant.vardict_get(entries, GPG_KEY, [])]
+    return [bytes(s) for s in gvariant.vardict_lookup(entries, GPG_KEY, "aay", [])]
 
 
 def verify(data: bytes, detached: bytes | None, keyring: Path, what: str) -> None:

@@ -334,3 +334,12 @@ def vardict_get(entries: list[tuple[str, Variant]], key: str, default: Any = Non
         if k == key:
             return v.value
     return default
+
+
+def vardict_lookup(entries: list[tuple[str, Variant]], key: str, sig: str, default: Any = None) -> Any:
+    """The value of key if it has type sig; a value of another type counts as absent (as g_variant_lookup
+    with a format string does), so untrusted metadata cannot hand a caller an unexpected type."""
+    for k, v in entries:
+        if k == key:
+            return v.value if v.type == sig else default
+    return default

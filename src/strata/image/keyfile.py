@@ -8,6 +8,8 @@ from pathlib import Path
 from strata.errors import CorruptionError
 from strata.image.fsutil import atomic_write
 
+_MAX_SIZE = 1 << 20  # repo configs and origin files are a few hundred bytes
+
 
 class KeyFile:
     """Groups of key=value lines; groups and keys keep the order they were read or added in."""
@@ -27,14 +29,27 @@ class KeyFile:
                 current = kf.groups.setdefault(line[1:-1], {})
                 continue
             if current is None or "=" not in line:
-                raise CorruptionError(f"{source}: line {lineno} is not valid: {raw!r}")
+                raise CorruptionError(f"{source}: line {lineno} is not valid: {raw[:80]!r}")
             key, _, value = line.partition("=")
             current[key.strip()] = value.strip()
         return kf
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> KeyFile:
-        return cls.parse(Path(path).read_text(), str(path))
+        return cls.parse_bytes(Path(path).read_bytes(), str(path))
+
+    @classmethod
+    def parse_bytes(cls, data: bytes, source: str = "key file") -> KeyFile:
+        """A key file as stored; GLib's are UTF-8 text, so anything else is refused in one line."""
+        if len(data) > _MAX_SIZE:
+            raise CorruptionError(f"{source}: larger than {_MAX_SIZE} bytes")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CorruptionError(f"{source}: not UTF-8 text (byte {exc.start})") from None
+        if "\0" in text:
+            raise CorruptionError(f"{source}: contains a NUL byte")
+        return cls.parse(text, source)
 
     def serialize(self) -> str:
         blocks = []
@@ -54,6 +69,20 @@ class KeyFile:
         if value is None:
             return default
         return value.lower() in ("true", "1", "yes")
+
+    def get_number(self, group: str, key: str, default: float, *, low: float, high: float) -> float:
+        """A number between low and high; any other text is refused naming the key."""
+        value = self.get(group, key)
+        if value is None or value == "":
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not low <= number <= high:
+            raise CorruptionError(f"invalid value for {key} in [{group}]: {value[:40]!r} (a number from {low:g} "
+                                  f"to {high:g} is expected)")
+        return number
 
     def get_list(self, group: str, key: str) -> list[str]:
         value = self.get(group, key)

@@ -214,6 +214,10 @@ class Commit:
     def meta(self, key: str, default: Any = None) -> Any:
         return gvariant.vardict_get(self.metadata, key, default)
 
+    def typed_meta(self, key: str, sig: str, default: Any = None) -> Any:
+        """meta(key) if its GVariant type is sig, else default: for metadata from untrusted commits."""
+        return gvariant.vardict_lookup(self.metadata, key, sig, default)
+
     @property
     def version(self) -> str | None:
         value = self.meta("version")

@@ -25,7 +25,7 @@ from strata.image.deltas import UnsupportedDeltaError, apply_part, delta_relpath
 from strata.image.objects import Commit, DirTree, ObjectType
 from strata.image.remote import Remote, get_remote
 from strata.image.repo import Repo
-from strata.image.summary import parse_summary
+from strata.image.summary import advertised_deltas, parse_summary
 from strata.units import human_size
 
 Progress = Callable[[str], None]
@@ -181,7 +181,7 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
     if not targets:
         raise StrataError(f"No refs to pull from remote {remote_name}")
     session = _Session(repo, fetcher, remote, opts)
-    deltas = {} if summary is None or opts.disable_static_deltas else _advertised_deltas(summary)
+    deltas = {} if summary is None or opts.disable_static_deltas else advertised_deltas(summary)
     try:
         for ref, checksum in targets.items():
             local = repo.read_ref(ref) if opts.mirror else repo.read_ref(ref, remote=remote_name)
@@ -216,12 +216,6 @@ def remote_refs(repo: Repo, remote_name: str) -> list[str]:
         sign.verify(summary, fetcher.get("summary.sig", optional=True, limit=MAX_METADATA_SIZE), list(remote.keys),
                     "summary")
     return [ref.name for ref in parse_summary(summary)[0]]
-
-
-def _advertised_deltas(summary: bytes) -> dict[str, bytes]:
-    _refs, extra = parse_summary(summary)
-    entries = extra.get("ostree.static-deltas") or []
-    return {name: bytes(value.value) for name, value in entries}  # type: ignore[attr-defined]
 
 
 def _resolve_refs(fetcher: Fetcher, summary: bytes | None, refs: list[str]) -> dict[str, str]:
@@ -329,7 +323,7 @@ class _Session:
             gpg.verify(data, detached, self.remote.gpg_keyring, f"commit {checksum}")
         commit = _parsed(Commit.parse, data, checksum, ObjectType.COMMIT)
         _parsed(O.check_timestamp, commit.timestamp, checksum, ObjectType.COMMIT)
-        bindings = commit.meta("ostree.ref-binding")
+        bindings = commit.typed_meta("ostree.ref-binding", "as")
         if ref is not None and not O.is_checksum(ref) and bindings is not None and ref not in bindings:
             raise StrataError(f"commit {checksum} is not bound to ref {ref} (bound to {', '.join(bindings)})")
         with self.repo.lock():

@@ -96,4 +96,4 @@ def get_remote(repo: Repo, name: str) -> Remote:
                   repo.config.get_bool(group, "sign-verify", False),
                   repo.config.get_bool(group, "sign-verify-summary", False), tuple(keys),
                   tuple(repo.config.get_list(group, "branches")),
-                  float(repo.config.get(group, "timeout", "30") or 30))
+                  repo.config.get_number(group, "timeout", 30, low=0.1, high=86400))

@@ -67,7 +67,7 @@ class Repo:
         mode_text = config.get("core", "mode", "bare") or "bare"
         self.mode = RepoMode.parse(mode_text)
         self.is_archive = self.mode is RepoMode.ARCHIVE
-        self.zlib_level = int(config.get("archive", "zlib-level", "6") or 6)
+        self.zlib_level = int(config.get_number("archive", "zlib-level", 6, low=0, high=9))
         self.fsync = config.get_bool("core", "fsync", True)
         self.per_object_fsync = config.get_bool("core", "per-object-fsync", False)
         self._file_ext = "filez" if self.is_archive else "file"

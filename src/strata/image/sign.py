@@ -61,7 +61,7 @@ def sign(data: bytes, secret: nacl.signing.SigningKey) -> bytes:
 def add_signature(detached: bytes | None, signature: bytes) -> bytes:
     """detached metadata (a{sv}) with signature appended to ostree.sign.ed25519."""
     entries = gvariant.decode("a{sv}", detached) if detached else []
-    existing = list(gvariant.vardict_get(entries, ED25519_KEY, []))
+    existing = list(gvariant.vardict_lookup(entries, ED25519_KEY, "aay", []))
     if signature not in existing:
         existing.append(signature)
     kept = [(k, v) for k, v in entries if k != ED25519_KEY]
@@ -72,7 +72,7 @@ def signatures(detached: bytes | None) -> list[bytes]:
     if not detached:
         return []
     entries = gvariant.decode("a{sv}", detached)
-    return [bytes(s) for s in gvariant.vardict_get(entries, ED25519_KEY, [])]
+    return [bytes(s) for s in gvariant.vardict_lookup(entries, ED25519_KEY, "aay", [])]
 
 
 def verify(data: bytes, detached: bytes | None, keys: list[bytes], what: str) -> None:

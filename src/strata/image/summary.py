@@ -6,6 +6,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 
+from strata.errors import CorruptionError
 from strata.image import gvariant
 from strata.image.fsutil import atomic_write
 from strata.image.gvariant import Variant
@@ -85,10 +86,20 @@ def update_summary(repo: Repo) -> bytes:
 
 
 def parse_summary(data: bytes) -> tuple[list[SummaryRef], dict[str, object]]:
+    """(refs, the other entries); the values summary readers use are type-checked."""
     refs_raw, extra = gvariant.decode(SUMMARY_TYPE, data)
     refs = []
     for name, (size, checksum, meta) in refs_raw:
+        if len(checksum) != 32:
+            raise CorruptionError(f"summary: ref {name} has an invalid checksum")
         refs.append(SummaryRef(name, checksum.hex(), _swap64(size),
-                               gvariant.vardict_get(meta, "ostree.commit.timestamp"),
-                               gvariant.vardict_get(meta, "ostree.commit.version")))
+                               gvariant.vardict_lookup(meta, "ostree.commit.timestamp", "t"),
+                               gvariant.vardict_lookup(meta, "ostree.commit.version", "s")))
     return refs, {k: v.value for k, v in extra}
+
+
+def advertised_deltas(data: bytes) -> dict[str, bytes]:
+    """The static deltas a summary lists: name -> sha256 of the superblock (entries of another type skipped)."""
+    _refs, extra = gvariant.decode(SUMMARY_TYPE, data)
+    entries = gvariant.vardict_lookup(extra, "ostree.static-deltas", "a{sv}", [])
+    return {name: bytes(digest.value) for name, digest in entries if digest.type == "ay"}
