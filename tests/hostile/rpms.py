@@ -206,8 +206,11 @@ def declare_file_size(path: Path, size: int) -> None:
     reseal(path)
 
 
-def declare_cpio_size(path: Path, member: str, size: int) -> None:
-    """In an uncompressed payload, make the cpio header of member declare size bytes (digests re-sealed)."""
+CPIO_FIELDS = ("ino", "mode", "uid", "gid", "nlink", "mtime", "filesize")
+
+
+def set_cpio_field(path: Path, member: str, field: str, value: int) -> None:
+    """In an uncompressed payload, set a field of member's cpio (newc) header (digests re-sealed)."""
     data = bytearray(path.read_bytes())
     start = layout(bytes(data)).payload_start
     name = member.lstrip("/").encode()
@@ -218,10 +221,15 @@ def declare_cpio_size(path: Path, member: str, size: int) -> None:
     else:
         raise ValueError(f"{member} not found in the payload")
     header = data.rfind(b"070701", start, index)
-    filesize_field = header + 6 + 6 * 8  # c_magic, then ino mode uid gid nlink mtime, then filesize
-    data[filesize_field:filesize_field + 8] = f"{size & 0xFFFFFFFF:08X}".encode()
+    offset = header + 6 + 8 * CPIO_FIELDS.index(field)
+    data[offset:offset + 8] = f"{value & 0xFFFFFFFF:08X}".encode()
     path.write_bytes(bytes(data))
     reseal(path)
+
+
+def declare_cpio_size(path: Path, member: str, size: int) -> None:
+    """Make the cpio header of member declare size bytes (uncompressed payload; digests re-sealed)."""
+    set_cpio_field(path, member, "filesize", size)
 
 
 # ---------------------------------------------------------------- repositories and signatures

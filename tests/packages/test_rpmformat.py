@@ -73,3 +73,10 @@ def test_every_single_byte_change_is_caught(package: Path, tmp_path: Path) -> No
         assert rpm_checksig(target).returncode != 0, position
     shutil.copy(package, target)
     RpmPackage.open(target)
+
+
+def test_header_mode_wins_over_the_payload(tmp_path: Path) -> None:
+    rpm = H.build_hostile_rpm(tmp_path, "modes", files={"/usr/bin/tool": b"x"}, compressed=False)
+    H.set_cpio_field(rpm, "/usr/bin/tool", "mode", 0o104755)  # setuid in the payload only
+    assert [oct(item.mode) for item in RpmPackage.open(rpm).payload()] == [oct(0o100644)]
+

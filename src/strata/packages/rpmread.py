@@ -20,6 +20,7 @@ from strata.packages.scripts import Scriptlet
 from strata.packages.text import shown
 
 _TRIGGER_IN = 1 << 16  # RPMSENSE_TRIGGERIN
+_TYPE_MASK = 0o170000
 _DOC_FLAGS = int(rpm_rs.FileFlags.DOC) | int(rpm_rs.FileFlags.LICENSE) | int(rpm_rs.FileFlags.README)
 _SCRIPT_GETTERS = {"pre": "pre_install_script", "post": "post_install_script", "posttrans": "post_trans_script",
                    "pretrans": "pre_trans_script", "preun": "pre_uninstall_script",
@@ -201,9 +202,10 @@ def _payload_item(entry: Any, declared: dict[str, RpmFile]) -> PayloadItem:
     header_file = declared.get(path)
     if header_file is None:
         raise CorruptionError(f"payload file is not in the header's file list: {shown(path)}")
-    mode = int(entry.metadata.mode.raw_mode)
+    mode = header_file.mode  # the header's metadata is what the digests and the signature cover
     content = bytes(entry.content) if entry.content is not None else b""
-    if _is_regular(mode) and len(content) != header_file.size:
+    # Hard links carry their data once, in the last entry of the set: the others are empty.
+    if _is_regular(mode) and len(content) not in (0, header_file.size):
         raise CorruptionError(f"payload file size differs from the header's: {shown(path)}")
     target = content.decode("utf-8", "surrogateescape") if _is_symlink(mode) else ""
     return PayloadItem(path, mode, b"" if target else content, target, header_file.user, header_file.group)
@@ -237,11 +239,11 @@ def _reason(exc: BaseException) -> str:
 
 
 def _is_symlink(mode: int) -> bool:
-    return (mode & 0o170000) == 0o120000
+    return (mode & _TYPE_MASK) == 0o120000
 
 
 def _is_regular(mode: int) -> bool:
-    return (mode & 0o170000) == 0o100000
+    return (mode & _TYPE_MASK) == 0o100000
 
 
 _CAP_NAMES = (
