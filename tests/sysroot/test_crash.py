@@ -9,21 +9,32 @@ from pathlib import Path
 
 import pytest
 
+from strata.core.invariants import check_invariants
 from strata.image.repo import Repo
 from strata.image.transfer import pull_local
 from strata.sysroot.sysroot import Sysroot
 from tests.conftest import LAB_REF, run_ostree
 
+CLIENT_POINTS = ["before-assemble", "after-resolve", "after-assemble", "after-checkout", "after-deploy"]
 POINTS = ["after-checkout", "after-etc-merge", "after-kernels", "after-bootlinks", "before-loader-swap",
           "after-loader-swap", "after-subbootversion-swap", "cleanup-midway"]
 
 
 def strata_admin(root: Path, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    return _strata(root, ["admin", *args], crash_at)
+
+
+def strata_client(root: Path, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    return _strata(root, list(args), crash_at)
+
+
+def _strata(root: Path, words: list[str], crash_at: str | None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     if crash_at:
         env["STRATA_CRASH_AT"] = crash_at
-    verb, *rest = args
-    return subprocess.run([sys.executable, "-m", "strata.cli.main", "admin", verb, "--sysroot", str(root), *rest],
+    verb = words[:2] if words[0] == "admin" else words[:1]
+    rest = words[len(verb):]
+    return subprocess.run([sys.executable, "-m", "strata.cli.main", *verb, "--sysroot", str(root), *rest],
                           capture_output=True, text=True, env=env, check=False)
 
 
@@ -41,6 +52,7 @@ def lab_sysroot_template(lab_repo: Path, tmp_path_factory: pytest.TempPathFactor
 
 def check_bootable(root: Path) -> None:
     sysroot = Sysroot.open(root)
+    assert check_invariants(sysroot) == []
     listed = sysroot.deployments()
     assert listed, "no deployment left"
     for dep in listed:
@@ -73,4 +85,20 @@ def test_killed_transaction_leaves_bootable_sysroot(lab_sysroot_template: Path, 
     check_bootable(root)
     again = strata_admin(root, "deploy", "--os=lab", f"lab:{LAB_REF}")
     assert again.returncode == 0, again.stderr
+    check_bootable(root)
+
+
+@pytest.mark.parametrize("point", CLIENT_POINTS)
+@pytest.mark.parametrize("operation", [["kargs", "--append=crashtest"], ["install", "test-noarch"]])
+def test_killed_client_transaction_leaves_bootable_sysroot(lab_sysroot_template: Path, tmp_path: Path, point: str,
+                                                          operation: list[str]) -> None:
+    root = fresh_copy(lab_sysroot_template, tmp_path)
+    proc = strata_client(root, *operation, crash_at=point)
+    assert proc.returncode in (0, -9), proc.stderr
+    check_bootable(root)
+    status = strata_client(root, "status")
+    assert status.returncode == 0 and status.stdout.startswith("State: idle\n"), status.stderr
+    again = strata_client(root, *operation)
+    assert again.returncode in (0, 1), again.stderr
+    assert again.returncode == 0 or "already requested" in again.stderr
     check_bootable(root)
