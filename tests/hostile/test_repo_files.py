@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -148,3 +149,26 @@ def test_endless_repomd_is_cut_off(tmp_path: Path) -> None:
     proc, repo = compose_packages(tmp_path, [], ["harmless"], repo_file)
     assert_refused(proc, repo, f"repodata/repomd.xml: larger than {MAX_REPOMD_SIZE:,} bytes")
     assert not list((tmp_path / "cache").rglob("*.part"))
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda path, secret: path.symlink_to("/dev/zero"), "a symlink out of"),
+    (lambda path, secret: path.symlink_to(secret), "a symlink out of"),
+    (lambda path, secret: os.mkfifo(path), "not a regular file"),
+    (lambda path, secret: path.write_text(secret.read_text()), "line 1: no [section] before the first option"),
+    (lambda path, secret: path.write_text("[ok]\nsecret-hash\n"), "line 2: not a [section] or key=value"),
+])
+def test_repo_file_cannot_read_or_show_host_files(tmp_path: Path, make: Callable[[Path, Path], None],
+                                                 message: str) -> None:
+    secret = tmp_path / "host" / "shadow"
+    secret.parent.mkdir()
+    secret.write_text("  root:$6$secret-hash:19000:0:99999:7:::\n")
+
+    def repo_file(treedir: Path) -> Path:
+        path = treedir / "evil.repo"
+        make(path, secret)
+        return path
+
+    proc, repo = compose_packages(tmp_path, [harmless(tmp_path)], ["harmless"], repo_file)
+    assert_refused(proc, repo, message)
+    assert "secret-hash" not in proc.stderr

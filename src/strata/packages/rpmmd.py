@@ -9,6 +9,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 import urllib.error
@@ -61,7 +62,7 @@ def parse_repo_files(directory: Path, variables: dict[str, str] | None = None) -
         try:
             parser.read_string(_read_text(path), source=str(path))
         except configparser.Error as exc:
-            raise InvalidInputError(f"{path.name}: {shown(str(exc).splitlines()[0])}") from None
+            raise InvalidInputError(f"{path}: {_syntax_error(exc)}") from None
         for section in parser.sections():
             _check_repo_id(section, path)
             repos.append(_repo_from_section(section, parser[section], path, variables or {}))
@@ -69,13 +70,30 @@ def parse_repo_files(directory: Path, variables: dict[str, str] | None = None) -
 
 
 def _read_text(path: Path) -> str:
-    data = path.read_bytes()
+    """A .repo file's text: a regular file of bounded size, reached through no symlink out of its directory
+    (a package could ship one pointing at /dev/zero or /etc/shadow)."""
+    if path.is_symlink() and not path.resolve().is_relative_to(path.parent.resolve()):
+        raise InvalidInputError(f"{path}: a symlink out of {path.parent}")
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(descriptor, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise InvalidInputError(f"{path}: not a regular file")
+        data = f.read(MAX_REPO_FILE_SIZE + 1)
     if len(data) > MAX_REPO_FILE_SIZE:
-        raise InvalidInputError(f"{path}: larger than {MAX_REPO_FILE_SIZE} bytes, not a .repo file")
+        raise InvalidInputError(f"{path}: larger than {MAX_REPO_FILE_SIZE:,} bytes, not a .repo file")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidInputError(f"{path}: not a text file (invalid UTF-8 at byte {exc.start})") from None
+
+
+def _syntax_error(exc: configparser.Error) -> str:
+    """The line and the kind of error, never the line's text (which could come from any file)."""
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return f"line {exc.lineno}: no [section] before the first option"
+    if isinstance(exc, configparser.ParsingError) and exc.errors:
+        return f"line {exc.errors[0][0]}: not a [section] or key=value line"
+    return shown(str(exc).splitlines()[0])
 
 
 def _check_repo_id(section: str, path: Path) -> None:
