@@ -8,6 +8,7 @@ import stat
 from dataclasses import dataclass
 
 from strata.errors import StrataError
+from strata.packages.text import shown
 
 TMPFILES_SUBDIR = "usr/lib/rpm-ostree/tmpfiles.d"
 UNSUPPORTED_PATH_HINT = "Unsupported path; see https://github.com/projectatomic/rpm-ostree/issues/233"
@@ -37,18 +38,13 @@ def normalize_payload_path(path: str) -> str:
     text = path[1:] if path.startswith(".") and path[1:2] in ("/", "") else path
     parts = [p for p in text.split("/") if p not in ("", ".")]
     if ".." in parts or "\0" in text:
-        raise StrataError(f"payload path escapes the root: {_shorten(path)}")
+        raise StrataError(f"payload path escapes the root: {shown(path)}")
     if len(text.encode("utf-8", "surrogateescape")) > PATH_MAX:
-        raise StrataError(f"file name too long: {_shorten(path)}")
+        raise StrataError(f"file name too long: {shown(path)}")
     for part in parts:
         if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
-            raise StrataError(f"file name too long: {_shorten(path)}")
+            raise StrataError(f"file name too long: {shown(path)}")
     return "/".join(parts)
-
-
-def _shorten(text: str, limit: int = 80) -> str:
-    shown = text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-    return shown.encode("unicode_escape").decode("ascii")
 
 
 def translate_path(path: str, mode: int, link_target: str = "", owner: str = "root root") -> Translation:
@@ -77,7 +73,7 @@ def translate_path(path: str, mode: int, link_target: str = "", owner: str = "ro
         return Translation(rel)
     if top in LAYOUT_TOPLEVEL and (stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
         return Translation(None)
-    raise StrataError(f"Analyzing /{_shorten(rel)}: {UNSUPPORTED_PATH_HINT}")
+    raise StrataError(f"Analyzing /{shown(rel)}: {UNSUPPORTED_PATH_HINT}")
 
 
 def _tmpfiles_translation(rel: str, mode: int, link_target: str, owner: str) -> Translation:
@@ -97,7 +93,7 @@ def tmpfiles_line(kind: str, path: str, mode: str = "-", user: str = "-", group:
     exactly; a path it cannot read back is refused."""
     for name in (user, group):
         if name != "-" and not _OWNER_NAME.fullmatch(name):
-            raise StrataError(f"invalid owner name for {_shorten(path)}: {_shorten(name)}")
+            raise StrataError(f"invalid owner name for {shown(path)}: {shown(name)}")
     fields = [kind, _tmpfiles_path(path), mode, user, group, "-"]
     if argument:
         fields.append(_tmpfiles_argument(argument))
@@ -108,7 +104,7 @@ def tmpfiles_line(kind: str, path: str, mode: str = "-", user: str = "-", group:
 
 def _tmpfiles_path(path: str) -> str:
     if _UNWRITABLE_IN_TMPFILES_PATH.search(path) or any(_is_escaped_byte(c) for c in path):
-        raise StrataError(f"path cannot be expressed in tmpfiles.d: {_shorten(path)}")
+        raise StrataError(f"path cannot be expressed in tmpfiles.d: {shown(path)}")
     escaped = path.replace("%", "%%")  # tmpfiles expands %-specifiers in paths
     return f'"{escaped}"' if " " in escaped else escaped
 
