@@ -138,8 +138,7 @@ def run(box: Sandbox, argv: Sequence[str], *, on_line: LineSink | None = None, s
         timeout: float | None = None) -> Outcome:
     """Run argv in the sandbox. Output is passed line by line to on_line (or, with a terminal and no
     on_line, left on the caller's terminal). After timeout seconds the whole sandbox is killed."""
-    with tempfile.TemporaryDirectory(prefix="strata-bwrap-", dir=_scratch_parent(box)) as scratch:
-        layer = overlay.new_layer(box.root, Path(scratch)) if box.overlay else None
+    with _overlay_for(box) as layer:
         cmd = command_line(box, argv, layer.merged if layer is not None else None)
         fds: list[int] = []
         try:
@@ -154,9 +153,14 @@ def run(box: Sandbox, argv: Sequence[str], *, on_line: LineSink | None = None, s
     return outcome
 
 
-def _scratch_parent(box: Sandbox) -> str | None:
-    """An overlay's upper dir must be on the tree's filesystem, so that folding it back is a rename."""
-    return str(box.root.parent) if box.overlay else None
+@contextlib.contextmanager
+def _overlay_for(box: Sandbox) -> Iterator[overlay.Layer | None]:
+    if not box.overlay:
+        yield None
+        return
+    # next to the tree: the upper dir must be on its filesystem, so that folding it back is a rename
+    with tempfile.TemporaryDirectory(prefix="strata-overlay-", dir=box.root.parent) as scratch:
+        yield overlay.new_layer(box.root, Path(scratch))
 
 
 def _spawn(cmd: list[str], box: Sandbox, fds: list[int], layer: overlay.Layer | None, on_line: LineSink | None,

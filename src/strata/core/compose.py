@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from strata import bwrap
+from strata import bwrap, fsroot
 from strata.core import layout
 from strata.core.assemble import merge_package_trees, run_package_scripts
 from strata.core.treefile import Treefile, load_treefile
@@ -255,13 +255,15 @@ def _run_box_script(box: bwrap.Sandbox, body: str, label: str, log: Log) -> None
 
 
 def _check_kernel(rootfs: Path) -> str:
-    modules = rootfs / "usr/lib/modules"
-    found = sorted(d.name for d in modules.iterdir() if (d / "vmlinuz").is_file()) if modules.is_dir() else []
+    """The one kernel of the tree, found as deploy will find it (symlinks resolved inside the tree)."""
+    modules = fsroot.real_path_in_root(rootfs, "usr/lib/modules")
+    names = sorted(os.listdir(modules)) if modules is not None and modules.is_dir() else []
+    found = [name for name in names if fsroot.is_file_in_root(rootfs, f"usr/lib/modules/{name}/vmlinuz")]
     if not found:
         raise StrataError("no kernel found: the tree has no usr/lib/modules/VERSION/vmlinuz")
     if len(found) > 1:
         raise StrataError(f"multiple kernels found: {', '.join(found)}")
-    if not (modules / found[0] / "initramfs.img").is_file():
+    if not fsroot.is_file_in_root(rootfs, f"usr/lib/modules/{found[0]}/initramfs.img"):
         raise StrataError(f"kernel {found[0]} has no initramfs.img")
     return found[0]
 
