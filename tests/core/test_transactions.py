@@ -192,6 +192,7 @@ def test_case7_prune_keep_younger_than_deletes_older_history(tmp_path: Path) -> 
 def _state(box: Lab) -> tuple[str, dict[str, str], list[str]]:
     repo = Sysroot.open(box.root).repo
     deploy_dirs = sorted(str(p.relative_to(box.root)) for p in (box.root / "ostree/deploy").glob("*/deploy/*"))
+    deploy_dirs += sorted(f"tmp/{name}" for name in os.listdir(repo.tmp_dir))
     # Packages imported before the cancel stay in the package cache (complete, content-addressed: a cache).
     refs = {name: c for name, c in repo.list_refs(remotes=False).items() if not name.startswith("rpmostree/pkg/")}
     return box.status(), refs, deploy_dirs

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -163,6 +164,7 @@ class Transaction:
         self._cancel_requested = False
         self._before: dict[str, PendingSnapshot | None] | None = None
         self._created_dirs: list[Path] = []
+        self._scratch_before: set[str] = set()
 
     # ------------------------------------------------------------ lifetime
 
@@ -170,6 +172,7 @@ class Transaction:
         with contextlib.ExitStack() as stack:
             stack.enter_context(self.sysroot.lock())
             self._before = snapshot_pending(self.sysroot) if self.check and self.isolate else None
+            self._scratch_before = self._scratch_entries()
             self._write_record()
             stack.callback(self._clear_record)
             previous = signal.signal(CANCEL_SIGNAL, self._on_cancel)
@@ -186,6 +189,8 @@ class Transaction:
                     self._check_invariants()
                 self.progress.finished(True, "")
             else:
+                if isinstance(exc, CancelledError):
+                    self._remove_scratch()
                 self.progress.finished(False, str(exc))
         finally:
             self._stack.close()
@@ -220,6 +225,22 @@ class Transaction:
             self._committed = True
         finally:
             self._critical -= 1
+
+    def _scratch_entries(self) -> set[str]:
+        tmp = self.sysroot.repo.tmp_dir
+        return set(os.listdir(tmp)) if tmp.is_dir() else set()
+
+    def _remove_scratch(self) -> None:
+        """What a cancelled transaction staged in the repository's tmp/ (nobody else writes there while the
+        sysroot is locked)."""
+        tmp = self.sysroot.repo.tmp_dir
+        for name in self._scratch_entries() - self._scratch_before:
+            path = tmp / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
 
     # ------------------------------------------------------------ record and invariants
 
