@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -394,6 +395,8 @@ def _refs_list(repo: Repo, prefix: str | None, *, full: bool, aliases: bool) -> 
             if prefix is None or alias == prefix or alias.startswith(prefix.rstrip("/") + "/"):
                 print(f"{alias} -> {target}")
         return
+    if not (repo.path / "refs" / "remotes").is_dir():
+        raise NotFoundError("Listing refs: opendir(remotes): No such file or directory")
     if prefix and (prefix.endswith(":") or prefix.endswith(":.")):
         remote = prefix.partition(":")[0]
         for name in repo.list_refs():
@@ -680,15 +683,28 @@ def cat(inv: Invocation) -> int:
     repo = inv.repo()
     checksum = resolve(repo, inv.positional[0])
     for path in inv.positional[1:]:
-        kind, entry = inspect.lookup(repo, checksum, path)
-        if kind == "dir":
-            raise InvalidInputError(f"{path} is a directory")
-        meta: FileMeta
-        meta, content = repo.read_file(entry.checksum, verify=True)
-        if not meta.is_symlink:
-            sys.stdout.buffer.write(content)
+        entry = _follow_links(repo, checksum, path)
+        _meta, content = repo.read_file(entry.checksum, verify=True)
+        sys.stdout.buffer.write(content)
     sys.stdout.buffer.flush()
     return 0
+
+
+_MAX_LINKS = 40
+
+
+def _follow_links(repo: Repo, commit_checksum: str, path: str) -> inspect.TreeEntry:
+    """The regular file path names inside the commit, symbolic links followed within the commit's tree."""
+    current = path
+    for _ in range(_MAX_LINKS):
+        kind, entry = inspect.lookup(repo, commit_checksum, current)
+        if kind == "dir":
+            raise InvalidInputError(f"Cannot open directory {path}: open directory")
+        if entry.kind != "l":
+            return entry
+        base = current.rstrip("/").rpartition("/")[0]
+        current = entry.target if entry.target.startswith("/") else os.path.normpath(f"{base}/{entry.target}")
+    raise InvalidInputError(f"{path}: Too many levels of symbolic links")
 
 
 # ---------------------------------------------------------------- checkout
@@ -747,18 +763,54 @@ def _checkout_one(inv: Invocation, repo: Repo, rev: str, dest: str, user_mode: b
     checksum = resolve(repo, rev)
     options = CheckoutOptions(user_mode=user_mode, union=a.flag("union") or a.flag("union-add"),
                               require_hardlinks=a.flag("require-hardlinks"), force_copy=a.flag("force-copy"),
-                              subpath=a.str("subpath") or "")
+                              subpath=a.str("subpath") or "", union_add=a.flag("union-add"))
     destination = Path(dest)
     if a.flag("union-add") or a.flag("union-identical") or a.flag("union"):
         options.union = True
     if not options.union and (destination.exists() or destination.is_symlink()) and not a.str("subpath"):
         raise StrataError(f"Destination {dest} exists: File exists")
     try:
+        if options.subpath and not destination.exists():
+            kind, _entry = inspect.lookup(repo, checksum, options.subpath)
+            if kind == "file":  # ostree puts a single file into the destination directory
+                destination.mkdir(parents=True)
+        if a.flag("union-identical") and destination.is_dir():
+            _check_identical(repo, checksum, options.subpath, destination)
         checkout_commit(repo, checksum, destination, options)
     except NotFoundError:
         if a.flag("allow-noent") and a.str("subpath"):
             return
         raise
+    if a.str("skip-list"):
+        _remove_skipped(destination, lines_of(a.str("skip-list") or ""))
+
+
+def _check_identical(repo: Repo, checksum: str, subpath: str, destination: Path) -> None:
+    """--union-identical: a file already in the destination must be the same file as the commit's."""
+    root = inspect.lookup_pair(repo, _commit_pair(repo, checksum), subpath or "/")
+    if root is None:
+        return
+    for entry in inspect.walk(repo, root, ""):
+        existing = destination / entry.path.lstrip("/")
+        if entry.kind == "d" or not (existing.exists() or existing.is_symlink()):
+            continue
+        meta, content = repo.read_file(entry.checksum, verify=False)
+        if meta.is_symlink:
+            same = existing.is_symlink() and os.readlink(existing) == meta.symlink_target
+        else:
+            same = existing.is_file() and not existing.is_symlink() and existing.read_bytes() == content
+        if not same:
+            raise StrataError(f"Processing {entry.path}: File exists")
+
+
+def _remove_skipped(destination: Path, skipped: list[str]) -> None:
+    """--skip-list: the listed paths (relative to the checked-out root) are not left in the checkout."""
+    for name in skipped:
+        target = destination / name.lstrip("/")
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.is_symlink() or target.exists():
+            target.unlink()
 
 
 # ---------------------------------------------------------------- checksum, diff

@@ -28,6 +28,7 @@ class CheckoutOptions:
     require_hardlinks: bool = False
     force_copy: bool = False
     subpath: str = ""
+    union_add: bool = False  # like union, but files already in the destination are kept (ostree --union-add)
 
 
 def checkout_commit(repo: Repo, commit: str, dest: Path, options: CheckoutOptions | None = None) -> None:
@@ -136,6 +137,8 @@ class _Checkout:
         assert self.pool is not None
         for name, checksum in tree.files.items():  # names were validated when the dirtree was parsed
             dest = f"{path}/{name}"
+            if self.opts.union_add and os.path.lexists(dest):
+                continue
             # Links are cheap syscalls, done inline; copies (decompression, hashing) go to the pool.
             if not (self.can_link and self._try_link(checksum, dest)):
                 self.futures.append(self.pool.submit(self.copy_file, checksum, dest))

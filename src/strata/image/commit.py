@@ -137,6 +137,14 @@ def write_tree_from_dir(repo: Repo, root: Path, options: TreeWriteOptions | None
     return writer.finish(scan)
 
 
+def _check_utf8(name: str) -> None:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+        raise InvalidInputError(f"Invalid UTF-8 in filename {shown}") from None
+
+
 class _TreeWriter:
     def __init__(self, repo: Repo, opts: TreeWriteOptions) -> None:
         self.repo = repo
@@ -198,6 +206,7 @@ class _TreeWriter:
         assert self.pool is not None
         for entry in entries:
             name = entry.name
+            _check_utf8(name)
             O.validate_name(name)
             child = f"{relpath.rstrip('/')}/{name}"
             if self._skipped(child):
