@@ -10,8 +10,8 @@ else the stateroot's first; /etc comes from the booted deployment for the booted
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from strata.core import livefs
@@ -37,8 +37,6 @@ from strata.packages.nevra import Nevra
 from strata.sysroot import deploy as ops
 from strata.sysroot.deploy import DeployOptions, KargEdits
 from strata.sysroot.sysroot import Deployment, Sysroot
-
-__all__ = ["Context", "Outcome", "base_commit", "is_layered", "open_context"]
 
 
 @dataclass
@@ -106,7 +104,6 @@ class Outcome:
     diff: PackageDiff | None = None  # reference -> new deployment; None without package lists
     guest: bool = False  # the change went to a stateroot that is not the booted one
     staged: bool = False
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
@@ -181,8 +178,12 @@ def package_diff(repo: Repo, old: str, new: str) -> PackageDiff | None:
     return diff_packages(before, after)
 
 
+# A verb's own step inside the transaction: from the context to the change (None: nothing to do).
+ChangeBuilder = Callable[[Transaction, Context], Change | None]
+
+
 def run_verb(sysroot: Sysroot, stateroot: str | None, verb: str, args: Sequence[str], progress: Progress,
-         build: ChangeBuilder) -> Outcome:
+             build: ChangeBuilder) -> Outcome:
     """One transaction: open the context under the lock, let the verb build its change, apply it."""
     ctx = open_context(sysroot, stateroot)
     with Transaction(sysroot, verb, args, progress, stateroot=ctx.stateroot) as txn:
@@ -191,13 +192,6 @@ def run_verb(sysroot: Sysroot, stateroot: str | None, verb: str, args: Sequence[
         if change is None:
             return Outcome(None, guest=ctx.is_guest)
         return apply_change(txn, ctx, change)
-
-
-class ChangeBuilder:
-    """A verb's own step inside the transaction: from the context to the change (None: nothing to do)."""
-
-    def __call__(self, txn: Transaction, ctx: Context) -> Change | None:
-        raise NotImplementedError
 
 
 # ---------------------------------------------------------------- package layering
@@ -219,7 +213,7 @@ def _is_local(spec: str) -> bool:
 
 
 @dataclass
-class _Install(ChangeBuilder):
+class _Install:
     specs: list[str]
     options: InstallOptions
 
@@ -270,7 +264,7 @@ def uninstall(sysroot: Sysroot, stateroot: str | None, specs: Sequence[str], ide
 
 
 @dataclass
-class _Uninstall(ChangeBuilder):
+class _Uninstall:
     specs: list[str]
     idempotent: bool
 
@@ -294,7 +288,7 @@ def override_remove(sysroot: Sysroot, stateroot: str | None, names: Sequence[str
 
 
 @dataclass
-class _OverrideRemove(ChangeBuilder):
+class _OverrideRemove:
     names: list[str]
 
     def __call__(self, txn: Transaction, ctx: Context) -> Change | None:
@@ -315,7 +309,7 @@ def override_replace(sysroot: Sysroot, stateroot: str | None, specs: Sequence[st
 
 
 @dataclass
-class _OverrideReplace(ChangeBuilder):
+class _OverrideReplace:
     specs: list[str]
 
     def __call__(self, txn: Transaction, ctx: Context) -> Change | None:
@@ -341,7 +335,7 @@ def override_reset(sysroot: Sysroot, stateroot: str | None, names: Sequence[str]
 
 
 @dataclass
-class _OverrideReset(ChangeBuilder):
+class _OverrideReset:
     names: list[str]
     reset_all: bool
 
@@ -366,7 +360,7 @@ def reset(sysroot: Sysroot, stateroot: str | None, progress: Progress) -> Outcom
     return run_verb(sysroot, stateroot, "reset", [], progress, _Reset())
 
 
-class _Reset(ChangeBuilder):
+class _Reset:
     def __call__(self, txn: Transaction, ctx: Context) -> Change | None:
         origin = ctx.origin()
         return Change(Origin(origin.refspec, origin.override_commit, extra=origin.extra))
@@ -388,7 +382,7 @@ def kargs(sysroot: Sysroot, stateroot: str | None, edits: KargEdits, progress: P
 
 
 @dataclass
-class _Kargs(ChangeBuilder):
+class _Kargs:
     edits: KargEdits
 
     def __call__(self, txn: Transaction, ctx: Context) -> Change | None:

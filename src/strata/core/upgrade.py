@@ -10,14 +10,13 @@ from pathlib import Path
 
 from strata.core.client import (
     Change,
-    ChangeBuilder,
     Context,
     Outcome,
-    base_commit,
     package_diff,
     run_verb,
 )
 from strata.core.pkgdiff import PackageDiff
+from strata.core.refs import base_commit
 from strata.core.transaction import Progress, Transaction
 from strata.errors import InvalidInputError, NotFoundError, StrataError
 from strata.image.repo import Repo
@@ -133,7 +132,7 @@ def upgrade(sysroot: Sysroot, stateroot: str | None, progress: Progress) -> Outc
     return run_verb(sysroot, stateroot, "upgrade", [], progress, _Upgrade())
 
 
-class _Upgrade(ChangeBuilder):
+class _Upgrade:
     def __call__(self, txn: Transaction, ctx: Context) -> Change | None:
         origin = ctx.origin()
         if _is_pinned_to_commit(origin.refspec):
@@ -151,7 +150,7 @@ def deploy_revision(sysroot: Sysroot, stateroot: str | None, revision: str, prog
 
 
 @dataclass
-class _DeployRevision(ChangeBuilder):
+class _DeployRevision:
     revision: str
 
     def __call__(self, txn: Transaction, ctx: Context) -> Change | None:
@@ -174,7 +173,7 @@ def rebase(sysroot: Sysroot, stateroot: str | None, refspec: str, revision: str 
 
 
 @dataclass
-class _Rebase(ChangeBuilder):
+class _Rebase:
     refspec: str
     revision: str | None
 
