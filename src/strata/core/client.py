@@ -400,7 +400,8 @@ class RollbackResult:
 
 def rollback(sysroot: Sysroot, progress: Progress) -> RollbackResult:
     booted = sysroot.booted()
-    stateroot = booted.stateroot if booted is not None else None
+    deps = sysroot.deployments()
+    stateroot = booted.stateroot if booted is not None else (deps[0].stateroot if deps else None)
     with Transaction(sysroot, "rollback", [], progress, stateroot=stateroot) as txn:
         booted = sysroot.booted()
         with txn.critical():
