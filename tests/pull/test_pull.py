@@ -4,8 +4,11 @@ verified; a bad server or a compromised mirror moves no ref."""
 from __future__ import annotations
 
 import http.server
+import json
 import random
 import socketserver
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -138,9 +141,9 @@ class _Faulty(http.server.SimpleHTTPRequestHandler):
                 super().do_GET()
                 return
             if cls.mode == "flip":
-                body = bytearray(Path(self.translate_path(self.path)).read_bytes())
-                body[len(body) // 2] ^= 0x01
-                self._send(bytes(body))
+                flipped = bytearray(Path(self.translate_path(self.path)).read_bytes())
+                flipped[len(flipped) // 2] ^= 0x01
+                self._send(bytes(flipped))
                 return
             if cls.mode == "truncate":
                 body = Path(self.translate_path(self.path)).read_bytes()
@@ -282,3 +285,31 @@ def test_strata_gpg_signature_verified_by_ostree(served: tuple[Repo, str, str], 
     assert run_ostree(f"--repo={wrong}", "pull", "origin", REF, check=False).returncode != 0
     listed = strata("repo", "remote", "refs", "--repo", str(strata_client(tmp_path / "s", url)), "origin").stdout
     assert listed.split() == [f"origin:{REF}"]
+
+
+def _peak_rss_mib(argv: list[str]) -> tuple[subprocess.CompletedProcess[str], int]:
+    """Run argv in a child of a fresh interpreter; (its result, the child's peak RSS in MiB)."""
+    measure = ("import json, resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, "
+               "text=True); print(json.dumps([p.returncode, p.stdout, p.stderr, "
+               "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))")
+    out = subprocess.run([sys.executable, "-c", measure, *argv], capture_output=True, text=True, check=True)
+    status, stdout, stderr, peak_kib = json.loads(out.stdout)
+    return subprocess.CompletedProcess(argv, status, stdout, stderr), peak_kib // 1024
+
+
+@pytest.mark.parametrize("mode", ["archive", "bare-user"])
+def test_large_object_pulled_in_bounded_memory(tmp_path: Path, nginx: Callable[[Path], str], mode: str) -> None:
+    """A 96 MiB incompressible file: its body spools to disk and is inflated in chunks, not held whole."""
+    repo = Repo.init(tmp_path / "www" / "repo", RepoMode.ARCHIVE)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "big").write_bytes(random.Random(5).randbytes(96 << 20))
+    commit = commit_directory(repo, tree, REF, CommitRequest(subject="big", timestamp=1))
+    client = strata_client(tmp_path / "c", nginx(tmp_path / "www") + "/repo", mode=mode)
+    proc, peak = _peak_rss_mib([sys.executable, "-m", "strata.cli.main", "repo", "pull", "--repo", str(client),
+                                "origin", REF])
+    assert proc.returncode == 0, proc.stderr
+    assert peak < 96, f"peak RSS {peak} MiB"
+    assert Repo.open(client).read_ref(REF, remote="origin") == commit
+    assert "no errors found" in strata("repo", "fsck", "--repo", str(client)).stdout
+    assert not list((client / "tmp").iterdir())

@@ -29,6 +29,7 @@ Xattrs = list[tuple[bytes, bytes]]  # (name without NUL, value), sorted by name
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MAX_LENGTH = sys.maxsize  # zlib's max_length is a C ssize_t
 _CHUNK = 1 << 20
+_MAX_HEADER = 10 << 20  # a file header holds owner, mode, symlink target and xattrs
 # 9999-12-31 23:59:59 UTC: the last second GLib's GDateTime (ostree log/show) and Python's datetime represent.
 MAX_TIMESTAMP = 253402300799
 
@@ -295,6 +296,18 @@ def parse_archive_header(data: bytes) -> tuple[FileMeta, int, int]:
     meta = FileMeta(uid, gid, mode, target, tuple(_xattrs_from_gv(xattrs)))
     meta.validate()
     return meta, size, end
+
+
+def read_archive_header(read: Callable[[int], bytes]) -> tuple[FileMeta, int]:
+    """(meta, content size) from the start of a .filez being read; read is left at the deflate stream."""
+    head = read(8)
+    if len(head) < 8:
+        raise CorruptionError("truncated archive file header")
+    length = int.from_bytes(head[:4], "big")
+    if length > _MAX_HEADER:
+        raise CorruptionError(f"archive file header of {length} bytes (at most {_MAX_HEADER})")
+    meta, size, _offset = parse_archive_header(head + read(length))
+    return meta, size
 
 
 def encode_ostreemeta(meta: FileMeta) -> bytes:

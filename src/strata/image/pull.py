@@ -8,15 +8,18 @@ import contextlib
 import hashlib
 import http.client
 import io
+import os
 import secrets
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar, cast
 
 from strata.errors import CorruptionError, NotFoundError, StrataError
 from strata.image import gpg, sign
@@ -34,6 +37,7 @@ _WORKERS = 12
 _PROCESSES = 3
 _PROCESS_THRESHOLD = 512
 _INFLATE_IN_MEMORY = 16 << 20
+_SPOOL_IN_MEMORY = 8 << 20
 _BATCH = 128
 _RETRIES = 3
 _TIMEOUT = 30.0
@@ -92,11 +96,22 @@ class Fetcher:
         return conn  # type: ignore[no-any-return]
 
     def get(self, relpath: str, *, optional: bool = False, limit: int | None = None) -> bytes | None:
+        body = self._get(relpath, optional, limit, None)
+        return None if body is None else body.read()
+
+    def get_spooled(self, relpath: str, spool_dir: Path) -> BinaryIO:
+        """The body as a file object: in memory while small, in an unnamed file in spool_dir beyond that, so
+        a large (or endless) object never has to fit in memory."""
+        body = self._get(relpath, False, None, spool_dir)
+        assert body is not None
+        return body
+
+    def _get(self, relpath: str, optional: bool, limit: int | None, spool_dir: Path | None) -> BinaryIO | None:
         url = f"{self.scheme}://{self.netloc}{self.base_path}/{relpath}"
         last: Exception | None = None
         for attempt in range(_RETRIES):
             try:
-                return self._get_once(relpath, url, optional, limit)
+                return self._get_once(relpath, url, optional, limit, spool_dir)
             except FetchError as exc:
                 if exc.status is not None and exc.status < 500:
                     raise
@@ -112,7 +127,8 @@ class Fetcher:
         assert last is not None
         raise last
 
-    def _get_once(self, relpath: str, url: str, optional: bool, limit: int | None) -> bytes | None:
+    def _get_once(self, relpath: str, url: str, optional: bool, limit: int | None,
+                  spool_dir: Path | None) -> BinaryIO | None:
         conn = self._connection()
         conn.request("GET", f"{self.base_path}/{relpath}", headers={"User-Agent": "strata"})
         response = conn.getresponse()
@@ -125,22 +141,29 @@ class Fetcher:
         if limit is not None and declared is not None and declared > limit:
             self._drop_connection()
             raise CorruptionError(f"URI {url} exceeded maximum size of {limit} bytes")
-        body = self._read_capped(response, url, limit)
-        if declared is not None and declared != len(body):
-            raise FetchError(url, None, f"Truncated response for {url}")
+        body = _body_buffer(spool_dir)
+        try:
+            received = self._read_capped(response, url, limit, body)
+            if declared is not None and declared != received:
+                raise FetchError(url, None, f"Truncated response for {url}")
+        except BaseException:
+            body.close()
+            raise
         with self.lock:
-            self.bytes += len(body)
+            self.bytes += received
+        body.seek(0)
         return body
 
-    def _read_capped(self, response: http.client.HTTPResponse, url: str, limit: int | None) -> bytes:
-        """The body, read in chunks: one byte over limit ends the transfer (the server may not have said)."""
-        body = bytearray()
+    def _read_capped(self, response: http.client.HTTPResponse, url: str, limit: int | None, body: BinaryIO) -> int:
+        """Copy the body in chunks: one byte over limit ends the transfer (the server may not have said)."""
+        received = 0
         while chunk := response.read(_READ):
-            body += chunk
-            if limit is not None and len(body) > limit:
+            body.write(chunk)
+            received += len(chunk)
+            if limit is not None and received > limit:
                 self._drop_connection()
                 raise CorruptionError(f"URI {url} exceeded maximum size of {limit} bytes")
-        return bytes(body)
+        return received
 
     def _discard(self, response: http.client.HTTPResponse) -> None:
         """Read an error body to reuse the connection, unless it is large: then the connection goes."""
@@ -152,6 +175,13 @@ class Fetcher:
         if conn is not None:
             conn.close()
         self.local.conn = None
+
+
+def _body_buffer(spool_dir: Path | None) -> BinaryIO:
+    """Where a response body goes (the caller closes it)."""
+    if spool_dir is None:
+        return io.BytesIO()
+    return cast(BinaryIO, tempfile.SpooledTemporaryFile(_SPOOL_IN_MEMORY, dir=str(spool_dir)))
 
 
 def _content_length(response: http.client.HTTPResponse, url: str) -> int | None:
@@ -424,39 +454,42 @@ def _parsed(parse: Callable[[Any], _T], data: Any, checksum: str, objtype: Objec
 
 
 def store_content_object(repo: Repo, fetcher: Fetcher, checksum: str) -> int:
-    """Fetch one .filez, check it against its name, store it; returns the bytes received."""
-    data = fetcher.get(O.object_relpath(checksum, ObjectType.FILE, True))
-    assert data is not None
-    try:
-        meta, size, offset = O.parse_archive_header(data)
-        if repo.is_archive:
-            _verify_filez(meta, size, memoryview(data)[offset:], checksum)
-            repo.write_archive_object(checksum, data)  # verified: keep the compressed bytes
-        elif meta.is_symlink or size < _INFLATE_IN_MEMORY:
-            content = b"" if meta.is_symlink else O.archive_decompress(data[offset:], size)
-            repo.write_content(meta, content, expected=checksum)  # verifies before storing
-        else:
-            _store_large_content(repo, meta, size, memoryview(data)[offset:], checksum)
-    except CorruptionError as exc:
-        raise CorruptionError(f"Corrupted file object {checksum} from the server: {exc}") from None
-    return len(data)
+    """Fetch one .filez, check it against its name, store it; returns the bytes received. Memory stays
+    bounded whatever the object's size: the body spools to disk when large and is inflated in chunks."""
+    with fetcher.get_spooled(O.object_relpath(checksum, ObjectType.FILE, True), repo.tmp_dir) as body:
+        received = body.seek(0, os.SEEK_END)
+        body.seek(0)
+        try:
+            meta, size = O.read_archive_header(body.read)
+            if repo.is_archive:
+                _verify_filez(meta, size, body, checksum)
+                body.seek(0)
+                repo.write_archive_object(checksum, body)  # verified: keep the compressed bytes
+            elif meta.is_symlink or size < _INFLATE_IN_MEMORY:
+                content = b"" if meta.is_symlink else O.archive_decompress(body.read(), size)
+                repo.write_content(meta, content, expected=checksum)  # verifies before storing
+            else:
+                _store_large_content(repo, meta, size, body, checksum)
+        except CorruptionError as exc:
+            raise CorruptionError(f"Corrupted file object {checksum} from the server: {exc}") from None
+    return received
 
 
-def _verify_filez(meta: O.FileMeta, size: int, deflated: memoryview, checksum: str) -> None:
+def _verify_filez(meta: O.FileMeta, size: int, deflated: BinaryIO, checksum: str) -> None:
     digest = hashlib.sha256(O.file_header(meta))
     if not meta.is_symlink:
-        O.hash_inflated(io.BytesIO(deflated).read, digest, size)
+        O.hash_inflated(deflated.read, digest, size)
     if digest.hexdigest() != checksum:
         raise CorruptionError(f"actual checksum {digest.hexdigest()}")
 
 
-def _store_large_content(repo: Repo, meta: O.FileMeta, size: int, deflated: memoryview, checksum: str) -> None:
+def _store_large_content(repo: Repo, meta: O.FileMeta, size: int, deflated: BinaryIO, checksum: str) -> None:
     """Inflate into a file in the repo's tmp/ (not memory), checking the checksum on the way."""
     staged = repo.tmp_dir / f"pull-{secrets.token_hex(8)}"
     digest = hashlib.sha256(O.file_header(repo.canonical_meta(meta)))
     try:
         with open(staged, "wb") as out:
-            O.hash_inflated(io.BytesIO(deflated).read, _Tee(digest, out), size)
+            O.hash_inflated(deflated.read, _Tee(digest, out), size)
         if digest.hexdigest() != checksum:
             raise CorruptionError(f"actual checksum {digest.hexdigest()}")
         repo.write_content_from_file(meta, staged, size)

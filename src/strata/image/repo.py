@@ -8,11 +8,13 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import stat
 import threading
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
+from typing import BinaryIO
 
 from strata.errors import CorruptionError, InvalidInputError, NotFoundError, StrataError
 from strata.image import objects as O
@@ -258,12 +260,20 @@ class Repo:
         self._link_into_store(tmp, checksum, ObjectType.FILE)
         return checksum
 
-    def write_archive_object(self, checksum: str, data: bytes) -> None:
-        """Store a .filez exactly as received (the caller verified it against checksum)."""
+    def write_archive_object(self, checksum: str, data: bytes | BinaryIO) -> None:
+        """Store a .filez exactly as received, from bytes or a file object (the caller verified it)."""
         if not self.is_archive:
             raise StrataError("raw .filez objects only go into archive repositories")
-        if not self.has_object(checksum, ObjectType.FILE):
+        if self.has_object(checksum, ObjectType.FILE):
+            return
+        if isinstance(data, bytes):
             self._publish_bytes(checksum, ObjectType.FILE, data)
+            return
+        tmp = self._tmp_name()
+        with open(tmp, "xb") as out:
+            shutil.copyfileobj(data, out, _CHUNK)
+        os.chmod(tmp, 0o644)
+        self._link_into_store(tmp, checksum, ObjectType.FILE)
 
     def write_content_from_file(self, meta: FileMeta, source: str | os.PathLike[str], size: int) -> str:
         """Store a regular file from disk; large files are streamed twice instead of held in memory."""
