@@ -25,7 +25,7 @@ from types import FrameType
 from typing import Any
 
 from strata.errors import StrataError
-from strata.image import gpg, gvariant, sign
+from strata.image import gpg, gvariant, inspect, sign
 from strata.image import objects as O
 from strata.image.commit import CommitRequest, commit_directory
 from strata.image.deltas import PART_TYPE, _part_body, apply_part, generate, parse_superblock
@@ -52,8 +52,10 @@ def _filez(data: bytes) -> object:
 
 
 def _commit(data: bytes) -> object:
+    """What pull, log and show do with a commit."""
     commit = O.Commit.parse(data)
-    return commit.typed_meta("version", "s"), O.check_timestamp(commit.timestamp)
+    lines = inspect.log_entry("0" * 64, commit) + [inspect.format_value(value) for _key, value in commit.metadata]
+    return commit.typed_meta("ostree.ref-binding", "as"), lines
 
 
 def _summary(data: bytes) -> object:
@@ -155,9 +157,37 @@ def strata_seeds(repo: Repo, work: Path) -> Iterator[tuple[str, bytes]]:
 # ---------------------------------------------------------------- mutation
 
 
+STRUCTURED = {"commit": O.COMMIT_TYPE, "summary": SUMMARY_TYPE, "commitmeta": "a{sv}"}
+
+
+def _palette(rng: random.Random) -> gvariant.Variant:
+    """A well-formed value of a type the reader may not expect, for a key it knows."""
+    deep = gvariant.Variant("s", "bottom")
+    for _ in range(rng.choice((1, 2, 60, 120))):
+        deep = gvariant.Variant("v", deep)
+    return rng.choice((gvariant.Variant("s", "x" * rng.choice((0, 1, 300))), gvariant.Variant("t", (1 << 64) - 1),
+                       gvariant.Variant("as", ["a", ""]), gvariant.Variant("ay", b"\0" * 31),
+                       gvariant.Variant("aay", [b"", b"x" * 64]), gvariant.Variant("b", True),
+                       gvariant.Variant("a{sv}", [("k", gvariant.Variant("i", -1))]), deep))
+
+
 class Mutator:
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
+
+    def mutate_value(self, sig: str, data: bytes) -> bytes:
+        """Decode, give some variant values another type or nesting, encode: well-formed, unexpected."""
+        return gvariant.encode(sig, self._retype(gvariant.decode(sig, data, strict=False)))
+
+    def _retype(self, value: Any) -> Any:
+        if isinstance(value, gvariant.Variant):
+            return _palette(self.rng) if self.rng.random() < 0.3 else gvariant.Variant(value.type,
+                                                                                      self._retype(value.value))
+        if isinstance(value, tuple):
+            return tuple(self._retype(item) for item in value)
+        if isinstance(value, list):
+            return [self._retype(item) for item in value]
+        return value
 
     def mutate(self, data: bytes, other: bytes) -> bytes:
         out = bytearray(data)
@@ -248,7 +278,10 @@ def fuzz(corpus: Corpus, count: int, seed: int, keep: Path | None = None,
     stats = Stats()
     for index in range(count):
         kind, data = corpus.seeds[index % len(corpus.seeds)]
-        sample = mutator.mutate(data, mutator.rng.choice(corpus.seeds)[1])
+        if kind in STRUCTURED and mutator.rng.random() < 0.3:
+            sample = mutator.mutate_value(STRUCTURED[kind], data)
+        else:
+            sample = mutator.mutate(data, mutator.rng.choice(corpus.seeds)[1])
         outcome = _run_one(corpus.parsers[kind], sample, stats, input_seconds)
         stats.inputs += 1
         if outcome in ("parsed", "refused"):
