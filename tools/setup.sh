@@ -4,9 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real parts strata drives (bwrap, rpm for scriptlets' interpreters), test oracles (ostree, rpm, nginx,
-# createrepo_c) and the Debian packages the lab distribution is repackaged from (htop nano strace tree).
+# createrepo_c, systemd-tmpfiles) and the Debian packages the lab distribution is repackaged from (htop nano strace tree).
 APT_PACKAGES=(ostree rpm bubblewrap createrepo-c nginx-light attr htop nano strace tree xz-utils zstd gcc libc6-dev
-              binutils e2fsprogs gnupg gpgv)
+              binutils e2fsprogs gnupg gpgv systemd)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
