@@ -209,7 +209,7 @@ def test_case8_busy_state_and_cancel(lab_sysroot: Lab) -> None:
         assert status.startswith("State: busy\nTransaction: install htop\n  Initiator: client(id:cli pid:")
         assert f"pid:{slow.pid} " in status and "strata install --sysroot" in status
         locked = box.run("uninstall", "htop", check=False)
-        assert "another transaction is in progress" in locked.stderr
+        assert "another transaction is in progress: install htop (pid" in locked.stderr
         cancel = box.run("cancel")
         assert cancel.stdout == "Cancelled transaction: install htop\n"
         _out, err = slow.communicate(timeout=60)

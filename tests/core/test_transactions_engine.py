@@ -35,7 +35,8 @@ def test_busy_record_lives_as_long_as_the_transaction(sysroot: Sysroot) -> None:
         assert record is not None
         assert (record.title, record.pid, record.uid) == ("install htop nano", os.getpid(), os.getuid())
         assert record.initiator.startswith(f"client(id:cli pid:{os.getpid()} uid:{os.getuid()}) ")
-        with pytest.raises(LockedError), Transaction(sysroot, "uninstall", ["htop"], SilentProgress()):
+        with (pytest.raises(LockedError, match=r"in progress: install htop nano \(pid"),
+              Transaction(sysroot, "uninstall", ["htop"], SilentProgress())):
             pass
     assert active_transaction(sysroot) is None
     assert not (sysroot.path / "run" / "strata").exists()

@@ -21,7 +21,7 @@ from types import FrameType, TracebackType
 from typing import Protocol
 
 from strata.core.invariants import PendingSnapshot, require_invariants, snapshot_pending
-from strata.errors import StrataError
+from strata.errors import LockedError, StrataError
 from strata.image.fsutil import atomic_write
 from strata.sysroot.crashpoints import crash_point
 from strata.sysroot.sysroot import Sysroot
@@ -170,7 +170,13 @@ class Transaction:
 
     def __enter__(self) -> Transaction:
         with contextlib.ExitStack() as stack:
-            stack.enter_context(self.sysroot.lock())
+            try:
+                stack.enter_context(self.sysroot.lock())
+            except LockedError as exc:
+                holder = active_transaction(self.sysroot)
+                if holder is None:
+                    raise
+                raise LockedError(f"{exc}: {holder.title} (pid {holder.pid})") from None
             self._before = snapshot_pending(self.sysroot) if self.check and self.isolate else None
             self._scratch_before = self._scratch_entries()
             self._write_record()
