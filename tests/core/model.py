@@ -7,9 +7,11 @@ import contextlib
 import functools
 import io
 import json
+import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -80,11 +82,33 @@ class Box:
         data: dict[str, Any] = json.loads(self.must(self.client("status", "--json")).out)
         return data
 
-    def inside(self, *argv: str, stateroot: str | None = None) -> subprocess.CompletedProcess[str]:
-        """argv inside the booted deployment (or the first one of `stateroot`), through `strata admin run`."""
+    def inside(self, *argv: str, stateroot: str | None = None) -> Result:
+        """argv inside the booted deployment (or the first one of `stateroot`) through `strata admin run`, in this
+        process; the command's own output is taken from file descriptors 1 and 2."""
         where = [f"--os={stateroot}"] if stateroot else []
-        return subprocess.run([sys.executable, "-m", "strata.cli.main", "admin", "run", "--sysroot", str(self.root),
-                               *where, "--", *argv], capture_output=True, text=True, check=False)
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            with _descriptors_to(out.fileno(), err.fileno()):
+                result = self.admin("run", *where, "--", *argv)
+            out.seek(0)
+            err.seek(0)
+            return Result(result.argv, result.code, out.read().decode("utf-8", "replace") + result.out,
+                          err.read().decode("utf-8", "replace") + result.err)
+
+
+@contextlib.contextmanager
+def _descriptors_to(stdout: int, stderr: int) -> Iterator[None]:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        os.dup2(stdout, 1)
+        os.dup2(stderr, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
 
 
 def make_lab_box(lab_repo: Path, dest: Path, *, server: Path | None = None) -> Box:

@@ -3,9 +3,11 @@ against a small reference model (which deployments exist per stateroot and in wh
 kernel arguments, /etc edits, what boots next), against the invariants, and by running commands inside the
 booted deployment.
 
-Environment: STRATA_MODEL_STEPS (total steps, default 240), STRATA_MODEL_SEED (first seed, default 1),
-STRATA_MODEL_RUN_LENGTH (steps per fresh sysroot, default 60), STRATA_MODEL_SHRINK=1 (shrink each failing
-sequence to a short reproducer), STRATA_MODEL_REPLAY=SEED:INDEX,INDEX,... (replay only those steps of a seed)."""
+Environment: STRATA_MODEL_STEPS (total steps, default 150), STRATA_MODEL_SEED (first seed, default 1),
+STRATA_MODEL_RUN_LENGTH (steps per fresh sysroot, default 50), STRATA_MODEL_MINUTES (start no new run after
+that long), STRATA_MODEL_SHRINK=1 (shrink each failing sequence to a short reproducer; slow),
+STRATA_MODEL_REPLAY='[["kind", "arg", ...], ...]' (run exactly those steps, as a failure prints them).
+A run stops at its first failing step; the next run starts from a fresh sysroot with the next seed."""
 
 from __future__ import annotations
 
@@ -458,9 +460,9 @@ def inside_problems(model: Model, world: World) -> list[str]:
     in /var, demo-engine's version. No shell: the model may have removed bash."""
     probes = {f.name: f.probe for f in world.lab.catalog.rpms.values() if f.probe}
     listed = world.box.inside("/usr/bin/ls", "-1", f"/var/{VAR_MARKER}", *sorted(set(probes.values())), "/etc")
-    if listed.returncode not in (0, 2) or "/etc:" not in listed.stdout:
-        return [f"ls inside the booted deployment failed ({listed.returncode}): {listed.stderr.strip()[-300:]}"]
-    files, _, etc = listed.stdout.partition("/etc:")
+    if listed.code not in (0, 2) or "/etc:" not in listed.out:
+        return [f"ls inside the booted deployment failed ({listed.code}): {listed.err.strip()[-300:]}"]
+    files, _, etc = listed.out.partition("/etc:")
     present = set(files.split())
     packages = model.live if model.live is not None else model.packages(model.booted_dep())
     problems = []
@@ -476,9 +478,9 @@ def inside_problems(model: Model, world: World) -> list[str]:
         problems.append("/var lost the file written at the start")
     if "demo-engine" in packages:
         engine = world.box.inside(probes["demo-engine"])
-        if f"demo-engine {packages['demo-engine']}" not in engine.stdout:
-            problems.append(f"demo-engine {packages['demo-engine']} does not run: {engine.stdout[-200:]}"
-                            f"{engine.stderr[-200:]}")
+        if f"demo-engine {packages['demo-engine']}" not in engine.out:
+            problems.append(f"demo-engine {packages['demo-engine']} does not run: {engine.out[-200:]}"
+                            f"{engine.err[-200:]}")
     return problems
 
 
@@ -639,17 +641,20 @@ def _int_env(name: str, default: int) -> int:
 
 
 def test_random_sequences(model_lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    total = _int_env("STRATA_MODEL_STEPS", 240)
+    total = _int_env("STRATA_MODEL_STEPS", 150)
     seed = _int_env("STRATA_MODEL_SEED", 1)
-    length = _int_env("STRATA_MODEL_RUN_LENGTH", 60)
+    length = _int_env("STRATA_MODEL_RUN_LENGTH", 50)
+    deadline = time.monotonic() + 60 * _int_env("STRATA_MODEL_MINUTES", 10**6)
     replay = os.environ.get("STRATA_MODEL_REPLAY")
     started = time.monotonic()
     reports: list[RunReport] = []
     if replay:
         reports.append(run_steps(model_lab, tmp_path / "replay", seed, fixed_steps(decode_steps(replay)), print))
-    while not replay and sum(len(r.steps) for r in reports) < total:
+    while not replay and sum(len(r.steps) for r in reports) < total and time.monotonic() < deadline:
         budget = min(length, total - sum(len(r.steps) for r in reports))
         reports.append(run_steps(model_lab, tmp_path / f"seed-{seed}", seed, random_steps(seed, budget)))
+        with capsys.disabled():
+            print(f"\nmodel: seed {seed}: {len(reports[-1].steps)} steps, {reports[-1].signature or 'passed'}")
         seed += 1
     failures = [r for r in reports if r.failure]
     if os.environ.get("STRATA_MODEL_SHRINK"):
