@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_ostree
-from tests.hostile.labsys import ORIGIN_REF, booted_lab_sysroot, deployment_root, strata
+from tests.hostile.labsys import ORIGIN_REF, booted_lab_sysroot, deployment_root, strata, sysroot_state
 
 DEPTH = 3000
 
@@ -65,3 +65,21 @@ def test_deep_chain_deploys_and_undeploys(sysroot: Path, tmp_path: Path) -> None
     removed = strata("admin", "undeploy", "--sysroot", str(sysroot), "0")
     assert removed.returncode == 0, removed.stderr
     assert not new.exists()
+
+
+def test_deep_chain_in_etc_is_refused_by_the_next_merge_in_one_line(sysroot: Path, tmp_path: Path) -> None:
+    """The /etc merge works on paths: a chain longer than PATH_MAX in the booted /etc stops the next deploy
+    with one line, and nothing changes."""
+    repo = sysroot / "ostree" / "repo"
+    tree = tmp_path / "tree"
+    base = run_ostree(f"--repo={repo}", "rev-parse", ORIGIN_REF).stdout.strip()
+    run_ostree(f"--repo={repo}", "checkout", "-H", base, str(tree))
+    make_chain(tree / "usr/etc/deep", DEPTH)
+    run_ostree(f"--repo={repo}", "commit", "-b", "deep-etc", f"--tree=dir={tree}", "--link-checkout-speedup")
+    for args in (("deploy", "--os=lab", "deep-etc"), ("boot",)):
+        proc = strata("admin", args[0], "--sysroot", str(sysroot), *args[1:])
+        assert proc.returncode == 0, proc.stderr
+    before = sysroot_state(sysroot)
+    again = strata("admin", "deploy", "--sysroot", str(sysroot), "--os=lab", ORIGIN_REF)
+    assert again.returncode != 0 and again.stderr == "error: /etc merge: a path in /etc is longer than PATH_MAX\n"
+    assert sysroot_state(sysroot) == before

@@ -6,6 +6,7 @@ so a directory chain of any depth is merged without recursion."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -196,6 +197,11 @@ def _ensure_parents(modified: Path, new: Path, rel: str) -> None:
 
 
 def merge_etc(orig: Path, modified: Path, new: Path) -> EtcChanges:
-    changes = compute_changes(orig, modified)
-    apply_changes(changes, modified, new)
+    try:
+        changes = compute_changes(orig, modified)
+        apply_changes(changes, modified, new)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        raise StrataError("/etc merge: a path in /etc is longer than PATH_MAX") from exc
     return changes
