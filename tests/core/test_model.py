@@ -433,8 +433,13 @@ def _compare_dep(model: Model, world: World, dep: MDep, c: dict[str, object], a:
                          sorted(str(n).rsplit("-", 2)[0] for n in c["requested-base-local-replacements"])),  # type: ignore[attr-defined]
         "packages": (model.packages(dep), _commit_packages(world, str(c["checksum"]))),
     }
-    return [f"{what}: expected {_short(want)}, found {_short(got)}" for what, (want, got) in checks.items()
-            if want != got]
+    return [_mismatch(what, want, got) for what, (want, got) in checks.items() if want != got]
+
+
+def _mismatch(what: str, want: object, got: object) -> str:
+    if isinstance(want, dict) and isinstance(got, dict):
+        return f"{what} differ from the model's (found vs expected): {package_diff(want, got)}"
+    return f"{what}: expected {want!r}, found {got!r}"
 
 
 def _commit_packages(world: World, checksum: str) -> dict[str, str] | str:
@@ -442,12 +447,6 @@ def _commit_packages(world: World, checksum: str) -> dict[str, str] | str:
         return {n.name: f"{n.version}-{n.release}" for n in commit_packages(world.box.sysroot.repo, checksum)}
     except StrataError as exc:
         return f"unreadable ({exc})"
-
-
-def _short(value: object) -> str:
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} {v}" for k, v in sorted(value.items())) + "}"
-    return repr(value)
 
 
 def package_diff(want: dict[str, str], got: dict[str, str]) -> str:
