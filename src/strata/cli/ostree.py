@@ -8,6 +8,8 @@ before or after it, to the verb's own option parser; a verb with sub-verbs (`rem
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -42,7 +44,7 @@ class Invocation:
 
     def repo(self) -> Repo:
         if self._repo is None:
-            self._repo = open_repo(self.args.str("repo"))
+            self._repo = open_repo(self.args.string("repo"))
         return self._repo
 
 
@@ -61,10 +63,8 @@ class Verb:
 def open_repo(path: str | None) -> Repo:
     """--repo, else the current directory when it is a repository, else $OSTREE_REPO, else the system repo."""
     if path is None:
-        if Path("objects").is_dir() and Path("config").is_file():
-            path = "."
-        else:
-            path = os.environ.get("OSTREE_REPO") or None
+        in_repo = Path("objects").is_dir() and Path("config").is_file()
+        path = "." if in_repo else os.environ.get("OSTREE_REPO") or None
     if path is None:
         system = Path(os.environ.get("OSTREE_SYSROOT", "/")) / "ostree" / "repo"
         if not (system / "config").is_file():
@@ -81,10 +81,8 @@ def open_repo(path: str | None) -> Repo:
 def _ensure_tmp(root: Path) -> None:
     tmp = root / "tmp"
     if not tmp.is_dir():
-        try:
+        with contextlib.suppress(OSError):
             tmp.mkdir()
-        except OSError:
-            pass
 
 
 def split_verb(argv: Sequence[str]) -> tuple[str | None, list[str]]:
@@ -143,13 +141,39 @@ def require_args(inv: Invocation, count: int, message: str) -> list[str]:
     return inv.positional
 
 
+# Which module implements each verb: only that module is imported (start-up time matters to scripts that run
+# ostree hundreds of times).
+VERB_MODULES = {
+    **dict.fromkeys(("init", "commit", "refs", "rev-parse", "reset", "log", "show", "ls", "cat", "checkout",
+                     "checksum", "diff"), "strata.cli.ostree_repo"),
+    **dict.fromkeys(("remote", "static-delta", "pull", "pull-local", "summary", "fsck", "prune", "config", "sign",
+                     "gpg-sign"), "strata.cli.ostree_remote"),
+    "admin": "strata.cli.ostree_admin",
+}
+
+
+class _LazyVerbs(dict[str, Verb]):
+    """The verb table, importing a verb's module when the verb is looked up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in VERB_MODULES:
+            self[name] = Verb(name, _unloaded)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        module_name = VERB_MODULES.get(name)
+        if module_name is None:
+            return default
+        module = importlib.import_module(module_name)
+        return next((verb for verb in module.VERBS if verb.name == name), default)
+
+
+def _unloaded(inv: Invocation) -> int:
+    raise StrataError(f"verb {inv.verb} is not loaded")
+
+
 def verbs_table() -> dict[str, Verb]:
-    from strata.cli import ostree_admin, ostree_remote, ostree_repo
-    table: dict[str, Verb] = {}
-    for module in (ostree_repo, ostree_remote, ostree_admin):
-        for verb in module.VERBS:
-            table[verb.name] = verb
-    return table
+    return _LazyVerbs()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

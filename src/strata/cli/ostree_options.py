@@ -58,14 +58,14 @@ class Parsed:
     def flag(self, name: str) -> bool:
         return bool(self.values.get(name, False))
 
-    def str(self, name: str) -> str | None:
+    def string(self, name: str) -> str | None:
         value = self.values.get(name)
         return None if value is None else str(value)
 
-    def list(self, name: str) -> list[str]:
+    def strings(self, name: str) -> list[str]:
         return list(self.values.get(name, []))
 
-    def int(self, name: str, default: int) -> int:
+    def number(self, name: str, default: int) -> int:
         value = self.values.get(name)
         return default if value is None else int(value)
 

@@ -12,17 +12,16 @@ from pathlib import Path
 
 from strata.cli.ostree import Invocation, UsageError, Verb, dispatch
 from strata.cli.ostree_options import array, flag, integer, string
-from strata.cli.ostree_repo import parse_datetime, resolve
+from strata.cli.ostree_util import parse_datetime, resolve
 from strata.errors import CorruptionError, InvalidInputError, NotFoundError, StrataError
 from strata.image import inspect
+from strata.image import objects as O
 from strata.image import remote as remotes
 from strata.image.config import config_get, config_set, config_unset
-from strata.image.deltas import generate, list_deltas
 from strata.image.fsck import fsck as fsck_repo
-from strata.image import objects as O
 from strata.image.objects import ObjectType
-from strata.image.prune import PruneOptions, prune as prune_repo
-from strata.image.pull import PullOptions, pull as pull_remote, remote_refs
+from strata.image.prune import PruneOptions
+from strata.image.prune import prune as prune_repo
 from strata.image.repo import Repo
 from strata.image.summary import parse_summary, update_summary
 from strata.image.transfer import pull_local as copy_local
@@ -42,18 +41,18 @@ def _remote_add(inv: Invocation) -> int:
         raise UsageError("Can only specify one of --if-not-exists and --force")
     if a.flag("force"):
         remotes.delete_remote(repo, name, if_exists=True)
-    settings = [_setting(text) for text in a.list("set")]
+    settings = [_setting(text) for text in a.strings("set")]
     if a.flag("no-gpg-verify"):
         settings.append(("gpg-verify", "false"))
-    if a.str("contenturl"):
-        settings.append(("contenturl", a.str("contenturl") or ""))
-    if a.str("collection-id"):
-        settings.append(("collection-id", a.str("collection-id") or ""))
-    sign_verify = a.list("sign-verify")
+    if a.string("contenturl"):
+        settings.append(("contenturl", a.string("contenturl") or ""))
+    if a.string("collection-id"):
+        settings.append(("collection-id", a.string("collection-id") or ""))
+    sign_verify = a.strings("sign-verify")
     remotes.add_remote(repo, name, url, branches=branches, sign_verify=sign_verify[0] if sign_verify else None,
                        no_sign_verify=a.flag("no-sign-verify"), settings=settings,
                        if_not_exists=a.flag("if-not-exists"),
-                       gpg_import=Path(a.str("gpg-import") or "") if a.str("gpg-import") else None)
+                       gpg_import=Path(a.string("gpg-import") or "") if a.string("gpg-import") else None)
     return 0
 
 
@@ -91,6 +90,7 @@ def _remote_show_url(inv: Invocation) -> int:
 
 
 def _remote_refs(inv: Invocation) -> int:
+    from strata.image.pull import remote_refs
     if not inv.positional:
         raise UsageError("NAME must be specified")
     name = inv.positional[0]
@@ -106,7 +106,7 @@ def _remote_gpg_import(inv: Invocation) -> int:
     repo = inv.repo()
     name = inv.positional[0]
     remotes.get_remote(repo, name)
-    files = inv.args.list("keyring") + inv.positional[1:]
+    files = inv.args.strings("keyring") + inv.positional[1:]
     if inv.args.flag("stdin"):
         data = sys.stdin.buffer.read()
         stdin_copy = repo.path / "tmp" / "gpg-import-stdin"
@@ -144,6 +144,8 @@ def _raw_args(inv: Invocation) -> list[str]:
 
 
 def pull(inv: Invocation) -> int:
+    from strata.image.pull import PullOptions, remote_refs
+    from strata.image.pull import pull as pull_remote
     a = inv.args
     if not inv.positional:
         raise UsageError("REMOTE must be specified")
@@ -152,7 +154,7 @@ def pull(inv: Invocation) -> int:
     if ":" in name:
         name, _, first = name.partition(":")
         ref_args = [first, *ref_args]
-    options = PullOptions(depth=a.int("depth", 0), commit_metadata_only=a.flag("commit-metadata-only"),
+    options = PullOptions(depth=a.number("depth", 0), commit_metadata_only=a.flag("commit-metadata-only"),
                           mirror=a.flag("mirror"), disable_static_deltas=a.flag("disable-static-deltas"))
     _check_pull_request(repo, name, inv)
     pinned = dict(_split_at(ref) for ref in ref_args if "@" in ref)  # REF@COMMIT: that commit, REF moved to it
@@ -256,7 +258,10 @@ def pull_local(inv: Invocation) -> int:
     source = Repo.open(Path(source_path))
     target = inv.repo()
     refs = ref_args or list(source.list_refs(remotes=False))
-    depth = a.int("depth", 0)
+    if a.flag("commit-metadata-only"):
+        _copy_commit_objects(source, target, refs, a.string("remote"))
+        return 0
+    depth = a.number("depth", 0)
     metadata, contents = _missing_objects(source, target, refs, depth)
     written = sum(_content_bytes(source, checksum) for checksum in contents)
     if a.flag("bareuseronly-files"):
@@ -266,7 +271,7 @@ def pull_local(inv: Invocation) -> int:
         for checksum in sorted(contents):
             _verify_or_raise(source, checksum)
     _link_objects(source, target, metadata, contents)
-    copy_local(source, target, refs, remote=a.str("remote"), depth=depth)
+    copy_local(source, target, refs, remote=a.string("remote"), depth=depth)
     print(f"{len(metadata)} metadata, {len(contents)} content objects imported; {human_size(written)} content written")
     return 0
 
@@ -284,6 +289,23 @@ def _verify_or_raise(repo: Repo, checksum: str) -> None:
         repo.verify_content(checksum)
     except CorruptionError as exc:
         raise CorruptionError(ostree_problem(str(exc))) from None
+
+
+def _copy_commit_objects(source: Repo, target: Repo, refs: list[str], remote: str | None) -> None:
+    """pull-local --commit-metadata-only: the commit objects alone, marked partial, and their refs."""
+    with target.lock():
+        for ref in refs:
+            checksum = resolve(source, ref)
+            if not target.has_object(checksum, ObjectType.COMMIT):
+                target.mark_partial(checksum)
+                detached = source.read_detached_metadata(checksum)
+                if detached is not None:
+                    target.write_detached_metadata(checksum, detached)
+                target.write_metadata(ObjectType.COMMIT, source.read_metadata(checksum, ObjectType.COMMIT),
+                                      expected=checksum)
+            if not O.is_checksum(ref):
+                target.set_ref(ref.rpartition(":")[2], checksum, remote=remote)
+    print(f"{len(refs)} metadata, 0 content objects imported; 0 bytes content written")
 
 
 def _link_objects(source: Repo, target: Repo, metadata: set[str], contents: set[str]) -> None:
@@ -359,26 +381,27 @@ def summary(inv: Invocation) -> int:
 
 
 def _sign_summary(inv: Invocation, repo: Repo, data: bytes) -> None:
-    keys = inv.args.list("sign")
+    keys = inv.args.strings("sign")
     if not keys:
         return
     from strata.cli.ostree_sign import detached_signatures
-    (repo.path / "summary.sig").write_bytes(detached_signatures(data, keys, inv.args.str("sign-type") or "ed25519"))
+    (repo.path / "summary.sig").write_bytes(detached_signatures(data, keys, inv.args.string("sign-type") or "ed25519"))
 
 
 # ---------------------------------------------------------------- static-delta
 
 
 def _delta_generate(inv: Invocation) -> int:
+    from strata.image.deltas import generate
     a = inv.args
     repo = inv.repo()
-    target_rev = a.str("to") or (inv.positional[0] if inv.positional else None)
+    target_rev = a.string("to") or (inv.positional[0] if inv.positional else None)
     if not target_rev:
         raise UsageError("--to requires an argument")
     target = resolve(repo, target_rev)
     source: str | None = None
     if not a.flag("empty"):
-        source_rev = a.str("from") or f"{target_rev}^"
+        source_rev = a.string("from") or f"{target_rev}^"
         source = resolve(repo, source_rev)
     with repo.lock():
         generate(repo, source, target)
@@ -386,6 +409,7 @@ def _delta_generate(inv: Invocation) -> int:
 
 
 def _delta_list(inv: Invocation) -> int:
+    from strata.image.deltas import list_deltas
     deltas = list_deltas(inv.repo())
     if not deltas:
         print("(No static deltas)")
@@ -436,11 +460,12 @@ def fsck(inv: Invocation) -> int:
 def prune(inv: Invocation) -> int:
     a = inv.args
     repo = inv.repo()
-    deletes = [resolve(repo, rev) for rev in ([a.str("delete-commit")] if a.str("delete-commit") else [])]
+    delete_commit = a.string("delete-commit")
+    deletes = [resolve(repo, delete_commit)] if delete_commit else []
     for commit in deletes:
         _refuse_referenced(repo, commit)
-    younger = a.str("keep-younger-than")
-    options = PruneOptions(refs_only=a.flag("refs-only"), depth=a.int("depth", -1), delete_commits=tuple(deletes),
+    younger = a.string("keep-younger-than")
+    options = PruneOptions(refs_only=a.flag("refs-only"), depth=a.number("depth", -1), delete_commits=tuple(deletes),
                            dry_run=a.flag("no-prune"),
                            keep_younger_than=parse_datetime(younger) if younger else None)
     result = prune_repo(repo, options)
@@ -475,7 +500,7 @@ def config(inv: Invocation) -> int:
     if len(rest) < expected:
         raise UsageError("KEY and VALUE must be specified" if action == "set" else "KEY must be specified")
     repo = inv.repo()
-    group, key = _config_key(inv.args.str("group"), rest[0])
+    group, key = _config_key(inv.args.string("group"), rest[0])
     if action == "get":
         print(config_get(repo, group, key))
     elif action == "set":
@@ -509,7 +534,7 @@ def gpg_sign(inv: Invocation) -> int:
     repo = inv.repo()
     checksum = resolve(repo, inv.positional[0])
     data = repo.read_metadata(checksum, ObjectType.COMMIT)
-    homedir = inv.args.str("gpg-homedir")
+    homedir = inv.args.string("gpg-homedir")
     detached = repo.read_detached_metadata(checksum)
     for key_id in inv.positional[1:]:
         detached = gpg.add_signature(detached, gpg.sign(data, key_id, Path(homedir) if homedir else None))

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
-import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 from strata.cli.ostree import Invocation, UsageError, Verb
 from strata.cli.ostree_options import array, flag, integer, string
+from strata.cli.ostree_util import holder_of, key_value, lines_of, parse_datetime, resolve, set_refspec
 from strata.errors import InvalidInputError, NotFoundError, StrataError
 from strata.image import inspect
 from strata.image import objects as O
@@ -21,6 +21,7 @@ from strata.image.commit import (
     CommitRequest,
     TreeWriteOptions,
     commit_root,
+    content_objects,
     layer_roots,
     tree_unchanged,
     write_commit,
@@ -34,74 +35,13 @@ from strata.image.treediff import DiskOptions, Listing, commit_listing, diff_lis
 # ---------------------------------------------------------------- helpers
 
 
-def resolve(repo: Repo, rev: str) -> str:
-    """A rev as ostree resolves it; REMOTE/REF also names the remote ref REMOTE:REF."""
-    try:
-        checksum = repo.resolve_rev(rev)
-    except NotFoundError:
-        if "/" in rev and ":" not in rev:
-            try:
-                return resolve(repo, rev.replace("/", ":", 1))
-            except NotFoundError:
-                pass
-        raise NotFoundError(f"Refspec '{rev}' not found") from None
-    assert checksum is not None
-    return checksum
-
-
-def set_refspec(repo: Repo, refspec: str, checksum: str | None) -> None:
-    """Point REF or REMOTE:REF at checksum (None deletes it). An empty directory in the way of a new ref is
-    removed, and so are the directories a deleted ref leaves empty, as ostree does."""
-    remote, _, ref = refspec.rpartition(":")
-    top = repo.path / "refs" / ("remotes/" + remote if remote else "heads")
-    path = top / ref
-    if checksum is not None and path.is_dir() and not path.is_symlink():
-        try:
-            path.rmdir()
-        except OSError:
-            raise StrataError(f"Cannot create ref {refspec}: a directory of refs with that name exists") from None
-    repo.set_ref(ref, checksum, remote=remote or None)
-    if checksum is None:
-        parent = path.parent
-        while parent != top and parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
-            parent = parent.parent
-
-
-def parse_datetime(text: str) -> int:
-    """A date as ostree (gnulib's parse_datetime) reads it: ISO 8601, '@SECONDS', or what `date -d` takes."""
-    if text.startswith("@") and text[1:].lstrip("-").isdigit():
-        return int(text[1:])
-    for candidate in (text, text.replace(" +", "+").replace(" -", "-")):
-        try:
-            parsed = datetime.fromisoformat(candidate.replace("Z", "+00:00"))
-        except ValueError:
-            continue
-        return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp())
-    result = subprocess.run(["date", "-u", "-d", text, "+%s"], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise InvalidInputError(f"Could not parse '{text}'")
-    return int(result.stdout.strip())
-
-
-def key_value(text: str, option: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise InvalidInputError(f"Missing '=' in KEY=VALUE for --{option}")
-    return key, value
-
-
-def lines_of(path: str) -> list[str]:
-    return [line for line in Path(path).read_text().splitlines() if line]
-
-
 # ---------------------------------------------------------------- init
 
 
 def init(inv: Invocation) -> int:
-    path = inv.args.str("repo") or "."
-    mode = RepoMode.parse(inv.args.str("mode") or "bare")
-    Repo.init(Path(path), mode, collection_id=inv.args.str("collection-id"))
+    path = inv.args.string("repo") or "."
+    mode = RepoMode.parse(inv.args.string("mode") or "bare")
+    Repo.init(Path(path), mode, collection_id=inv.args.string("collection-id"))
     return 0
 
 
@@ -125,23 +65,24 @@ def commit(inv: Invocation) -> int:
     a = inv.args
     if a.flag("editor"):
         raise UsageError("--editor is not supported; give the message with -s/-m/-F")
-    branch = a.str("branch")
+    branch = a.string("branch")
     if not branch and not a.flag("orphan"):
         raise UsageError("A branch must be specified with --branch, or use --orphan")
     repo = inv.repo()
     tree_options = _tree_options(inv)
+    before = _objects_by_kind(repo) if a.flag("table-output") else None
     with repo.lock():
-        parent = _commit_parent(repo, a.str("parent"), branch, a.flag("orphan"))
+        parent = _commit_parent(repo, a.string("parent"), branch, a.flag("orphan"))
         root = _commit_trees(inv, repo, tree_options)
         _check_unmatched(tree_options)
         if a.flag("skip-if-unchanged") and tree_unchanged(repo, root, parent):
             print(parent)
             return 0
         request = CommitRequest(
-            subject=a.str("subject") or "", body=_commit_body(inv),
-            timestamp=parse_datetime(a.str("timestamp") or "") if a.str("timestamp") else None,
+            subject=a.string("subject") or "", body=_commit_body(inv),
+            timestamp=parse_datetime(a.string("timestamp") or "") if a.string("timestamp") else None,
             metadata=_commit_metadata(inv, repo, parent, root), parent=parent,
-            bind_refs=[] if a.flag("no-bindings") or not branch else [branch, *a.list("bind-ref")])
+            bind_refs=[] if a.flag("no-bindings") or not branch else [branch, *a.strings("bind-ref")])
         checksum = write_commit(repo, root, request)
         _write_detached(inv, repo, checksum)
         repo.sync()
@@ -149,8 +90,36 @@ def commit(inv: Invocation) -> int:
             set_refspec(repo, branch, checksum)
     if tree_options.consume:
         _consume_roots(inv)
-    _print_commit(inv, checksum)
+    if before is not None:
+        _print_table(repo, checksum, before)
+    else:
+        print(checksum)
     return 0
+
+
+def _objects_by_kind(repo: Repo) -> tuple[set[str], set[str]]:
+    metadata: set[str] = set()
+    contents: set[str] = set()
+    for checksum, objtype in repo.list_objects():
+        (contents if objtype is ObjectType.FILE else metadata).add(checksum)
+    return metadata, contents
+
+
+def _print_table(repo: Repo, checksum: str, before: tuple[set[str], set[str]]) -> None:
+    """commit --table-output: what the commit stored, counted as objects new to the repository."""
+    after = _objects_by_kind(repo)
+    root = _commit_pair(repo, checksum)
+    contents = content_objects(repo, root)
+    new_contents = after[1] - before[1]
+    written_bytes = sum(0 if repo.read_file_meta(c).is_symlink else inspect.content_size(repo, c)
+                        for c in new_contents)
+    print(f"Commit: {checksum}")
+    print(f"Metadata Total: {len(after[0] - before[0])}")
+    print(f"Metadata Written: {len(after[0] - before[0])}")
+    print(f"Content Total: {len(contents)}")
+    print(f"Content Written: {len(new_contents)}")
+    print(f"Content Cache Hits: {len(contents) - len(new_contents)}")
+    print(f"Content Bytes Written: {written_bytes}")
 
 
 def _tree_options(inv: Invocation) -> TreeWriteOptions:
@@ -165,10 +134,10 @@ def _tree_options(inv: Invocation) -> TreeWriteOptions:
                                owner_gid=gid if gid is not None and gid >= 0 else None,
                                skip_xattrs=a.flag("no-xattrs"), canonical_permissions=canonical,
                                mode_ro_executables=a.flag("mode-ro-executables"), consume=a.flag("consume"))
-    if a.str("statoverride"):
-        _read_statoverride(a.str("statoverride") or "", options)
-    if a.str("skip-list"):
-        options.skip_paths = set(lines_of(a.str("skip-list") or ""))
+    if a.string("statoverride"):
+        _read_statoverride(a.string("statoverride") or "", options)
+    if a.string("skip-list"):
+        options.skip_paths = set(lines_of(a.string("skip-list") or ""))
     return options
 
 
@@ -218,7 +187,7 @@ def _commit_parent(repo: Repo, parent: str | None, branch: str | None, orphan: b
 
 
 def _tree_specs(inv: Invocation) -> list[str]:
-    specs = inv.args.list("tree")
+    specs = inv.args.strings("tree")
     if specs:
         return specs
     return [f"dir={inv.positional[0] if inv.positional else '.'}"]
@@ -238,7 +207,7 @@ def _commit_trees(inv: Invocation, repo: Repo, options: TreeWriteOptions) -> tup
             roots.append(commit_root(repo, value))
         else:
             raise InvalidInputError(f"Invalid tree type specification '{kind}'")
-    base = inv.args.str("base")
+    base = inv.args.string("base")
     return layer_roots(repo, roots, commit_root(repo, base) if base else None)
 
 
@@ -246,34 +215,32 @@ def _consume_roots(inv: Invocation) -> None:
     for spec in _tree_specs(inv):
         kind, _, value = spec.partition("=")
         if kind == "dir":
-            try:
+            with contextlib.suppress(OSError):
                 os.rmdir(value)
-            except OSError:
-                pass
 
 
 def _commit_body(inv: Invocation) -> str:
-    body_file = inv.args.str("body-file")
+    body_file = inv.args.string("body-file")
     if body_file:
         return Path(body_file).read_text()
-    return inv.args.str("body") or ""
+    return inv.args.string("body") or ""
 
 
 def _commit_metadata(inv: Invocation, repo: Repo, parent: str | None,
                      root: tuple[str, str]) -> list[tuple[str, str, object]]:
     a = inv.args
     entries: dict[str, tuple[str, str, object]] = {}
-    for text in a.list("add-metadata-string"):
+    for text in a.strings("add-metadata-string"):
         key, value = key_value(text, "add-metadata-string")
         entries[key] = (key, "s", value)
-    for text in a.list("add-metadata"):
+    for text in a.strings("add-metadata"):
         key, value = key_value(text, "add-metadata")
         entries[key] = (key, *_parse_variant_text(value))
-    if a.list("keep-metadata"):
+    if a.strings("keep-metadata"):
         if parent is None:
             raise UsageError("Either --branch or --parent must be specified when using --keep-metadata")
         parent_commit = repo.load_commit(parent)
-        for key in a.list("keep-metadata"):
+        for key in a.strings("keep-metadata"):
             value = parent_commit.meta(key)
             if value is None:
                 raise StrataError(f"Missing metadata key '{key}' from commit '{parent}'")
@@ -322,18 +289,18 @@ def _bootable_metadata(repo: Repo, root: tuple[str, str], entries: dict[str, tup
 
 def _write_detached(inv: Invocation, repo: Repo, checksum: str) -> None:
     a = inv.args
-    strings = a.list("add-detached-metadata-string")
+    strings = a.strings("add-detached-metadata-string")
     if strings:
         pairs = [key_value(text, "add-detached-metadata-string") for text in strings]
         repo.write_detached_metadata(checksum, _vardict_bytes([(k, "s", v) for k, v in pairs]))
-    keys = a.list("sign")
+    keys = a.strings("sign")
     if keys:
         from strata.cli.ostree_sign import sign_commit
-        sign_commit(repo, checksum, keys, a.str("sign-type") or "ed25519")
-    for key_id in a.list("gpg-sign"):
+        sign_commit(repo, checksum, keys, a.string("sign-type") or "ed25519")
+    for key_id in a.strings("gpg-sign"):
         from strata.image import gpg
         data = repo.read_metadata(checksum, ObjectType.COMMIT)
-        homedir = a.str("gpg-homedir")
+        homedir = a.string("gpg-homedir")
         detached = gpg.add_signature(repo.read_detached_metadata(checksum),
                                      gpg.sign(data, key_id, Path(homedir) if homedir else None))
         repo.write_detached_metadata(checksum, detached)
@@ -344,13 +311,6 @@ def _vardict_bytes(entries: list[tuple[str, str, object]]) -> bytes:
     return gvariant.encode("a{sv}", O.vardict(list(entries)))
 
 
-def _print_commit(inv: Invocation, checksum: str) -> None:
-    if inv.args.flag("table-output"):
-        print(f"Commit: {checksum}")
-        return
-    print(checksum)
-
-
 # ---------------------------------------------------------------- refs, rev-parse, reset
 
 
@@ -359,11 +319,11 @@ def refs(inv: Invocation) -> int:
     repo = inv.repo()
     if a.flag("collections"):
         return _refs_collections(inv, repo)
-    if a.str("create"):
+    if a.string("create"):
         if len(inv.positional) != 1:
             raise UsageError("You must specify a revision when creating a new ref" if not inv.positional
                              else "You must specify only 1 existing ref when creating a new ref")
-        _refs_create(repo, a.str("create") or "", inv.positional[0], alias=a.flag("alias"), force=a.flag("force"))
+        _refs_create(repo, a.string("create") or "", inv.positional[0], alias=a.flag("alias"), force=a.flag("force"))
         return 0
     if a.flag("delete"):
         if not inv.positional:
@@ -371,8 +331,9 @@ def refs(inv: Invocation) -> int:
         for prefix in inv.positional:
             _refs_delete(repo, prefix)
         return 0
-    for prefix in inv.positional or [None]:
-        _refs_list(repo, prefix, full=a.flag("list"), aliases=a.flag("alias"))
+    prefixes: list[str | None] = list(inv.positional) or [None]
+    for wanted in prefixes:
+        _refs_list(repo, wanted, full=a.flag("list"), aliases=a.flag("alias"))
     return 0
 
 
@@ -445,7 +406,7 @@ def _refs_delete(repo: Repo, prefix: str) -> None:
     aliases = _aliases(repo)
     with repo.lock():
         for name in names:
-            remote, _, ref = name.rpartition(":")
+            ref = name.rpartition(":")[2]
             for alias, target in aliases.items():
                 if target == ref and alias != ref:
                     raise StrataError(f"Ref '{ref}' has an active alias: '{alias}'")
@@ -454,8 +415,8 @@ def _refs_delete(repo: Repo, prefix: str) -> None:
 
 def _refs_collections(inv: Invocation, repo: Repo) -> int:
     collection = repo.config.get("core", "collection-id")
-    if inv.args.str("create"):
-        new = inv.args.str("create") or ""
+    if inv.args.string("create"):
+        new = inv.args.string("create") or ""
         collection_id, _, ref = new.partition(":")
         if not ref:
             raise InvalidInputError(f"Invalid collection ref {new}")
@@ -566,10 +527,10 @@ def show(inv: Invocation) -> int:
         return _show_object(repo, rev)
     checksum = resolve(repo, rev)
     loaded = repo.load_commit(checksum)
-    if a.str("print-metadata-key"):
-        return _print_key(dict(loaded.metadata), a.str("print-metadata-key") or "", "metadata")
-    if a.str("print-detached-metadata-key"):
-        return _print_key(_detached_dict(repo, checksum), a.str("print-detached-metadata-key") or "", "detached")
+    if a.string("print-metadata-key"):
+        return _print_key(dict(loaded.metadata), a.string("print-metadata-key") or "", "metadata")
+    if a.string("print-detached-metadata-key"):
+        return _print_key(_detached_dict(repo, checksum), a.string("print-detached-metadata-key") or "", "detached")
     if a.flag("print-related"):
         for name, related in loaded.related:
             print(f"{name} {related.hex() if isinstance(related, bytes) else related}")
@@ -721,13 +682,13 @@ CHECKOUT_OPTIONS = (
 def checkout(inv: Invocation) -> int:
     a = inv.args
     _check_checkout_conflicts(inv)
-    if not inv.positional and not a.flag("from-stdin") and not a.str("from-file"):
+    if not inv.positional and not a.flag("from-stdin") and not a.string("from-file"):
         raise UsageError("COMMIT must be specified")
     repo = inv.repo()
     user_mode = a.flag("user-mode") or repo.mode is RepoMode.BARE_USER_ONLY
     _check_hardlink_mode(repo, user_mode, a.flag("require-hardlinks"))
-    if a.flag("from-stdin") or a.str("from-file"):
-        source = sys.stdin.read() if a.flag("from-stdin") else Path(a.str("from-file") or "").read_text()
+    if a.flag("from-stdin") or a.string("from-file"):
+        source = sys.stdin.read() if a.flag("from-stdin") else Path(a.string("from-file") or "").read_text()
         for line in source.splitlines():
             rev, _, dest = line.partition("\t") if "\t" in line else line.partition(" ")
             _checkout_one(inv, repo, rev, dest, user_mode)
@@ -761,13 +722,14 @@ def _check_hardlink_mode(repo: Repo, user_mode: bool, require_hardlinks: bool) -
 def _checkout_one(inv: Invocation, repo: Repo, rev: str, dest: str, user_mode: bool) -> None:
     a = inv.args
     checksum = resolve(repo, rev)
+    repo = holder_of(repo, checksum)
     options = CheckoutOptions(user_mode=user_mode, union=a.flag("union") or a.flag("union-add"),
                               require_hardlinks=a.flag("require-hardlinks"), force_copy=a.flag("force-copy"),
-                              subpath=a.str("subpath") or "", union_add=a.flag("union-add"))
+                              subpath=a.string("subpath") or "", union_add=a.flag("union-add"))
     destination = Path(dest)
     if a.flag("union-add") or a.flag("union-identical") or a.flag("union"):
         options.union = True
-    if not options.union and (destination.exists() or destination.is_symlink()) and not a.str("subpath"):
+    if not options.union and (destination.exists() or destination.is_symlink()) and not a.string("subpath"):
         raise StrataError(f"Destination {dest} exists: File exists")
     try:
         if options.subpath and not destination.exists():
@@ -778,11 +740,11 @@ def _checkout_one(inv: Invocation, repo: Repo, rev: str, dest: str, user_mode: b
             _check_identical(repo, checksum, options.subpath, destination)
         checkout_commit(repo, checksum, destination, options)
     except NotFoundError:
-        if a.flag("allow-noent") and a.str("subpath"):
+        if a.flag("allow-noent") and a.string("subpath"):
             return
         raise
-    if a.str("skip-list"):
-        _remove_skipped(destination, lines_of(a.str("skip-list") or ""))
+    if a.string("skip-list"):
+        _remove_skipped(destination, lines_of(a.string("skip-list") or ""))
 
 
 def _check_identical(repo: Repo, checksum: str, subpath: str, destination: Path) -> None:

@@ -64,16 +64,16 @@ def _verify(repo: Repo, checksum: str, keys: list[str], sign_type: str) -> None:
 
 def sign_verb(inv: Invocation) -> int:
     a = inv.args
-    sign_type = a.str("sign-type") or "ed25519"
+    sign_type = a.string("sign-type") or "ed25519"
     _check_type(sign_type)
     if not inv.positional:
         raise UsageError("Need a COMMIT to sign or verify")
-    from strata.cli.ostree_repo import resolve
+    from strata.cli.ostree_util import resolve
     repo = inv.repo()
     checksum = resolve(repo, inv.positional[0])
     keys = list(inv.positional[1:])
-    if a.str("keys-file"):
-        keys += [line.strip() for line in Path(a.str("keys-file") or "").read_text().splitlines() if line.strip()]
+    if a.string("keys-file"):
+        keys += [line.strip() for line in Path(a.string("keys-file") or "").read_text().splitlines() if line.strip()]
     if a.flag("verify"):
         _verify(repo, checksum, keys, sign_type)
         print(f"Signature verified successfully with key {keys[0] if keys else ''}".rstrip())

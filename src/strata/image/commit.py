@@ -76,22 +76,32 @@ def _split(relpath: str) -> list[str]:
 
 
 def write_mutable_tree(repo: Repo, tree: MutableTree) -> tuple[str, str]:
-    """Write the dirtree objects of tree bottom-up; returns (root dirtree, root dirmeta)."""
-    dirtree = DirTree(files=dict(tree.files))
-    for name, child in tree.dirs.items():
-        dirtree.dirs[name] = write_mutable_tree(repo, child)
-    if not tree.meta:
-        raise StrataError("directory without dirmeta in tree")
-    return repo.write_metadata(ObjectType.DIRTREE, dirtree.serialize()), tree.meta
+    """Write the dirtree objects of tree bottom-up; returns (root dirtree, root dirmeta). Walked with a list,
+    not recursion: a tree from elsewhere may nest deeper than Python's recursion limit."""
+    order = [tree]  # every node before its descendants
+    for node in order:
+        order.extend(node.dirs.values())
+    written: dict[int, tuple[str, str]] = {}
+    for node in reversed(order):
+        if not node.meta:
+            raise StrataError("directory without dirmeta in tree")
+        dirtree = DirTree(dict(node.files), {name: written[id(child)] for name, child in node.dirs.items()})
+        written[id(node)] = repo.write_metadata(ObjectType.DIRTREE, dirtree.serialize()), node.meta
+    return written[id(tree)]
 
 
 def load_mutable_tree(repo: Repo, dirtree: str, dirmeta: str) -> MutableTree:
-    """Read a committed tree back into a MutableTree (for editing and recommitting)."""
-    loaded = repo.load_dirtree(dirtree)
-    node = MutableTree(dirmeta, dict(loaded.files))
-    for name, (sub_tree, sub_meta) in loaded.dirs.items():
-        node.dirs[name] = load_mutable_tree(repo, sub_tree, sub_meta)
-    return node
+    """Read a committed tree back into a MutableTree (for editing and recommitting), without recursion."""
+    root = MutableTree(dirmeta)
+    pending = [(root, dirtree)]
+    while pending:
+        node, checksum = pending.pop()
+        loaded = repo.load_dirtree(checksum)
+        node.files = dict(loaded.files)
+        for name, (sub_tree, sub_meta) in loaded.dirs.items():
+            node.dirs[name] = MutableTree(sub_meta)
+            pending.append((node.dirs[name], sub_tree))
+    return root
 
 
 @dataclass
@@ -118,10 +128,13 @@ class TreeWriteOptions:
 
 
 class _DirScan:
-    def __init__(self, meta: str) -> None:
+    def __init__(self, meta: str, path: str) -> None:
         self.meta = meta
+        self.path = path
         self.files: dict[str, str | Future[str]] = {}
         self.dirs: dict[str, _DirScan] = {}
+        self.subdirs: list[tuple[str, os.stat_result, str, str]] = []  # (path, stat, relpath, name) to scan
+        self.written: tuple[str, str] = ("", "")
 
 
 def write_tree_from_dir(repo: Repo, root: Path, options: TreeWriteOptions | None = None) -> tuple[str, str]:
@@ -133,8 +146,8 @@ def write_tree_from_dir(repo: Repo, root: Path, options: TreeWriteOptions | None
     writer = _TreeWriter(repo, opts)
     with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
         writer.pool = pool
-        scan = writer.scan_dir(str(root), st)
-    return writer.finish(scan)
+        scans = writer.scan_tree(str(root), st)
+    return writer.finish(scans)
 
 
 def _check_utf8(name: str) -> None:
@@ -192,6 +205,21 @@ class _TreeWriter:
     def _xattrs(self, path: str) -> tuple[tuple[bytes, bytes], ...]:
         return tuple(read_xattrs(path)) if self.use_xattrs else ()
 
+    def scan_tree(self, path: str, st: os.stat_result) -> list[_DirScan]:
+        """Every directory below path, each before its descendants (a list, not recursion: no depth limit)."""
+        order = [self.scan_dir(path, st, "/")]
+        for scan in order:
+            for sub_path, sub_st, relpath, name in scan.subdirs:
+                scan.dirs[name] = self.scan_dir(sub_path, sub_st, relpath)
+                order.append(scan.dirs[name])
+        if self.opts.consume:  # descendants first; a directory is empty once its files' writers are done
+            for scan in reversed(order[1:]):
+                for value in scan.files.values():
+                    if not isinstance(value, str):
+                        value.result()
+                self._consume(scan.path, directory=True)
+        return order
+
     def scan_dir(self, path: str, st: os.stat_result, relpath: str = "/") -> _DirScan:
         uid, gid = self._owner(st)
         mode = self._mode(relpath, st.st_mode)
@@ -200,7 +228,7 @@ class _TreeWriter:
         meta_csum = self._dirmeta_cache.get(data)
         if meta_csum is None:
             meta_csum = self._dirmeta_cache[data] = self.repo.write_metadata(ObjectType.DIRMETA, data)
-        scan = _DirScan(meta_csum)
+        scan = _DirScan(meta_csum, path)
         with os.scandir(path) as it:
             entries = sorted(it, key=lambda e: e.name)
         assert self.pool is not None
@@ -216,8 +244,7 @@ class _TreeWriter:
             except FileNotFoundError:  # removed while we scan (e.g. a temporary file of this very repo)
                 continue
             if stat.S_ISDIR(est.st_mode):
-                scan.dirs[name] = self.scan_dir(entry.path, est, child)
-                self._consume(entry.path, directory=True)
+                scan.subdirs.append((entry.path, est, child, name))
             elif stat.S_ISREG(est.st_mode) or stat.S_ISLNK(est.st_mode):
                 known = self.repo.devino_lookup(est) if self.devino_ok else None
                 if known is not None:  # a hardlink to an object: nothing to read (inline, no future)
@@ -229,10 +256,6 @@ class _TreeWriter:
                     scan.files[name] = self.pool.submit(self._write_file, entry.path, est, mode)
             else:
                 raise InvalidInputError(f"{entry.path}: cannot store special file (device, fifo or socket)")
-        if self.opts.consume:  # files are unlinked by their writers; wait for them before the rmdir
-            for value in scan.files.values():
-                if not isinstance(value, str):
-                    value.result()
         return scan
 
     def _write_file(self, path: str, st: os.stat_result, mode: int) -> str:
@@ -278,12 +301,14 @@ class _TreeWriter:
         if self.opts.progress and self.count % 500 == 0:
             self.opts.progress("files", self.count)
 
-    def finish(self, scan: _DirScan) -> tuple[str, str]:
-        tree = DirTree({name: value if isinstance(value, str) else value.result()
-                        for name, value in scan.files.items()})
-        for name, sub in scan.dirs.items():
-            tree.dirs[name] = self.finish(sub)
-        return self.repo.write_metadata(ObjectType.DIRTREE, tree.serialize()), scan.meta
+    def finish(self, scans: list[_DirScan]) -> tuple[str, str]:
+        """Write the dirtrees of scan_tree's directories, descendants first; returns the top one."""
+        for scan in reversed(scans):
+            tree = DirTree({name: value if isinstance(value, str) else value.result()
+                            for name, value in scan.files.items()},
+                           {name: sub.written for name, sub in scan.dirs.items()})
+            scan.written = self.repo.write_metadata(ObjectType.DIRTREE, tree.serialize()), scan.meta
+        return scans[0].written
 
 
 @dataclass

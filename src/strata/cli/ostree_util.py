@@ -1,0 +1,85 @@
+"""Helpers the ostree verb modules share: revs, refs, dates, small files."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+from strata.errors import InvalidInputError, NotFoundError, StrataError
+from strata.image.objects import ObjectType
+from strata.image.repo import Repo
+
+
+def resolve(repo: Repo, rev: str) -> str:
+    """A rev as ostree resolves it; REMOTE/REF also names the remote ref REMOTE:REF."""
+    try:
+        checksum = repo.resolve_rev(rev)
+    except NotFoundError:
+        if "/" in rev and ":" not in rev:
+            try:
+                return resolve(repo, rev.replace("/", ":", 1))
+            except NotFoundError:
+                pass
+        raise NotFoundError(f"Refspec '{rev}' not found") from None
+    assert checksum is not None
+    return checksum
+
+
+def holder_of(repo: Repo, checksum: str) -> Repo:
+    """The repository holding a commit: repo itself, or one of its core.parent repositories."""
+    current = repo
+    for _ in range(16):
+        if current.has_object(checksum, ObjectType.COMMIT):
+            return current
+        parent = current.config.get("core", "parent")
+        if not parent:
+            break
+        current = Repo.open(Path(parent))
+    return repo
+
+
+def set_refspec(repo: Repo, refspec: str, checksum: str | None) -> None:
+    """Point REF or REMOTE:REF at checksum (None deletes it). An empty directory in the way of a new ref is
+    removed, and so are the directories a deleted ref leaves empty, as ostree does."""
+    remote, _, ref = refspec.rpartition(":")
+    top = repo.path / "refs" / ("remotes/" + remote if remote else "heads")
+    path = top / ref
+    if checksum is not None and path.is_dir() and not path.is_symlink():
+        try:
+            path.rmdir()
+        except OSError:
+            raise StrataError(f"Cannot create ref {refspec}: a directory of refs with that name exists") from None
+    repo.set_ref(ref, checksum, remote=remote or None)
+    if checksum is None:
+        parent = path.parent
+        while parent != top and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+
+
+def parse_datetime(text: str) -> int:
+    """A date as ostree (gnulib's parse_datetime) reads it: ISO 8601, '@SECONDS', or what `date -d` takes."""
+    if text.startswith("@") and text[1:].lstrip("-").isdigit():
+        return int(text[1:])
+    for candidate in (text, text.replace(" +", "+").replace(" -", "-")):
+        try:
+            parsed = datetime.fromisoformat(candidate.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp())
+    result = subprocess.run(["date", "-u", "-d", text, "+%s"], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise InvalidInputError(f"Could not parse '{text}'")
+    return int(result.stdout.strip())
+
+
+def key_value(text: str, option: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise InvalidInputError(f"Missing '=' in KEY=VALUE for --{option}")
+    return key, value
+
+
+def lines_of(path: str) -> list[str]:
+    return [line for line in Path(path).read_text().splitlines() if line]
