@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from strata.image.commit import load_mutable_tree, write_mutable_tree
 from strata.image.objects import ObjectType
 from strata.image.repo import Repo
 from strata.image.traverse import reachable
@@ -80,3 +81,24 @@ def test_checkout_goes_past_path_max(chains: tuple[Path, str, str], tmp_path: Pa
         os.close(fd)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["co"]
     subprocess.run(["rm", "-rf", str(dest)], check=True)  # shutil.rmtree recurses per level
+
+
+def test_deep_directory_commits_as_ostree_does(tmp_path: Path) -> None:
+    """1,500 levels on disk (about as deep as PATH_MAX lets a path go): strata commits the same dirtrees as
+    the real ostree, and layering code reloading and rewriting the tree needs no recursion either."""
+    tree = tmp_path / "tree"
+    deepest = tree / "/".join(["d"] * 1500)
+    subprocess.run(["mkdir", "-p", str(deepest)], check=True)  # Path.mkdir(parents=True) recurses per level
+    (deepest / "leaf").write_text("bottom\n")
+    ours = H.new_server_repo(tmp_path / "ours")
+    commit = strata("repo", "commit", "--repo", str(ours.path), "-b", "deep", f"--tree=dir={tree}").stdout.strip()
+    theirs = tmp_path / "theirs"
+    run_ostree(f"--repo={theirs}", "init", "--mode=archive")
+    run_ostree(f"--repo={theirs}", "commit", "-b", "deep", f"--tree=dir={tree}")
+    trees = {name.name for name in (theirs / "objects").rglob("*.dirtree")}
+    assert trees == {name.name for name in (ours.path / "objects").rglob("*.dirtree")} and len(trees) == 1501
+    loaded = ours.load_commit(commit)
+    root = (loaded.root_tree, loaded.root_meta)
+    with ours.lock():
+        assert write_mutable_tree(ours, load_mutable_tree(ours, *root)) == root
+    subprocess.run(["rm", "-rf", str(tree)], check=True)
