@@ -85,7 +85,8 @@ class DaemonProcess:
             self.process.wait(timeout=30)
 
 
-def start_daemon(address: str, sysroot: Path, workdir: Path, config: Path | None = None) -> DaemonProcess:
+def start_daemon(address: str, sysroot: Path, workdir: Path, config: Path | None = None,
+                 env: dict[str, str] | None = None) -> DaemonProcess:
     workdir.mkdir(parents=True, exist_ok=True)
     runtime_dir = workdir / "run"
     config = config or workdir / "rpm-ostreed.conf"
@@ -93,7 +94,7 @@ def start_daemon(address: str, sysroot: Path, workdir: Path, config: Path | None
         config.write_text("[Daemon]\nIdleExitTimeout=0\n")
     argv = [sys.executable, "-m", "strata.cli.main", "daemon", "--sysroot", str(sysroot), "--address", address,
             "--runtime-dir", str(runtime_dir), "--config", str(config)]
-    process = subprocess.Popen(argv, text=True, env={**os.environ, "STRATA_DEBUG": "1"})
+    process = subprocess.Popen(argv, text=True, env={**os.environ, "STRATA_DEBUG": "1", **(env or {})})
     deadline = time.monotonic() + 30
     while "org.projectatomic.rpmostree1" not in bus_names(address):
         if process.poll() is not None or time.monotonic() > deadline:
