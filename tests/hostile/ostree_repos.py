@@ -201,6 +201,21 @@ def wrong_dirtree(repo: Repo) -> str:
     return raw_commit(repo, (named, dirmeta(repo)))
 
 
+def garbage_summary(repo: Repo) -> str:
+    """A summary that is not a GVariant of the summary type (the refs stay where they are)."""
+    commit = duplicate_file(repo)
+    (repo.path / "summary").write_bytes(bytes(range(256)) * 3)
+    return commit
+
+
+def retyped_signature(repo: Repo) -> str:
+    """Detached metadata whose ed25519 signature entry is a string, not an array of byte strings."""
+    commit = duplicate_file(repo)
+    repo.write_detached_metadata(commit, gvariant.encode("a{sv}", [("ostree.sign.ed25519", gvariant.Variant(
+        "s", "not a signature"))]))
+    return commit
+
+
 def far_future(repo: Repo) -> str:
     return tree_commit(repo, [("f", content(repo, b"f\n"))], timestamp=99999999999999)
 

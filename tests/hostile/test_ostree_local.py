@@ -93,3 +93,22 @@ def test_timestamps_past_year_9999(tmp_path: Path) -> None:
         proc = strata("repo", verb, "--repo", str(repo.path), H.REF, check=False)
         assert one_line_error(proc) == "error: Invalid timestamp: 99999999999999"
 
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    (bytes(range(256)), "config: not UTF-8 text"),
+    (b"[core]\nrepo_version=1\nmode=archive-z2\n[archive]\nzlib-level=fast\n", "invalid value for zlib-level"),
+    (b"[core]\nrepo_version=1\nmode=archive-z2\n\0\n", "contains a NUL byte"),
+])
+def test_garbage_repo_config_refused(tmp_path: Path, config: bytes, message: str) -> None:
+    repo = H.new_server_repo(tmp_path / "repo")
+    (repo.path / "config").write_bytes(config)
+    assert message in one_line_error(strata("repo", "refs", "--repo", str(repo.path), check=False))
+
+
+def test_garbage_remote_timeout_refused(tmp_path: Path) -> None:
+    repo = H.new_server_repo(tmp_path / "repo")
+    strata("repo", "remote", "add", "--repo", str(repo.path), "--no-gpg-verify", "--set", "timeout=abc", "origin",
+           "http://127.0.0.1:9/repo")
+    proc = strata("repo", "pull", "--repo", str(repo.path), "origin", "x", check=False)
+    assert "invalid value for timeout in [remote \"origin\"]: 'abc'" in one_line_error(proc)

@@ -107,6 +107,7 @@ MALFORMED: dict[str, tuple[Builder, str]] = {
     "wrong dirtree": (H.wrong_dirtree, "Corrupted dirtree object"),
     "trailing data": (H.trailing_data, "data follows the compressed content"),
     "timestamp past 9999": (H.far_future, "Invalid timestamp: 99999999999999"),
+    "garbage summary": (H.garbage_summary, "malformed GVariant"),
 }
 
 
@@ -181,6 +182,15 @@ def test_unsigned_or_wrongly_signed_commit_refused(www: tuple[Path, str], tmp_pa
         strata("repo", "sign", "--repo", str(mirrored.server.path), evil, other_secret)
     error = one_line_error(mirrored.pull())
     assert "ed25519 signature" in error and evil in error
+    mirrored.assert_untouched(before)
+
+
+def test_signature_of_another_type_counts_as_absent(www: tuple[Path, str], tmp_path: Path) -> None:
+    _secret, public = generate_keypair()
+    mirrored = mirror(www, tmp_path, f"--sign-verify=ed25519=inline:{public}")
+    before = snapshot(mirrored.host)
+    evil = H.retyped_signature(mirrored.server)
+    assert f"commit {evil}: no ed25519 signature found" in one_line_error(mirrored.pull())
     mirrored.assert_untouched(before)
 
 
