@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -192,6 +193,9 @@ def _run_package_scripts(pkgcache: Repo, solution: list[Candidate], commits: dic
     headers: list[RpmHeader] = [cache.header_of(pkgcache, commits[p.nevra.nevra]) for p in solution]
     run_package_scripts(rootfs, headers, log)
     log("Writing rpmdb...")
+    found = fsroot.lstat_in_tree(rootfs, rpmdb.RPMDB_DIR)  # a package's symlink there would lead to the host
+    if found is not None and not stat.S_ISDIR(found.st_mode):
+        raise StrataError(f"/{rpmdb.RPMDB_DIR} in the tree is not a directory")
     rpmdb.write_rpmdb_from_headers(rootfs, [h.raw for h in headers])
     log("Writing rpmdb... done")
 
