@@ -155,6 +155,7 @@ def test_killed_commits_leave_repo_clean(tmp_path: Path) -> None:
         proc.wait()
         ref = Repo.open(repo.path).read_ref(REF)
         if ref != first:  # the commit finished before the kill: it must be complete
+            assert ref is not None
             assert "no errors found" in strata("repo", "fsck", "--repo", str(repo.path)).stdout
             first = ref
         assert "no errors found" in strata("repo", "fsck", "--repo", str(repo.path)).stdout

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import re
 import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from strata.errors import CorruptionError
+from strata.image import gvariant
 from strata.image import objects as O
 from strata.image.objects import Commit, DirMeta, DirTree
 
@@ -72,6 +76,48 @@ def test_worked_examples() -> None:
 @pytest.mark.parametrize("bad", ["", ".", "..", "a/b"])
 def test_bad_names_refused_when_reading(bad: str) -> None:
     from strata.errors import InvalidInputError
-    data = O.gvariant.encode(O.DIRTREE_TYPE, ([(bad, b"\1" * 32)], []))
+    data = gvariant.encode(O.DIRTREE_TYPE, ([(bad, b"\1" * 32)], []))
     with pytest.raises(InvalidInputError):
         DirTree.parse(data)
+
+
+@pytest.mark.parametrize(("files", "dirs", "problem"), [
+    ([("b", 1), ("a", 1)], [], "unsorted entries ('b' before) 'a'"),
+    ([("a", 1), ("a", 2)], [], "duplicate name 'a'"),
+    ([], [("d", 1), ("d", 1)], "duplicate name 'd'"),
+    ([("Z", 1), ("a", 1), ("\u00e9", 1)], [("z", 1), ("\u00fc", 1)], ""),  # byte order: 'Z' < 'a' < 'é'
+])
+def test_dirtree_entries_strictly_ascending(files: list[tuple[str, int]], dirs: list[tuple[str, int]],
+                                            problem: str) -> None:
+    data = gvariant.encode(O.DIRTREE_TYPE, ([(n, bytes([c]) * 32) for n, c in files],
+                                            [(n, bytes([c]) * 32, bytes([c]) * 32) for n, c in dirs]))
+    if not problem:
+        assert DirTree.parse(data).serialize() == data
+        return
+    with pytest.raises(CorruptionError, match=re.escape(problem)):
+        DirTree.parse(data, strict=False)
+
+
+def test_inflation_stops_at_the_declared_size() -> None:
+    meta = O.FileMeta(0, 0, 0o100644)
+    bomb = O.archive_compress(bytes(64 << 20))  # 64 MiB of zeros in about 64 KiB
+    with pytest.raises(CorruptionError, match="inflates beyond the header size 10"):
+        O.archive_decompress(bomb, 10)
+    with pytest.raises(CorruptionError, match="data follows"):
+        O.archive_decompress(O.archive_compress(b"0123456789") + b"x", 10)
+    with pytest.raises(CorruptionError, match="truncated"):
+        O.archive_decompress(O.archive_compress(bytes(range(256)) * 8)[:-4], 2048)
+    digest = hashlib.sha256(O.file_header(meta))
+    with pytest.raises(CorruptionError, match="inflates beyond"):
+        O.hash_inflated(io.BytesIO(bomb).read, digest, 1 << 20)
+
+
+def test_gvariant_nesting_limited() -> None:
+    value: object = gvariant.Variant("s", "x")
+    for _ in range(200):
+        value = gvariant.Variant("v", value)
+    data = gvariant.encode("v", value)
+    with pytest.raises(CorruptionError, match="nested deeper than 128"):
+        gvariant.decode("v", data)
+    with pytest.raises(CorruptionError):
+        gvariant.decode("v", b"x\0" + b"a" * 300 + b"y")
