@@ -95,14 +95,14 @@ def command_line(box: Sandbox, argv: Sequence[str], view: Path | None = None) ->
     for path in _PROC_READ_ONLY:
         args += ["--ro-bind-try", path, path]
     for path in ("/run", "/tmp", *box.tmpfs):
-        args += ["--tmpfs", path]
+        args += ["--tmpfs", _mount_point(box, path)]
     for relpath, dest in box.tree_binds:
         fsroot.require_real_dir(box.root, relpath)
-        args += ["--bind", str(shown / relpath), dest]
+        args += ["--bind", str(shown / relpath), _mount_point(box, dest)]
     for src, dest in box.binds:
-        args += ["--bind", src, dest]
+        args += ["--bind", src, _mount_point(box, dest)]
     for src, dest in box.ro_binds:
-        args += ["--ro-bind", src, dest]
+        args += ["--ro-bind", src, _mount_point(box, dest)]
     for target, path in box.symlinks:
         args += ["--symlink", target, path]
     args += ["--remount-ro", "/", "--clearenv"]
@@ -128,6 +128,14 @@ def _top_level(box: Sandbox, shown: Path) -> list[str]:
             elif entry.is_dir(follow_symlinks=False):
                 args += [bind, str(shown / entry.name), f"/{entry.name}"]
     return args
+
+
+def _mount_point(box: Sandbox, dest: str) -> str:
+    """A mount point below the top level must be a real directory of the tree: bwrap would create a missing
+    one, and resolve a symlinked one, on the host's side of the tree."""
+    if dest.strip("/").count("/") > 0:
+        fsroot.require_real_dir(box.root, dest.strip("/"))
+    return dest
 
 
 def _top_name(dest: str) -> str:
