@@ -1,0 +1,80 @@
+"""Authorization: an unprivileged caller (nobody) reads status but cannot install until a polkit rule grants
+its group rpm-ostree's action; the real polkitd answers on the private bus from a private mount namespace."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.core.test_client import Lab, strata
+from tests.daemon.bus import DaemonProcess, start_bus, start_daemon
+from tests.daemon.polkit import BUS_EXTRA, start_polkit
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+GRANT_NOGROUP = """polkit.addRule(function(action, subject) {
+    if (action.id == "org.projectatomic.rpmostree1.install-uninstall-packages" && subject.isInGroup("nogroup"))
+        return polkit.Result.YES;
+});
+"""
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory every user can traverse (the bus socket, polkit's files, the transaction sockets)."""
+    path = Path(tempfile.mkdtemp(prefix="strata-daemon-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _serve(open_dir: Path, lab_sysroot: Lab, rules: dict[str, str]) -> Iterator[DaemonProcess]:
+    bus = start_bus(open_dir / "bus", BUS_EXTRA)
+    polkit = start_polkit(bus.address, open_dir / "polkit", rules)
+    daemon = start_daemon(bus.address, lab_sysroot.root, open_dir / "daemon")
+    yield daemon
+    daemon.stop()
+    polkit.stop()
+    bus.stop()
+
+
+@pytest.fixture
+def daemon_no_rules(open_dir: Path, lab_sysroot: Lab) -> Iterator[DaemonProcess]:
+    yield from _serve(open_dir, lab_sysroot, {})
+
+
+@pytest.fixture
+def daemon_granting(open_dir: Path, lab_sysroot: Lab) -> Iterator[DaemonProcess]:
+    yield from _serve(open_dir, lab_sysroot, {"50-strata-test.rules": GRANT_NOGROUP})
+
+
+def _as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*AS_NOBODY, *argv], capture_output=True, text=True, check=False, cwd=REPO_ROOT,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)})
+
+
+def _install_as_nobody(address: str) -> subprocess.CompletedProcess[str]:
+    return _as_nobody("/usr/bin/python3", "-m", "tests.daemon.user_client", address, "install", "htop")
+
+
+def test_nobody_reads_but_cannot_install(daemon_no_rules: DaemonProcess, lab_sysroot: Lab) -> None:
+    address = daemon_no_rules.address
+    booted = _as_nobody("busctl", f"--address={address}", "get-property", "org.projectatomic.rpmostree1",
+                        "/org/projectatomic/rpmostree1/Sysroot", "org.projectatomic.rpmostree1.Sysroot", "Booted")
+    assert booted.stdout.strip() == 'o "/org/projectatomic/rpmostree1/lab"', booted.stderr
+    before = strata("status", "--sysroot", str(lab_sysroot.root)).stdout
+    refused = _install_as_nobody(address)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "AccessDenied" in refused.stdout and "PkgChange not allowed for user" in refused.stdout
+    assert strata("status", "--sysroot", str(lab_sysroot.root)).stdout == before
+
+
+def test_polkit_rule_grants_install(daemon_granting: DaemonProcess, lab_sysroot: Lab) -> None:
+    done = _install_as_nobody(daemon_granting.address)
+    assert done.returncode == 0 and done.stdout.strip() == "[true, \"\"]", done.stdout + done.stderr
+    assert "LayeredPackages: htop" in strata("status", "--sysroot", str(lab_sysroot.root)).stdout
