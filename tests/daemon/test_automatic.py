@@ -1,0 +1,88 @@
+"""Automatic updates through AutomaticUpdateTrigger: `none` does nothing, `check` caches the update in the
+OS object's CachedUpdate without deploying, `stage` deploys it for the next boot; Reload re-reads the policy."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from strata.image.repo import Repo
+from strata.image.transfer import pull_local
+from strata.sysroot.sysroot import Sysroot
+from tests.conftest import LAB_REF
+from tests.core.test_client import ORIGIN_REF, Lab, _compose_variant, json_packages
+from tests.daemon.bus import DaemonProcess, PrivateBus, start_daemon
+from tests.daemon.rpmostree_client import (
+    OS_IFACE,
+    SYSROOT_IFACE,
+    SYSROOT_PATH,
+    call,
+    connect,
+    get_property,
+    os_path,
+    run_transaction,
+)
+
+
+@pytest.fixture
+def served(lab: Path, lab_repo: Path, tmp_path: Path) -> tuple[Lab, Path]:
+    """A booted lab sysroot whose remote is a copy of the lab repository that the test can add commits to."""
+    server = tmp_path / "server"
+    subprocess.run(["cp", "-a", str(lab_repo), str(server)], check=True)
+    root = Sysroot.init_fs(tmp_path / "sysroot")
+    root.os_init("lab")
+    pull_local(Repo.open(server), root.repo, [LAB_REF], remote="lab")
+    root.repo.config.set('remote "lab"', "url", f"file://{server}")
+    root.repo.save_config()
+    box = Lab(root.path, lab)
+    box.admin("deploy", "--os=lab", ORIGIN_REF)
+    box.admin("boot")
+    return box, server
+
+
+@pytest.fixture
+def auto_daemon(private_bus: PrivateBus, served: tuple[Lab, Path], tmp_path: Path) -> Iterator[DaemonProcess]:
+    process = start_daemon(private_bus.address, served[0].root, tmp_path / "daemon")
+    yield process
+    process.stop()
+
+
+def _set_policy(daemon: DaemonProcess, bus: object, policy: str) -> None:
+    (daemon.runtime_dir.parent / "rpm-ostreed.conf").write_text(
+        f"[Daemon]\nIdleExitTimeout=0\nAutomaticUpdatePolicy={policy}\n")
+    call(bus, SYSROOT_PATH, SYSROOT_IFACE, "Reload")  # type: ignore[arg-type]
+    assert get_property(bus, SYSROOT_PATH, SYSROOT_IFACE, "AutomaticUpdatePolicy") == policy  # type: ignore[arg-type]
+
+
+def _trigger(bus: object, path: str) -> tuple[bool, str]:
+    enabled, address = call(bus, path, OS_IFACE, "AutomaticUpdateTrigger", "(a{sv})", ({},))  # type: ignore[arg-type]
+    return bool(enabled), str(address)
+
+
+def test_none_check_stage(auto_daemon: DaemonProcess, served: tuple[Lab, Path], lab: Path,
+                          tmp_path: Path) -> None:
+    box, server = served
+    bus = connect(auto_daemon.address)
+    path = os_path(bus)
+    assert get_property(bus, SYSROOT_PATH, SYSROOT_IFACE, "AutomaticUpdatePolicy") == "none"
+    assert _trigger(bus, path) == (False, "")
+
+    new = _compose_variant(lab, server, tmp_path, "v2", packages=[*json_packages(lab), "htop"])
+    before = [d.key for d in Sysroot.open(box.root).deployments()]
+    _set_policy(auto_daemon, bus, "check")
+    enabled, address = _trigger(bus, path)
+    assert enabled and run_transaction(address).finished == (True, "")
+    cached = get_property(bus, path, OS_IFACE, "CachedUpdate")
+    assert cached["checksum"] == new and cached["version"] == "1.1" and cached["osname"] == "lab"
+    assert get_property(bus, path, OS_IFACE, "HasCachedUpdateRpmDiff") is True
+    assert [d.key for d in Sysroot.open(box.root).deployments()] == before
+
+    _set_policy(auto_daemon, bus, "stage")
+    enabled, address = _trigger(bus, path)
+    assert enabled and run_transaction(address).finished == (True, "")
+    deployments = Sysroot.open(box.root).deployments()
+    assert deployments[0].staged and deployments[0].csum == new
+    assert get_property(bus, path, OS_IFACE, "CachedUpdate") == {}
