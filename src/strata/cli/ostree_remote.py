@@ -72,14 +72,23 @@ def _remote_delete(inv: Invocation) -> int:
 
 def _remote_list(inv: Invocation) -> int:
     repo = inv.repo()
-    names = sorted(remotes.list_remotes(repo))
+    owners = {name: holder for holder in _repo_chain(repo) for name in remotes.list_remotes(holder)}
+    names = sorted(owners)
     width = max((len(n) for n in names), default=0)
     for name in names:
         if inv.args.flag("show-urls"):
-            print(f"{name:<{width}}  {remotes.get_remote(repo, name).url}")
+            print(f"{name:<{width}}  {remotes.get_remote(owners[name], name).url}")
         else:
             print(name)
     return 0
+
+
+def _repo_chain(repo: Repo) -> list[Repo]:
+    """repo and its core.parent repositories, nearest first."""
+    chain = [repo]
+    while len(chain) < 16 and chain[-1].config.get("core", "parent"):
+        chain.append(Repo.open(Path(chain[-1].config.get("core", "parent") or "")))
+    return chain
 
 
 def _remote_show_url(inv: Invocation) -> int:
@@ -394,6 +403,7 @@ def _sign_summary(inv: Invocation, repo: Repo, data: bytes) -> None:
 def _delta_generate(inv: Invocation) -> int:
     from strata.image.deltas import generate
     a = inv.args
+    a = inv.args
     repo = inv.repo()
     target_rev = a.string("to") or (inv.positional[0] if inv.positional else None)
     if not target_rev:
@@ -403,6 +413,14 @@ def _delta_generate(inv: Invocation) -> int:
     if not a.flag("empty"):
         source_rev = a.string("from") or f"{target_rev}^"
         source = resolve(repo, source_rev)
+    print("Generating static delta:")
+    print(f"  From: {source or 'empty'}")
+    print(f"  To:   {target}")
+    name = f"{source}-{target}" if source else target
+    from strata.image.deltas import delta_dir
+    if a.flag("if-not-exists") and (delta_dir(repo.path, source, target) / "superblock").exists():
+        print(f"Delta {name} already exists.")
+        return 0
     with repo.lock():
         generate(repo, source, target)
     return 0
@@ -444,6 +462,8 @@ def fsck(inv: Invocation) -> int:
         print("Validating refs in collections...")
         print("Enumerating commits...")
     report = fsck_repo(repo, delete=a.flag("delete"))
+    if a.flag("add-tombstones"):
+        _add_tombstones(repo)
     if not quiet:
         print(f"Verifying content integrity of {report.commits + report.partial} commit objects...")
     for problem in report.problems:
@@ -455,6 +475,24 @@ def fsck(inv: Invocation) -> int:
     if not quiet:
         print(f"object fsck of {report.commits} commits completed successfully - no errors found.")
     return 0
+
+
+def _add_tombstones(repo: Repo) -> None:
+    """fsck --add-tombstones: a tombstone for every missing parent commit, none for commits present."""
+    commits = {checksum for checksum, _ in repo.list_objects(ObjectType.COMMIT)}
+    with repo.lock():
+        repo.config.set("core", "tombstone-commits", True)
+        repo.save_config()
+        for checksum in sorted(commits):
+            parent = repo.load_commit(checksum).parent
+            tombstone = repo.object_path(parent, ObjectType.TOMBSTONE_COMMIT) if parent else None
+            if parent and parent not in commits and tombstone and not tombstone.exists():
+                print(f"Adding tombstone for commit {parent}")
+                tombstone.parent.mkdir(exist_ok=True)
+                tombstone.write_bytes(O.tombstone(parent))
+        for checksum, objtype in list(repo.list_objects(ObjectType.TOMBSTONE_COMMIT)):
+            if checksum in commits:
+                repo.object_path(checksum, objtype).unlink()
 
 
 def prune(inv: Invocation) -> int:

@@ -620,7 +620,11 @@ def ls(inv: Invocation) -> int:
 
 def _ls_path(repo: Repo, commit_checksum: str, path: str, *, recursive: bool, dironly: bool, xattrs: bool,
              show_checksum: bool, nul: bool) -> None:
-    kind, entry = inspect.lookup(repo, commit_checksum, path)
+    try:
+        kind, entry = inspect.lookup(repo, commit_checksum, path)
+    except NotFoundError:
+        _raise_not_a_directory(repo, commit_checksum, path)
+        raise
     entries = [entry]
     if kind == "dir" and not dironly:
         root = inspect.lookup_pair(repo, _commit_pair(repo, commit_checksum), path)
@@ -631,6 +635,18 @@ def _ls_path(repo: Repo, commit_checksum: str, path: str, *, recursive: bool, di
             sys.stdout.write(item.path + "\0")
         else:
             print(inspect.format_entry(item, xattrs=xattrs, checksum=show_checksum))
+
+
+def _raise_not_a_directory(repo: Repo, commit_checksum: str, path: str) -> None:
+    """ostree says 'Not a directory' when a path goes on below a file."""
+    parts = [p for p in path.split("/") if p]
+    for index in range(1, len(parts)):
+        try:
+            kind, _entry = inspect.lookup(repo, commit_checksum, "/" + "/".join(parts[:index]))
+        except NotFoundError:
+            return
+        if kind == "file":
+            raise NotFoundError(f"Failed to resolve path '{path}': Not a directory")
 
 
 def _commit_pair(repo: Repo, checksum: str) -> tuple[str, str]:
