@@ -436,8 +436,44 @@ def _delta_list(inv: Invocation) -> int:
     return 0
 
 
+def _delta_reindex(inv: Invocation) -> int:
+    from strata.image.summary import write_delta_indexes
+    repo = inv.repo()
+    with repo.lock():
+        write_delta_indexes(repo)
+    return 0
+
+
+def _delta_indexes(inv: Invocation) -> int:
+    from strata.image.deltas import from_mbase64
+    top = inv.repo().path / "delta-indexes"
+    names = sorted(p.parent.name + p.name[:-len(".index")] for p in top.glob("*/*.index"))
+    for name in names:
+        print(from_mbase64(name))
+    return 0
+
+
+def _delta_delete(inv: Invocation) -> int:
+    import shutil
+
+    from strata.image.deltas import delta_dir
+    if not inv.positional:
+        raise UsageError("DELTA must be specified")
+    repo = inv.repo()
+    source, _, target = inv.positional[0].rpartition("-")
+    path = delta_dir(repo.path, source or None, target)
+    if not path.is_dir():
+        raise NotFoundError(f"Can't find delta {inv.positional[0]}")
+    with repo.lock():
+        shutil.rmtree(path)
+    return 0
+
+
 DELTA_VERBS = {
     "list": Verb("list", _delta_list),
+    "reindex": Verb("reindex", _delta_reindex, (string("to"),)),
+    "indexes": Verb("indexes", _delta_indexes),
+    "delete": Verb("delete", _delta_delete),
     "generate": Verb("generate", _delta_generate, (
         string("from"), flag("empty"), flag("inline"), string("to"), flag("disable-bsdiff"),
         flag("if-not-exists", "n"), string("set-endianness"), flag("swap-endianness"),

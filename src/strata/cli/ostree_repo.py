@@ -27,6 +27,7 @@ from strata.image.commit import (
     write_commit,
     write_tree_from_dir,
 )
+from strata.image.gvariant import Variant
 from strata.image.objects import FileMeta, ObjectType
 from strata.image.repo import Repo, RepoMode, validate_ref
 from strata.image.tarimport import import_tar
@@ -528,7 +529,8 @@ def show(inv: Invocation) -> int:
     checksum = resolve(repo, rev)
     loaded = repo.load_commit(checksum)
     if a.string("print-metadata-key"):
-        return _print_key(dict(loaded.metadata), a.string("print-metadata-key") or "", "metadata")
+        return _print_key(dict(loaded.metadata), a.string("print-metadata-key") or "", "metadata",
+                          byteswap=not a.flag("no-byteswap") and sys.byteorder == "little")
     if a.string("print-detached-metadata-key"):
         return _print_key(_detached_dict(repo, checksum), a.string("print-detached-metadata-key") or "", "detached")
     if a.flag("print-related"):
@@ -554,13 +556,33 @@ def _detached_dict(repo: Repo, checksum: str) -> dict[str, object]:
     return dict(gvariant.decode("a{sv}", data))
 
 
-def _print_key(values: dict[str, object], key: str, what: str) -> int:
+def _print_key(values: dict[str, object], key: str, what: str, *, byteswap: bool = False) -> int:
     if key not in values:
         if what == "detached":
             raise NotFoundError(f"No such detached metadata key '{key}'")
         raise NotFoundError(f"No such metadata key '{key}'")
-    print(inspect.format_value(values[key]))
+    value = values[key]
+    if isinstance(value, Variant) and value.type in _INT_TYPES:
+        print(_format_int(value.type, value.value, byteswap=byteswap))
+    else:
+        print(inspect.format_value(value))
     return 0
+
+
+# GVariant integer types: (annotation GLib prints, size in bytes, signed); int32 is printed bare
+_INT_TYPES = {"y": ("byte", 1, False), "n": ("int16", 2, True), "q": ("uint16", 2, False),
+              "i": ("", 4, True), "u": ("uint32", 4, False), "x": ("int64", 8, True), "t": ("uint64", 8, False)}
+
+
+def _format_int(sig: str, number: int, *, byteswap: bool) -> str:
+    """An integer as g_variant_print shows it; ostree shows metadata byteswapped unless -B, since commit
+    metadata is conventionally big-endian."""
+    name, size, signed = _INT_TYPES[sig]
+    if byteswap and size > 1:
+        number = int.from_bytes(number.to_bytes(size, "little", signed=signed), "big", signed=signed)
+    if sig == "y":
+        return f"0x{number:02x}"
+    return f"{name} {number}" if name else str(number)
 
 
 def _print_sizes(loaded: O.Commit) -> int:
