@@ -94,3 +94,21 @@ def test_unknown_option_refused(daemon: DaemonProcess) -> None:
     except GLib.Error as exc:
         assert "unknown option 'frobnicate'" in exc.message
         assert "InvalidArgs" in exc.message
+
+
+def test_client_module_renders_signals(daemon: DaemonProcess, lab_sysroot: Lab) -> None:
+    from strata.core.transaction import LineProgress
+    from strata.daemon import client as daemon_client
+
+    lines: list[str] = []
+    bus = daemon_client.connect(daemon.address)
+    assert daemon_client.service_available(bus)
+    params = GLib.Variant("(a{sv}asas)", ({}, ["htop"], []))
+    daemon_client.follow(daemon_client.call_os(bus, None, "PkgChange", params)[0], LineProgress(lines.append))
+    assert any(line.startswith("Will download: ") for line in lines), lines
+    assert "LayeredPackages: htop" in strata("status", "--sysroot", str(lab_sysroot.root)).stdout
+    try:
+        daemon_client.follow(daemon_client.call_os(bus, None, "PkgChange", params)[0], LineProgress(lines.append))
+        raise AssertionError("installing htop twice succeeded")
+    except daemon_client.DaemonError as exc:
+        assert "already requested" in str(exc)

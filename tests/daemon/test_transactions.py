@@ -66,9 +66,10 @@ def test_failed_transaction_reports_finished_false(daemon: DaemonProcess) -> Non
     assert not success and "not currently requested" in error
 
 
-@pytest.fixture
-def paused_daemon(private_bus: PrivateBus, lab_sysroot: Lab, tmp_path: Path) -> Iterator[DaemonProcess]:
-    env = {"STRATA_PAUSE_AT": "before-assemble", "STRATA_PAUSE_SECONDS": "120"}
+@pytest.fixture(params=["before-assemble", "after-resolve"])  # before the downloads; packages resolved and fetched
+def paused_daemon(request: pytest.FixtureRequest, private_bus: PrivateBus, lab_sysroot: Lab,
+                  tmp_path: Path) -> Iterator[DaemonProcess]:
+    env = {"STRATA_PAUSE_AT": request.param, "STRATA_PAUSE_SECONDS": "120"}
     process = start_daemon(private_bus.address, lab_sysroot.root, tmp_path / "daemon", env=env)
     yield process
     process.stop()

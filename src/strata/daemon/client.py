@@ -1,0 +1,106 @@
+"""The client side of the service, for the CLI on a booted system: is the daemon there, call an OS method,
+follow the transaction it returns and hand its signals to a `Progress` (the same one the in-process engine
+reports to, so the CLI renders both the same way)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gi.repository import Gio, GLib
+
+from strata.core.transaction import Progress
+from strata.daemon.service import BUS_NAME, OS_IFACE, SYSROOT_IFACE, SYSROOT_PATH, TX_IFACE
+from strata.errors import StrataError
+
+CALL_TIMEOUT_MS = 600_000
+
+
+class DaemonError(StrataError):
+    """The daemon refused a call or a transaction failed."""
+
+
+def connect(address: str | None = None) -> Gio.DBusConnection:
+    """The system bus, or the bus at ADDRESS."""
+    try:
+        if address is None:
+            return Gio.bus_get_sync(Gio.BusType.SYSTEM, None)
+        flags = Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION
+        return Gio.DBusConnection.new_for_address_sync(address, flags, None, None)
+    except GLib.Error as exc:
+        raise DaemonError(f"cannot connect to the bus: {exc.message}") from None
+
+
+def service_available(bus: Gio.DBusConnection) -> bool:
+    """Whether the service runs or can be activated on this bus."""
+    reply = _call(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "ListNames", None)
+    activatable = _call(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                        "ListActivatableNames", None)
+    return BUS_NAME in reply[0] or BUS_NAME in activatable[0]
+
+
+def _call(bus: Gio.DBusConnection, name: str | None, path: str, iface: str, method: str,
+          params: GLib.Variant | None) -> Any:
+    try:
+        reply = bus.call_sync(name, path, iface, method, params, None, Gio.DBusCallFlags.NONE, CALL_TIMEOUT_MS, None)
+    except GLib.Error as exc:
+        raise DaemonError(Gio.DBusError.strip_remote_error(exc) or exc.message) from None
+    return reply.unpack() if reply is not None else None
+
+
+def os_object(bus: Gio.DBusConnection, stateroot: str | None) -> str:
+    return str(_call(bus, BUS_NAME, SYSROOT_PATH, SYSROOT_IFACE, "GetOS", GLib.Variant("(s)", (stateroot or "",)))[0])
+
+
+def call_os(bus: Gio.DBusConnection, stateroot: str | None, method: str, params: GLib.Variant) -> Any:
+    return _call(bus, BUS_NAME, os_object(bus, stateroot), OS_IFACE, method, params)
+
+
+def follow(address: str, progress: Progress) -> None:
+    """Connect to a transaction (peer to peer), Start it, forward its signals; raise when it failed."""
+    try:
+        peer = Gio.DBusConnection.new_for_address_sync(address, Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT,
+                                                       None, None)
+    except GLib.Error as exc:
+        raise DaemonError(f"cannot connect to the transaction: {exc.message}") from None
+    outcome: list[tuple[bool, str]] = []
+    peer.signal_subscribe(None, TX_IFACE, None, "/", None, Gio.DBusSignalFlags.NONE,
+                          _forwarder(progress, outcome), None)
+    peer.connect("closed", lambda *_args: outcome.append((False, "The daemon closed the transaction")))
+    _call(peer, None, "/", TX_IFACE, "Start", None)
+    context = GLib.MainContext.default()
+    while not outcome:
+        context.iteration(True)
+    peer.close_sync(None)
+    success, error = outcome[0]
+    if not success:
+        raise DaemonError(error)
+
+
+def _forwarder(progress: Progress, outcome: list[tuple[bool, str]]) -> Any:
+    def on_signal(_conn: Any, _sender: Any, _path: str, _iface: str, name: str, params: GLib.Variant,
+                  _data: Any) -> None:
+        args = params.unpack()
+        if name == "Message":
+            progress.message(args[0])
+        elif name == "TaskBegin":
+            progress.task_begin(args[0])
+        elif name == "TaskEnd":
+            progress.task_end(args[0])
+        elif name == "PercentProgress":
+            progress.percent(args[0], int(args[1]))
+        elif name == "DownloadProgress":
+            progress.download(int(args[4][0]), int(args[5][0]))
+        elif name == "ProgressEnd":
+            progress.progress_end()
+        elif name == "Finished":
+            progress.finished(bool(args[0]), str(args[1]))
+            outcome.append((bool(args[0]), str(args[1])))
+    return on_signal
+
+
+def trigger_automatic_update(bus: Gio.DBusConnection, stateroot: str | None, progress: Progress) -> bool:
+    """`upgrade --trigger-automatic-update-policy`: run the configured policy; False when it is `none`."""
+    enabled, address = call_os(bus, stateroot, "AutomaticUpdateTrigger", GLib.Variant("(a{sv})", ({},)))
+    if enabled:
+        follow(str(address), progress)
+    return bool(enabled)
