@@ -674,6 +674,8 @@ KNOWN_SEQUENCES = {
     "second-apply-live-keeps-undo": '[["rebase","lab:strata-lab/x86_64/devel"],["boot"],["override-remove","htop"],'
                                     '["apply-live","--allow-replacement"],["apply-live"],["boot"],["rollback"],'
                                     '["boot"]]',
+    "upgrade-without-news-changes-nothing": '[["kargs","--append=k209=209"],["boot"],["install","test-conflict-b"],'
+                                            '["install","nano"],["upgrade"]]',
     "guest-write-keeps-host-staged": '[["install","htop"],["install-guest","test-noarch"],["boot"]]',
     "kargs-accumulate": '[["kargs","--append=a=1"],["kargs","--append=b=2"],["install","nano"],["kargs"],["boot"]]',
     "cleanup-keeps-layered-base": '[["install","tree"],["boot"],["publish"],["upgrade"],["boot"],["rollback"],'
