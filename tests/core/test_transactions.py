@@ -252,3 +252,41 @@ def test_case9_messages(served_lab: tuple[Lab, Path]) -> None:
     host = strata("status", "--sysroot", "/", check=False)
     assert host.returncode == 1
     assert host.stderr == "error: This system was not booted via libostree; cannot operate\n"
+
+
+def _sleeping(marker: str) -> bool:
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry / "cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", marker.encode()]:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def test_case8_cancel_stops_a_running_package_script(lab_sysroot: Lab, tmp_path: Path) -> None:
+    from tests.hostile.rpms import build_hostile_rpm
+    box = lab_sysroot
+    marker = "117.5"
+    rpm = build_hostile_rpm(tmp_path / "rpms", "slow-script", files={"/usr/share/slow-script/README": b"slow\n"},
+                            scripts={"post": f"sleep {marker}"})
+    before = _state(box)
+    slow = subprocess.Popen([sys.executable, "-m", "strata.cli.main", "install", "--sysroot", str(box.root),
+                             str(rpm)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _sleeping(marker):
+            assert time.monotonic() < deadline and slow.poll() is None, "the package script never ran"
+            time.sleep(0.2)
+        assert box.run("cancel").stdout == f"Cancelled transaction: install {rpm}\n"
+        _out, err = slow.communicate(timeout=60)
+    finally:
+        if slow.poll() is None:
+            slow.kill()
+    assert slow.returncode == 1 and err.endswith("error: Transaction cancelled\n")
+    deadline = time.monotonic() + 10
+    while _sleeping(marker):
+        assert time.monotonic() < deadline, "the package script outlived its transaction"
+        time.sleep(0.2)
+    assert _state(box) == before
+    sound(box)
