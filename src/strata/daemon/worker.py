@@ -107,8 +107,9 @@ def _pkg_change(sysroot: Sysroot, job: Job, progress: PipeProgress) -> None:
     add, remove = list(job.args.get("add", [])), list(job.args.get("remove", []))
     options = client.InstallOptions(idempotent=bool(job.args.get("idempotent")),
                                     allow_inactive=bool(job.args.get("allow-inactive")))
-    words = [*add, *(f"-{name}" for name in remove)]
-    _report(progress, client.run_verb(sysroot, job.stateroot, "pkgchange", words, progress,
+    verb = "uninstall" if not add else "install" if not remove else "pkgchange"
+    words = [*add, *(f"-{name}" for name in remove)] if verb == "pkgchange" else [*add, *remove]
+    _report(progress, client.run_verb(sysroot, job.stateroot, verb, words, progress,
                                       _PkgChange(add, remove, options)))
 
 
