@@ -13,10 +13,14 @@ import pytest
 
 from tests.core.test_client import Lab, strata
 from tests.daemon.bus import DaemonProcess, start_bus, start_daemon
-from tests.daemon.polkit import BUS_EXTRA, start_polkit
+from tests.daemon.polkit import BUS_EXTRA, POLKITD, start_polkit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+SYSTEM_PYTHON_HAS_GI = subprocess.run(["/usr/bin/python3", "-c", "import gi"], capture_output=True,
+                                     check=False).returncode == 0 if Path("/usr/bin/python3").exists() else False
+pytestmark = pytest.mark.skipif(not Path(POLKITD).exists() or not SYSTEM_PYTHON_HAS_GI,
+                                reason="needs Debian's polkitd and python3-gi (tools/setup.sh)")
 GRANT_NOGROUP = """polkit.addRule(function(action, subject) {
     if (action.id == "org.projectatomic.rpmostree1.install-uninstall-packages" && subject.isInGroup("nogroup"))
         return polkit.Result.YES;
