@@ -541,7 +541,7 @@ def show(inv: Invocation) -> int:
         print(_raw_commit(loaded))
         return 0
     if a.flag("print-sizes"):
-        return _print_sizes(loaded)
+        return _print_sizes(repo, loaded)
     for line in inspect.log_entry(checksum, loaded):
         print(line)
     _print_signatures(repo, checksum)
@@ -585,15 +585,17 @@ def _format_int(sig: str, number: int, *, byteswap: bool) -> str:
     return f"{name} {number}" if name else str(number)
 
 
-def _print_sizes(loaded: O.Commit) -> int:
+def _print_sizes(repo: Repo, loaded: O.Commit) -> int:
+    """show --print-sizes: what the commit's objects weigh, and what of it this repository still lacks."""
     from strata.image.sizes import parse_sizes
+    from strata.units import human_size
     entries = parse_sizes(loaded.meta("ostree.sizes"))
-    archived = sum(e.archived for e in entries)
-    unpacked = sum(e.unpacked for e in entries)
-    from strata.units import human_size as glib_size
-    print(f"Compressed size (needed/total): {glib_size(archived)}/{glib_size(archived)}\n"
-          f"Unpacked size (needed/total): {glib_size(unpacked)}/{glib_size(unpacked)}\n"
-          f"Number of objects (needed/total): {len(entries)}/{len(entries)}")
+    needed = [e for e in entries if not repo.has_object(e.checksum, e.objtype)]
+    archived = (sum(e.archived for e in needed), sum(e.archived for e in entries))
+    unpacked = (sum(e.unpacked for e in needed), sum(e.unpacked for e in entries))
+    print(f"Compressed size (needed/total): {human_size(archived[0])}/{human_size(archived[1])}\n"
+          f"Unpacked size (needed/total): {human_size(unpacked[0])}/{human_size(unpacked[1])}\n"
+          f"Number of objects (needed/total): {len(needed)}/{len(entries)}")
     return 0
 
 
