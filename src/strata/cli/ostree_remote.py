@@ -285,12 +285,18 @@ def pull_local(inv: Invocation) -> int:
     return 0
 
 
-_CORRUPT_RE = re.compile(r"corrupted (\w+) object (\w+) \(actual (\w+)\)")
+_CORRUPT_RES = (re.compile(r"[Cc]orrupted (\w+) object (\w+) \(actual (\w+)\)"),
+                re.compile(r"[Cc]orrupted (\w+) object (\w+); actual checksum (\w+)"))
+_IN_COMMIT_RE = re.compile(r"^(.*) \(in commit (\w+)\)$")
 
 
 def ostree_problem(text: str) -> str:
-    """strata's corruption messages in the words ostree uses (scripts grep 'Corrupted ... checksum')."""
-    return _CORRUPT_RE.sub(lambda m: f"Corrupted {m[1]} object; checksum expected='{m[2]}' actual='{m[3]}'", text)
+    """strata's corruption messages in the words ostree uses (scripts grep 'Corrupted ... checksum' and
+    'In commits C: ...')."""
+    for pattern in _CORRUPT_RES:
+        text = pattern.sub(lambda m: f"Corrupted {m[1]} object; checksum expected='{m[2]}' actual='{m[3]}'", text)
+    found = _IN_COMMIT_RE.match(text)
+    return f"In commits {found[2]}: {found[1]}" if found else text
 
 
 def _verify_or_raise(repo: Repo, checksum: str) -> None:
@@ -501,13 +507,16 @@ def fsck(inv: Invocation) -> int:
     if a.flag("add-tombstones"):
         _add_tombstones(repo)
     if not quiet:
-        print(f"Verifying content integrity of {report.commits + report.partial} commit objects...")
-    for problem in report.problems:
-        print(ostree_problem(problem), file=sys.stderr)
+        print(f"Verifying content integrity of {report.commits} commit objects...")
+    problems = [ostree_problem(problem) for problem in report.problems]
+    if problems and not a.flag("delete"):
+        raise CorruptionError(problems[0])  # ostree stops at the first corrupt object
+    for problem in problems:
+        print(problem, file=sys.stderr)
     if report.partial:
         print(f"{report.partial} partial commits not verified")
-    if not report.ok:
-        raise StrataError("Repository corruption encountered")
+    if problems:
+        raise StrataError(f"{len(report.bad_commits) or len(problems)} partial commits from fsck-detected corruption")
     if not quiet:
         print(f"object fsck of {report.commits} commits completed successfully - no errors found.")
     return 0
