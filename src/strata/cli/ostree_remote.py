@@ -23,7 +23,7 @@ from strata.image.objects import ObjectType
 from strata.image.prune import PruneOptions
 from strata.image.prune import prune as prune_repo
 from strata.image.repo import Repo
-from strata.image.summary import parse_summary, update_summary
+from strata.image.summary import parse_summary, summary_metadata, update_summary
 from strata.image.transfer import pull_local as copy_local
 from strata.image.traverse import commit_objects, history
 from strata.units import human_size
@@ -376,7 +376,9 @@ def summary(inv: Invocation) -> int:
     a = inv.args
     repo = inv.repo()
     if a.flag("update"):
-        data = update_summary(repo)
+        from strata.cli.ostree_repo import parse_metadata_option
+        additional = [parse_metadata_option(text, "add-metadata") for text in a.strings("add-metadata")]
+        data = update_summary(repo, additional)
         _sign_summary(inv, repo, data)
         return 0
     path = repo.path / "summary"
@@ -390,9 +392,19 @@ def summary(inv: Invocation) -> int:
         if ref.version:
             print(f"    Version (ostree.commit.version): {ref.version}")
     print()
+    typed = summary_metadata(path.read_bytes())
     for key in sorted(extra):
-        print(f"{key}: {extra[key]}")
+        print(f"{key}: {_summary_value(typed.get(key, extra[key]))}")
     return 0
+
+
+def _summary_value(value: object) -> str:
+    from strata.image.gvariant import Variant
+    if isinstance(value, Variant):
+        if value.type.startswith("a{") and not value.value:
+            return "{}"
+        value = value.value
+    return inspect.format_value(value)
 
 
 def _sign_summary(inv: Invocation, repo: Repo, data: bytes) -> None:

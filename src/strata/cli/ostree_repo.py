@@ -254,24 +254,47 @@ def _commit_metadata(inv: Invocation, repo: Repo, parent: str | None,
     return list(entries.values())
 
 
+_TYPE_WORDS = {"byte": "y", "int16": "n", "uint16": "q", "int32": "i", "uint32": "u", "int64": "x", "uint64": "t"}
+
+
 def _parse_variant_text(text: str) -> tuple[str, object]:
-    """The subset of GVariant text format --add-metadata takes: typed numbers, booleans, strings."""
-    words = text.strip().split(None, 1)
-    typed = {"byte": "y", "int16": "n", "uint16": "q", "int32": "i", "uint32": "u", "int64": "x", "uint64": "t"}
-    if len(words) == 2 and words[0] in typed:
-        return typed[words[0]], int(words[1], 0)
+    """The subset of GVariant text format --add-metadata takes: typed numbers ('uint64 42', '@t 42'),
+    booleans, quoted strings, empty dictionaries ('@a{sv} {}')."""
+    text = text.strip()
+    words = text.split(None, 1)
+    if len(words) == 2 and words[0] in _TYPE_WORDS:
+        return _TYPE_WORDS[words[0]], int(words[1], 0)
+    if len(words) == 2 and words[0].startswith("@"):
+        return _typed_value(words[0][1:], words[1])
     if text in ("true", "false"):
         return "b", text == "true"
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
         return "s", text[1:-1]
-    try:
-        return "i", int(text)
-    except ValueError:
-        pass
-    try:
-        return "d", float(text)
-    except ValueError:
-        raise InvalidInputError(f"Parsing {text}: invalid GVariant text") from None
+    for sig, convert in (("i", int), ("d", float)):
+        try:
+            return sig, convert(text)
+        except ValueError:
+            continue
+    raise InvalidInputError(f"Parsing {text}: invalid GVariant text")
+
+
+def _typed_value(sig: str, text: str) -> tuple[str, object]:
+    if sig in _TYPE_WORDS.values():
+        return sig, int(text, 0)
+    if sig == "b" and text in ("true", "false"):
+        return sig, text == "true"
+    if sig == "s":
+        return _parse_variant_text(text)
+    if sig.startswith("a") and text in ("[]", "{}", "@" + sig + " []"):
+        return sig, []
+    raise InvalidInputError(f"Parsing @{sig} {text}: unsupported GVariant text")
+
+
+def parse_metadata_option(text: str, option: str) -> tuple[str, Variant]:
+    """KEY=GVARIANT-TEXT as --add-metadata takes it."""
+    key, value = key_value(text, option)
+    sig, parsed = _parse_variant_text(value)
+    return key, Variant(sig, parsed)
 
 
 def _bootable_metadata(repo: Repo, root: tuple[str, str], entries: dict[str, tuple[str, str, object]]) -> None:

@@ -30,7 +30,8 @@ def _swap64(value: int) -> int:
     return int.from_bytes(value.to_bytes(8, "little"), "big")
 
 
-def build_summary(repo: Repo) -> bytes:
+def build_summary(repo: Repo, additional: list[tuple[str, Variant]] | None = None) -> bytes:
+    """The summary of repo's refs; additional entries (`summary --add-metadata`) go first in its metadata."""
     refs = []
     for name, checksum in sorted(repo.list_refs(remotes=False).items(), key=lambda kv: kv[0].encode()):
         if name.startswith(("ostree/", "rpmostree/")):
@@ -42,6 +43,7 @@ def build_summary(repo: Repo) -> bytes:
             meta.append(("ostree.commit.version", Variant("s", commit.version)))
         refs.append((name, (_swap64(len(data)), bytes.fromhex(checksum), meta)))
     extra = [
+        *(additional or []),
         ("ostree.summary.indexed-deltas", Variant("b", True)),
         ("ostree.summary.last-modified", Variant("t", int(time.time()))),
         ("ostree.summary.mode", Variant("s", repo.mode.value)),
@@ -72,8 +74,8 @@ def write_delta_indexes(repo: Repo) -> None:
         atomic_write(path, gvariant.encode("a{sv}", [("ostree.static-deltas", Variant("a{sv}", entries))]))
 
 
-def update_summary(repo: Repo) -> bytes:
-    data = build_summary(repo)
+def update_summary(repo: Repo, additional: list[tuple[str, Variant]] | None = None) -> bytes:
+    data = build_summary(repo, additional)
     write_delta_indexes(repo)
     with repo.lock():
         atomic_write(repo.path / "summary", data)
@@ -103,3 +105,9 @@ def advertised_deltas(data: bytes) -> dict[str, bytes]:
     _refs, extra = gvariant.decode(SUMMARY_TYPE, data)
     entries = gvariant.vardict_lookup(extra, "ostree.static-deltas", "a{sv}", [])
     return {name: bytes(digest.value) for name, digest in entries if digest.type == "ay"}
+
+
+def summary_metadata(data: bytes) -> dict[str, Variant]:
+    """The summary's own metadata entries with their types (what `summary --view` prints)."""
+    _refs, extra = gvariant.decode(SUMMARY_TYPE, data)
+    return dict(extra)
