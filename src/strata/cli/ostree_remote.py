@@ -267,6 +267,7 @@ def pull_local(inv: Invocation) -> int:
     source = Repo.open(Path(source_path))
     target = inv.repo()
     refs = ref_args or list(source.list_refs(remotes=False))
+    _verify_local_source(inv, source, target, refs)
     if a.flag("commit-metadata-only"):
         _copy_commit_objects(source, target, refs, a.string("remote"))
         return 0
@@ -304,6 +305,29 @@ def _verify_or_raise(repo: Repo, checksum: str) -> None:
         repo.verify_content(checksum)
     except CorruptionError as exc:
         raise CorruptionError(ostree_problem(str(exc))) from None
+
+
+def _verify_local_source(inv: Invocation, source: Repo, target: Repo, refs: list[str]) -> None:
+    """pull-local --gpg-verify / --gpg-verify-summary: signatures checked with the keys of --remote."""
+    a = inv.args
+    if not (a.flag("gpg-verify") or a.flag("gpg-verify-summary")):
+        return
+    from strata.image import gpg
+    remote = a.string("remote")
+    if not remote:
+        raise UsageError("--gpg-verify and --gpg-verify-summary need --remote")
+    keyring = remotes.keyring_path(target, remote)
+    if a.flag("gpg-verify-summary"):
+        summary = source.path / "summary"
+        if not summary.exists():
+            raise NotFoundError("GPG verification enabled, but no summary found")
+        signature = source.path / "summary.sig"
+        gpg.verify(summary.read_bytes(), signature.read_bytes() if signature.exists() else None, keyring, "summary")
+    if a.flag("gpg-verify"):
+        for ref in refs:
+            checksum = resolve(source, ref)
+            gpg.verify(source.read_metadata(checksum, ObjectType.COMMIT), source.read_detached_metadata(checksum),
+                       keyring, f"commit {checksum}")
 
 
 def _copy_commit_objects(source: Repo, target: Repo, refs: list[str], remote: str | None) -> None:
@@ -409,6 +433,15 @@ def _summary_value(value: object) -> str:
 
 def _sign_summary(inv: Invocation, repo: Repo, data: bytes) -> None:
     keys = inv.args.strings("sign")
+    gpg_keys = inv.args.strings("gpg-sign")
+    if gpg_keys:
+        from strata.image import gpg
+        homedir = inv.args.string("gpg-homedir")
+        detached: bytes | None = None
+        for key_id in gpg_keys:
+            detached = gpg.add_signature(detached, gpg.sign(data, key_id, Path(homedir) if homedir else None))
+        assert detached is not None
+        (repo.path / "summary.sig").write_bytes(detached)
     if not keys:
         return
     from strata.cli.ostree_sign import detached_signatures
