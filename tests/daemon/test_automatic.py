@@ -15,6 +15,7 @@ from strata.sysroot.sysroot import Sysroot
 from tests.conftest import LAB_REF
 from tests.core.test_client import ORIGIN_REF, Lab, _compose_variant, json_packages
 from tests.daemon.bus import DaemonProcess, PrivateBus, start_daemon
+from tests.daemon.fleetlock_server import FleetLockServer
 from tests.daemon.rpmostree_client import (
     OS_IFACE,
     SYSROOT_IFACE,
@@ -86,3 +87,40 @@ def test_none_check_stage(auto_daemon: DaemonProcess, served: tuple[Lab, Path], 
     deployments = Sysroot.open(box.root).deployments()
     assert deployments[0].staged and deployments[0].csum == new
     assert get_property(bus, path, OS_IFACE, "CachedUpdate") == {}
+
+
+def test_apply_takes_and_releases_a_fleetlock_slot(auto_daemon: DaemonProcess, served: tuple[Lab, Path],
+                                                   lab: Path, tmp_path: Path) -> None:
+    box, server = served
+    fleetlock = FleetLockServer()
+    try:
+        fleetlock.state.holders["workers"] = "other-node"
+        (auto_daemon.runtime_dir.parent / "rpm-ostreed.conf").write_text(
+            "[Daemon]\nIdleExitTimeout=0\nAutomaticUpdatePolicy=apply\n"
+            f"[FleetLock]\nURL={fleetlock.url}\nGroup=workers\nID=node-1\n")
+        bus = connect(auto_daemon.address)
+        call(bus, SYSROOT_PATH, SYSROOT_IFACE, "Reload")
+        path = os_path(bus)
+        old = Sysroot.open(box.root).booted()
+        assert old is not None
+        new = _compose_variant(lab, server, tmp_path, "v2", packages=[*json_packages(lab), "htop"])
+
+        enabled, address = _trigger(bus, path)  # the slot is held by another node: staged, no reboot
+        result = run_transaction(address)
+        assert enabled and result.finished == (True, "")
+        assert any("Reboot slot not granted" in m for m in result.messages()), result.messages()
+        sysroot = Sysroot.open(box.root)
+        assert sysroot.deployments()[0].staged and sysroot.deployments()[0].csum == new
+        assert sysroot.booted() == old
+
+        del fleetlock.state.holders["workers"]  # the other node is done: the slot is free
+        result = run_transaction(_trigger(bus, path)[1])
+        assert result.finished == (True, ""), result.signals
+        booted = Sysroot.open(box.root).booted()
+        assert booted is not None and booted.csum == new
+        assert [s.path for s in fleetlock.state.seen] == ["/v1/pre-reboot", "/v1/pre-reboot", "/v1/steady-state"]
+        assert all(s.protocol_header == "true" for s in fleetlock.state.seen)
+        assert fleetlock.state.seen[-1].body == {"client_params": {"id": "node-1", "group": "workers"}}
+        assert fleetlock.state.holders == {}
+    finally:
+        fleetlock.stop()

@@ -1,9 +1,11 @@
 """rpm-ostreed.conf's keys: `[Daemon] AutomaticUpdatePolicy=none|check|stage` (strata adds `apply`) and
-`IdleExitTimeout=SECONDS` (0: never exit when idle)."""
+`IdleExitTimeout=SECONDS` (0: never exit when idle); for `apply`, `[FleetLock] URL=`, `Group=` (default
+"default") and `ID=` (default: /etc/machine-id, else the host name)."""
 
 from __future__ import annotations
 
 import configparser
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +17,17 @@ DEFAULT_IDLE_EXIT = 60
 
 
 @dataclass(frozen=True)
+class FleetLockConfig:
+    url: str
+    group: str
+    node_id: str
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     automatic_update_policy: str = "none"
     idle_exit_timeout: int = DEFAULT_IDLE_EXIT
+    fleetlock: FleetLockConfig | None = None
 
 
 def read_config(path: Path | None) -> DaemonConfig:
@@ -40,4 +50,22 @@ def read_config(path: Path | None) -> DaemonConfig:
     timeout = section.get("IdleExitTimeout", str(DEFAULT_IDLE_EXIT)).strip()
     if not timeout.isdigit() or int(timeout) > 86400 * 365:
         raise InvalidInputError(f"{path}: invalid IdleExitTimeout '{timeout}'")
-    return DaemonConfig(policy, int(timeout))
+    return DaemonConfig(policy, int(timeout), _fleetlock(parser, path))
+
+
+def _fleetlock(parser: configparser.ConfigParser, path: Path) -> FleetLockConfig | None:
+    if not parser.has_section("FleetLock"):
+        return None
+    section = parser["FleetLock"]
+    url = section.get("URL", "").strip()
+    if not url.startswith(("http://", "https://")):
+        raise InvalidInputError(f"{path}: [FleetLock] URL must be an http(s) URL")
+    return FleetLockConfig(url.rstrip("/"), section.get("Group", "default").strip() or "default",
+                           section.get("ID", "").strip() or _machine_id())
+
+
+def _machine_id() -> str:
+    try:
+        return Path("/etc/machine-id").read_text().strip() or socket.gethostname()
+    except OSError:
+        return socket.gethostname()

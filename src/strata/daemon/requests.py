@@ -3,12 +3,13 @@ polkit actions the call needs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gi.repository import GLib
 
 from strata.daemon.authority import METHOD_ACTIONS, MODIFIER_ACTIONS
+from strata.daemon.config import FleetLockConfig
 from strata.daemon.options import MODIFIERS, UnknownOptionError, unpack
 from strata.daemon.worker import Job
 from strata.errors import InvalidInputError
@@ -145,8 +146,8 @@ def _modifier_request(modifiers: dict[str, Any], options: dict[str, Any], job: J
     return _finish(job, "upgrade", options, "upgrade", **{"download-only": options.get("download-only", False)})
 
 
-def automatic_request(mode: str, job: Job) -> Request:
-    job.verb, job.args = "automatic", {"mode": mode}
+def automatic_request(mode: str, job: Job, fleetlock: FleetLockConfig | None) -> Request:
+    job.verb, job.args = "automatic", {"mode": mode, "fleetlock": asdict(fleetlock) if fleetlock else None}
     return Request(job, f"automatic ({mode})", ["upgrade"])
 
 

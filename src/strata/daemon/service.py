@@ -252,7 +252,8 @@ class Daemon:
         if policy == "none":
             return GLib.Variant("(bs)", (False, ""))
         self._require(sender, ["upgrade"], "AutomaticUpdateTrigger")
-        request = automatic_request(policy, Job(str(self.state.sysroot_path), "", stateroot))
+        request = automatic_request(policy, Job(str(self.state.sysroot_path), "", stateroot),
+                                    self.state.config.fleetlock)
         address = self._start_transaction(request, "AutomaticUpdateTrigger", sender, stateroot)
         return GLib.Variant("(bs)", (True, address))
 

@@ -182,7 +182,10 @@ def _finalize(sysroot: Sysroot, job: Job, progress: PipeProgress) -> None:
 
 def _automatic(sysroot: Sysroot, job: Job, progress: PipeProgress) -> None:
     from strata.daemon.automatic import run_policy
-    run_policy(sysroot, job.stateroot, str(job.args["mode"]), progress)
+    from strata.daemon.config import FleetLockConfig
+    fleetlock = job.args.get("fleetlock")
+    run_policy(sysroot, job.stateroot, str(job.args["mode"]), progress,
+               FleetLockConfig(**fleetlock) if isinstance(fleetlock, dict) else None)
 
 
 VERBS: dict[str, Callable[[Sysroot, Job, PipeProgress], None]] = {
