@@ -111,19 +111,20 @@ def _remote_refs(inv: Invocation) -> int:
 def _remote_gpg_import(inv: Invocation) -> int:
     if not inv.positional:
         raise UsageError("NAME must be specified")
-    from strata.image.gpg import import_keys
+    from strata.image.gpgkeys import import_selected
     repo = inv.repo()
-    name = inv.positional[0]
+    name, *key_ids = inv.positional
     remotes.get_remote(repo, name)
-    files = inv.args.strings("keyring") + inv.positional[1:]
+    sources = [Path(path) for path in inv.args.strings("keyring")]
     if inv.args.flag("stdin"):
-        data = sys.stdin.buffer.read()
         stdin_copy = repo.path / "tmp" / "gpg-import-stdin"
-        stdin_copy.write_bytes(data)
-        files.append(str(stdin_copy))
-    for key_file in files:
-        import_keys(remotes.keyring_path(repo, name), Path(key_file))
-    print(f"Imported {len(files)} GPG key{'s' if len(files) != 1 else ''} to remote \"{name}\"")
+        stdin_copy.write_bytes(sys.stdin.buffer.read())
+        sources.append(stdin_copy)
+    if not sources:
+        sources = [Path.home() / ".gnupg" / "pubring.kbx"]
+    keyring = remotes.keyring_path(repo, name)
+    count = sum(import_selected(keyring, source, key_ids) for source in sources)
+    print(f"Imported {count} GPG key{'' if count == 1 else 's'} to remote \"{name}\"")
     return 0
 
 

@@ -15,7 +15,6 @@ from strata.cli.ostree_util import holder_of, key_value, lines_of, parse_datetim
 from strata.errors import InvalidInputError, NotFoundError, StrataError
 from strata.image import inspect
 from strata.image import objects as O
-from strata.image import sign as ed25519
 from strata.image.checkout import CheckoutOptions, checkout_commit
 from strata.image.commit import (
     CommitRequest,
@@ -623,9 +622,11 @@ def _print_sizes(repo: Repo, loaded: O.Commit) -> int:
 
 
 def _print_signatures(repo: Repo, checksum: str) -> None:
-    count = len(ed25519.signatures(repo.read_detached_metadata(checksum)))
+    """ostree lists a commit's GPG signatures after it (ed25519 ones are not listed by show)."""
+    from strata.image import gpg
+    count = len(gpg.signatures(repo.read_detached_metadata(checksum)))
     if count:
-        del count  # ostree prints GPG signatures only (with a keyring); ed25519 ones are not listed by show
+        print(f"Found {count} signature{'' if count == 1 else 's'}:")
 
 
 def _show_object(repo: Repo, checksum: str) -> int:
