@@ -42,8 +42,10 @@ def _remote_add(inv: Invocation) -> int:
     if a.flag("force"):
         remotes.delete_remote(repo, name, if_exists=True)
     settings = [_setting(text) for text in a.strings("set")]
-    if a.flag("no-gpg-verify"):
+    if a.flag("no-gpg-verify") or a.flag("no-sign-verify"):
         settings.append(("gpg-verify", "false"))
+    elif not any(key == "gpg-verify" for key, _ in settings):
+        settings.append(("gpg-verify", "true"))  # ostree verifies GPG signatures unless told not to
     if a.string("contenturl"):
         settings.append(("contenturl", a.string("contenturl") or ""))
     if a.string("collection-id"):
