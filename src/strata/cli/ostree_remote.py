@@ -183,6 +183,8 @@ def pull(inv: Invocation) -> int:
     with repo.lock():
         for ref, checksum in pinned.items():
             repo.set_ref(ref, checksum, remote=None if a.flag("mirror") else name)
+        if a.flag("commit-metadata-only"):
+            _mark_incomplete_partial(repo, list(stats.refs.values()))
     print(_pull_status(repo, before, stats.fetched_bytes, elapsed,
                        local=remotes.get_remote(repo, name).url.startswith("file:")))
     return 0
@@ -220,6 +222,14 @@ def _undo_unless_bareuseronly(repo: Repo, before: tuple[set[str], set[str]], ref
             for checksum in new_contents:
                 repo.object_path(checksum, ObjectType.FILE).unlink(missing_ok=True)
         raise
+
+
+def _mark_incomplete_partial(repo: Repo, commits: list[str]) -> None:
+    """A commit whose tree was not fetched is partial (fsck and later pulls know to complete it)."""
+    for commit in commits:
+        if repo.has_object(commit, ObjectType.COMMIT) and not repo.has_object(repo.load_commit(commit).root_tree,
+                                                                               ObjectType.DIRTREE):
+            repo.mark_partial(commit)
 
 
 def _split_at(text: str) -> tuple[str, str]:
@@ -272,7 +282,7 @@ def pull_local(inv: Invocation) -> int:
     refs = ref_args or list(source.list_refs(remotes=False))
     _verify_local_source(inv, source, target, refs)
     if a.flag("commit-metadata-only"):
-        _copy_commit_objects(source, target, refs, a.string("remote"))
+        _copy_commit_objects(source, target, refs, a.string("remote"), a.number("depth", 0))
         return 0
     depth = a.number("depth", 0)
     metadata, contents = _missing_objects(source, target, refs, depth)
@@ -333,18 +343,20 @@ def _verify_local_source(inv: Invocation, source: Repo, target: Repo, refs: list
                        keyring, f"commit {checksum}")
 
 
-def _copy_commit_objects(source: Repo, target: Repo, refs: list[str], remote: str | None) -> None:
+def _copy_commit_objects(source: Repo, target: Repo, refs: list[str], remote: str | None, depth: int) -> None:
     """pull-local --commit-metadata-only: the commit objects alone, marked partial, and their refs."""
     with target.lock():
         for ref in refs:
             checksum = resolve(source, ref)
-            if not target.has_object(checksum, ObjectType.COMMIT):
-                target.mark_partial(checksum)
-                detached = source.read_detached_metadata(checksum)
+            for commit in history(source, checksum, depth):
+                if target.has_object(commit, ObjectType.COMMIT):
+                    continue
+                target.mark_partial(commit)
+                detached = source.read_detached_metadata(commit)
                 if detached is not None:
-                    target.write_detached_metadata(checksum, detached)
-                target.write_metadata(ObjectType.COMMIT, source.read_metadata(checksum, ObjectType.COMMIT),
-                                      expected=checksum)
+                    target.write_detached_metadata(commit, detached)
+                target.write_metadata(ObjectType.COMMIT, source.read_metadata(commit, ObjectType.COMMIT),
+                                      expected=commit)
             if not O.is_checksum(ref):
                 target.set_ref(ref.rpartition(":")[2], checksum, remote=remote)
     print(f"{len(refs)} metadata, 0 content objects imported; 0 bytes content written")
