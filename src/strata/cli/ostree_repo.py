@@ -451,10 +451,30 @@ def _refs_collections(inv: Invocation, repo: Repo) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(target + "\n")
         return 0
+    if inv.args.flag("delete"):
+        if not inv.positional:
+            raise UsageError("At least one PREFIX is required when deleting refs")
+        for collection_id in inv.positional:
+            _delete_collection(repo, collection_id)
+        return 0
     for name, (cid, ref) in sorted(_collection_refs(repo).items()):
         del name
         print(f"({cid}, {ref})")
     return 0
+
+
+def _delete_collection(repo: Repo, collection_id: str) -> None:
+    """refs --collections --delete ID: every ref of that collection, wherever it is kept."""
+    with repo.lock():
+        if repo.config.get("core", "collection-id") == collection_id:
+            for name in repo.list_refs(remotes=False):
+                set_refspec(repo, name, None)
+        for remote in _remote_names(repo):
+            if repo.config.get(f'remote "{remote}"', "collection-id") == collection_id:
+                for name in repo.list_refs():
+                    if name.startswith(f"{remote}:"):
+                        set_refspec(repo, name, None)
+        shutil.rmtree(repo.path / "refs" / "mirrors" / collection_id, ignore_errors=True)
 
 
 def _collection_refs(repo: Repo) -> dict[str, tuple[str, str]]:
