@@ -173,6 +173,10 @@ def pull(inv: Invocation) -> int:
     ref_args = [ref.partition("@")[2] if "@" in ref else ref for ref in ref_args]
     if a.flag("mirror") and not ref_args and not remotes.get_remote(repo, name).branches:
         ref_args = sorted(remote_refs(repo, name))  # a mirror with no refs named takes every ref of the summary
+    remote_url = remotes.get_remote(repo, name).url
+    if remote_url.startswith("file://") and not pinned:
+        return _pull_from_directory(repo, name, ref_args, mirror=a.flag("mirror"),
+                                    depth=a.number("depth", 0))
     before = _object_counts(repo)
     refs_before = repo.list_refs()
     started = time.monotonic()
@@ -222,6 +226,28 @@ def _undo_unless_bareuseronly(repo: Repo, before: tuple[set[str], set[str]], ref
             for checksum in new_contents:
                 repo.object_path(checksum, ObjectType.FILE).unlink(missing_ok=True)
         raise
+
+
+def _pull_from_directory(repo: Repo, name: str, refs: list[str], *, mirror: bool, depth: int) -> int:
+    """A file:// remote is a repository on this machine: its objects are imported as pull-local does, with
+    the remote's GPG verification."""
+    remote = remotes.get_remote(repo, name)
+    source = Repo.open(Path(remote.url[len("file://"):]))
+    wanted = refs or list(remote.branches) or (list(source.list_refs(remotes=False)) if mirror else [])
+    if not wanted:
+        raise InvalidInputError(f"No refs to pull from remote {name}")
+    if remote.gpg_verify:
+        from strata.image import gpg
+        for ref in wanted:
+            checksum = resolve(source, ref)
+            gpg.verify(source.read_metadata(checksum, ObjectType.COMMIT), source.read_detached_metadata(checksum),
+                       remote.gpg_keyring, f"commit {checksum}")
+    metadata, contents = _missing_objects(source, repo, wanted, depth)
+    _link_objects(source, repo, metadata, contents)
+    copy_local(source, repo, wanted, remote=None if mirror else name, depth=depth)
+    written = sum(_content_bytes(repo, checksum) for checksum in contents)
+    print(f"{len(metadata)} metadata, {len(contents)} content objects imported; {human_size(written)} content written")
+    return 0
 
 
 def _mark_incomplete_partial(repo: Repo, commits: list[str]) -> None:
