@@ -171,9 +171,9 @@ def pull(inv: Invocation) -> int:
     _check_pull_request(repo, name, inv)
     pinned = dict(_split_at(ref) for ref in ref_args if "@" in ref)  # REF@COMMIT: that commit, REF moved to it
     ref_args = [ref.partition("@")[2] if "@" in ref else ref for ref in ref_args]
-    if a.flag("mirror") and not ref_args and not remotes.get_remote(repo, name).branches:
+    if a.flag("mirror") and not ref_args and not _find_remote(repo, name).branches:
         ref_args = sorted(remote_refs(repo, name))  # a mirror with no refs named takes every ref of the summary
-    remote_url = remotes.get_remote(repo, name).url
+    remote_url = _find_remote(repo, name).url
     if remote_url.startswith("file://") and not pinned:
         return _pull_from_directory(repo, name, ref_args, mirror=a.flag("mirror"),
                                     depth=a.number("depth", 0))
@@ -231,7 +231,7 @@ def _undo_unless_bareuseronly(repo: Repo, before: tuple[set[str], set[str]], ref
 def _pull_from_directory(repo: Repo, name: str, refs: list[str], *, mirror: bool, depth: int) -> int:
     """A file:// remote is a repository on this machine: its objects are imported as pull-local does, with
     the remote's GPG verification."""
-    remote = remotes.get_remote(repo, name)
+    remote = _find_remote(repo, name)
     source = Repo.open(Path(remote.url[len("file://"):]))
     wanted = refs or list(remote.branches) or (list(source.list_refs(remotes=False)) if mirror else [])
     if not wanted:
@@ -265,8 +265,16 @@ def _split_at(text: str) -> tuple[str, str]:
     return ref, checksum
 
 
+def _find_remote(repo: Repo, name: str) -> remotes.Remote:
+    """A remote of repo, or of one of its core.parent repositories."""
+    for holder in _repo_chain(repo):
+        if name in remotes.list_remotes(holder):
+            return remotes.get_remote(holder, name)
+    return remotes.get_remote(repo, name)
+
+
 def _check_pull_request(repo: Repo, name: str, inv: Invocation) -> None:
-    url = remotes.get_remote(repo, name).url
+    url = _find_remote(repo, name).url
     scheme = url.partition("://")[0] if "://" in url else ""
     if scheme not in ("http", "https", "file"):
         raise InvalidInputError(f"Invalid URI scheme in {url}")
