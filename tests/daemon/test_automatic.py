@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from gi.repository import GLib
 
 from strata.image.repo import Repo
 from strata.image.transfer import pull_local
@@ -124,3 +125,21 @@ def test_apply_takes_and_releases_a_fleetlock_slot(auto_daemon: DaemonProcess, s
         assert fleetlock.state.holders == {}
     finally:
         fleetlock.stop()
+
+
+def test_upgrade_and_deploy_methods(auto_daemon: DaemonProcess, served: tuple[Lab, Path], lab: Path,
+                                    tmp_path: Path) -> None:
+    server = served[1]
+    bus = connect(auto_daemon.address)
+    path = os_path(bus)
+    result = run_transaction(call(bus, path, OS_IFACE, "Upgrade", "(a{sv})", ({},))[0])
+    assert result.finished == (True, "") and "No upgrade available." in result.messages()
+    new = _compose_variant(lab, server, tmp_path, "v2", packages=[*json_packages(lab), "htop"])
+    assert run_transaction(call(bus, path, OS_IFACE, "Upgrade", "(a{sv})", ({},))[0]).finished == (True, "")
+    default = get_property(bus, path, OS_IFACE, "DefaultDeployment")
+    assert default["checksum"] == new and default["staged"] is True and default["version"] == "1.1"
+    reboot = {"reboot": GLib.Variant("b", True)}
+    result = run_transaction(call(bus, path, OS_IFACE, "Deploy", "(sa{sv})", ("1", reboot))[0])
+    assert result.finished == (True, ""), result.signals
+    booted = get_property(bus, path, OS_IFACE, "BootedDeployment")
+    assert booted["version"] == "1" and booted["checksum"] != new
