@@ -829,6 +829,16 @@ def _checkout_one(inv: Invocation, repo: Repo, rev: str, dest: str, user_mode: b
         raise
     if a.string("skip-list"):
         _remove_skipped(destination, lines_of(a.string("skip-list") or ""))
+    if a.flag("bareuseronly-dirs") and destination.is_dir():
+        _mask_directory_modes(destination)
+
+
+def _mask_directory_modes(destination: Path) -> None:
+    """checkout -M: directories keep no mode bits outside 0775 (no setuid/setgid/sticky, not world-writable)."""
+    for dirpath, _dirs, _files in os.walk(destination):
+        mode = stat.S_IMODE(os.lstat(dirpath).st_mode)
+        if mode & ~0o775:
+            os.chmod(dirpath, mode & 0o775)
 
 
 def _check_identical(repo: Repo, checksum: str, subpath: str, destination: Path) -> None:
