@@ -22,6 +22,8 @@ from strata.image.commit import (
     commit_root,
     content_objects,
     layer_roots,
+    modifies_metadata,
+    rewrite_tree,
     tree_unchanged,
     write_commit,
     write_tree_from_dir,
@@ -204,7 +206,8 @@ def _commit_trees(inv: Invocation, repo: Repo, options: TreeWriteOptions) -> tup
         elif kind == "tar":
             roots.append(import_tar(repo, value, options, autocreate_parents=inv.args.flag("tar-autocreate-parents")))
         elif kind == "ref":
-            roots.append(commit_root(repo, value))
+            root = commit_root(repo, value)
+            roots.append(rewrite_tree(repo, root, options) if modifies_metadata(options) else root)
         else:
             raise InvalidInputError(f"Invalid tree type specification '{kind}'")
     base = inv.args.string("base")

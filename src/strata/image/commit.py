@@ -168,6 +168,11 @@ class _TreeWriter:
         self.devino_ok = (opts.owner_uid is None and opts.owner_gid is None and not opts.skip_xattrs
                           and not opts.filters)
         self._dirmeta_cache: dict[bytes, str] = {}
+        try:
+            tmp = os.stat(repo.path / "tmp")
+            self._repo_tmp = (tmp.st_dev, tmp.st_ino)
+        except OSError:
+            self._repo_tmp = (-1, -1)
 
     def _owner(self, st: os.stat_result) -> tuple[int, int]:
         if self.opts.canonical_permissions:
@@ -229,6 +234,8 @@ class _TreeWriter:
         if meta_csum is None:
             meta_csum = self._dirmeta_cache[data] = self.repo.write_metadata(ObjectType.DIRMETA, data)
         scan = _DirScan(meta_csum, path)
+        if (st.st_dev, st.st_ino) == self._repo_tmp:
+            return scan  # the repository's own staging area, when it lies inside the committed tree
         with os.scandir(path) as it:
             entries = sorted(it, key=lambda e: e.name)
         assert self.pool is not None
@@ -412,3 +419,44 @@ def tree_unchanged(repo: Repo, root: tuple[str, str], parent: str | None) -> boo
         return False
     loaded = repo.load_commit(parent)
     return (loaded.root_tree, loaded.root_meta) == root
+
+
+def modifies_metadata(options: TreeWriteOptions) -> bool:
+    return options.owner_uid is not None or options.owner_gid is not None or options.skip_xattrs or options.filters
+
+
+def rewrite_tree(repo: Repo, root: tuple[str, str], options: TreeWriteOptions) -> tuple[str, str]:
+    """A stored tree again with options' owner, mode and skip filters applied (commit --tree=ref= with
+    --owner-uid, --statoverride and the like)."""
+    writer = _TreeWriter(repo, options)
+    return _rewrite_dir(writer, root, "/")
+
+
+def _rewrite_dir(writer: _TreeWriter, pair: tuple[str, str], relpath: str) -> tuple[str, str]:
+    repo = writer.repo
+    meta = repo.load_dirmeta(pair[1])
+    st = os.stat_result((meta.mode, 0, 0, 0, meta.uid, meta.gid, 0, 0, 0, 0))
+    uid, gid = writer._owner(st)
+    new_meta = repo.canonical_dirmeta(DirMeta(uid, gid, writer._mode(relpath, meta.mode),
+                                              () if writer.opts.skip_xattrs else meta.xattrs))
+    tree = repo.load_dirtree(pair[0])
+    result = DirTree()
+    for name, checksum in tree.files.items():
+        child = f"{relpath.rstrip('/')}/{name}"
+        if not writer._skipped(child):
+            result.files[name] = _rewrite_file(writer, checksum, child)
+    for name, sub in tree.dirs.items():
+        child = f"{relpath.rstrip('/')}/{name}"
+        if not writer._skipped(child):
+            result.dirs[name] = _rewrite_dir(writer, sub, child)
+    return (repo.write_metadata(ObjectType.DIRTREE, result.serialize()),
+            repo.write_metadata(ObjectType.DIRMETA, new_meta.serialize()))
+
+
+def _rewrite_file(writer: _TreeWriter, checksum: str, relpath: str) -> str:
+    meta, content = writer.repo.read_file(checksum, verify=False)
+    st = os.stat_result((meta.mode, 0, 0, 0, meta.uid, meta.gid, 0, 0, 0, 0))
+    uid, gid = writer._owner(st)
+    new_meta = FileMeta(uid, gid, writer._mode(relpath, meta.mode), meta.symlink_target,
+                        () if writer.opts.skip_xattrs else meta.xattrs)
+    return writer.repo.write_content(new_meta, content)
