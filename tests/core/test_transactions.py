@@ -290,3 +290,18 @@ def test_case8_cancel_stops_a_running_package_script(lab_sysroot: Lab, tmp_path:
         time.sleep(0.2)
     assert _state(box) == before
     sound(box)
+
+
+def test_staging_again_after_undeploy_keeps_every_deployment_ref(lab_sysroot: Lab) -> None:
+    """Found by the model test: a second staging numbered its ref after the listed deployments, on top of the
+    last one's (the staged deployment is ref 0 once the deployment list was rewritten)."""
+    box = lab_sysroot
+    box.admin("os-init", "guest")
+    box.admin("deploy", "--os=guest", "--not-as-default", ORIGIN_REF)
+    rpm = next((box.distro / "lab" / "Packages").glob("test-noarch-*.rpm"))
+    box.run("install", "--os=guest", str(rpm))  # a guest commit of its own, listed last but one
+    box.run("install", "htop")
+    box.admin("undeploy", "3")
+    out = box.run("kargs", "--append=k2=2")
+    assert "Kernel arguments updated." in out.stdout
+    sound(box)

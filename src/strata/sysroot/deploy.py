@@ -186,12 +186,18 @@ def _retained_list(sysroot: Sysroot, new: Deployment, current: list[Deployment],
 def _stage(sysroot: Sysroot, dep: Deployment, merge: Deployment | None, options: DeployOptions) -> None:
     previous = sysroot.staged_deployment()
     kargs = None if options.kargs.empty else dep.kargs
+    bootversion = sysroot.bootversion
+    subboot = sysroot.subbootversion(bootversion)
+    listed = [d for d in sysroot.deployments() if not d.staged]
+    # The new commit is held by a ref of its own before the staged state names it; then the refs are rewritten
+    # as ostree numbers them (the staged deployment first) and the extra one goes.
+    spare = f"ostree/{bootversion}/{subboot}/{len(listed) + 1}"
+    sysroot.repo.set_ref(spare, dep.csum)
     sysroot.write_staged_state(dep, merge, kargs if kargs is not None else list(dep.kargs))
     if previous is not None and previous.key != dep.key:
         _remove_dir(sysroot, previous)
-    current = [d for d in sysroot.deployments() if not d.staged]
-    sysroot.repo.set_ref(f"ostree/{sysroot.bootversion}/{sysroot.subbootversion(sysroot.bootversion)}/"
-                         f"{len(current)}", dep.csum)
+    sysroot._write_deployment_refs(listed, bootversion, subboot)
+    sysroot.repo.set_ref(spare, None)
 
 
 def finalize_staged(sysroot: Sysroot, log: Log) -> Deployment | None:
