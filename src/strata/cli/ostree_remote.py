@@ -8,6 +8,7 @@ import re
 import stat
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from strata.cli.ostree import Invocation, UsageError, Verb, dispatch
@@ -189,6 +190,8 @@ def pull(inv: Invocation) -> int:
             repo.set_ref(ref, checksum, remote=None if a.flag("mirror") else name)
         if a.flag("commit-metadata-only"):
             _mark_incomplete_partial(repo, list(stats.refs.values()))
+    if a.flag("mirror"):
+        _mirror_summary(repo, name)
     print(_pull_status(repo, before, stats.fetched_bytes, elapsed,
                        local=remotes.get_remote(repo, name).url.startswith("file:")))
     return 0
@@ -248,6 +251,17 @@ def _pull_from_directory(repo: Repo, name: str, refs: list[str], *, mirror: bool
     written = sum(_content_bytes(repo, checksum) for checksum in contents)
     print(f"{len(metadata)} metadata, {len(contents)} content objects imported; {human_size(written)} content written")
     return 0
+
+
+def _mirror_summary(repo: Repo, name: str) -> None:
+    """A mirror keeps the remote's summary (and its signature) as they are."""
+    from strata.image.pull import MAX_METADATA_SIZE, Fetcher
+    remote = _find_remote(repo, name)
+    fetcher = Fetcher(remote.url, remote.timeout)
+    for filename in ("summary", "summary.sig"):
+        data = fetcher.get(filename, optional=True, limit=MAX_METADATA_SIZE)
+        if data is not None:
+            (repo.path / filename).write_bytes(data)
 
 
 def _mark_incomplete_partial(repo: Repo, commits: list[str]) -> None:
@@ -464,6 +478,9 @@ def summary(inv: Invocation) -> int:
         print(f"      {ref.checksum}")
         if ref.version:
             print(f"    Version (ostree.commit.version): {ref.version}")
+        if ref.timestamp is not None:
+            when = datetime.fromtimestamp(ref.timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S+00")
+            print(f"    Timestamp (ostree.commit.timestamp): {when}")
     print()
     typed = summary_metadata(path.read_bytes())
     for key in sorted(extra):

@@ -90,6 +90,9 @@ def commit(inv: Invocation) -> int:
         repo.sync()
         if branch:
             set_refspec(repo, branch, checksum)
+    if repo.config.get_bool("core", "commit-update-summary", False):
+        from strata.image.summary import update_summary
+        update_summary(repo)
     if tree_options.consume:
         _consume_roots(inv)
     if before is not None:
