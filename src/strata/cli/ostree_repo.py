@@ -492,8 +492,10 @@ def _collection_refs(repo: Repo) -> dict[str, tuple[str, str]]:
     for remote in _remote_names(repo):
         remote_cid = repo.config.get(f'remote "{remote}"', "collection-id")
         if remote_cid:
-            for ref in repo.list_refs(f"{remote}:", remotes=True):
-                found[f"{remote_cid}:{ref}"] = (remote_cid, ref.partition(":")[2])
+            for name in repo.list_refs():
+                if name.startswith(f"{remote}:"):
+                    ref = name.partition(":")[2]
+                    found[f"{remote_cid}:{ref}"] = (remote_cid, ref)
     mirrors = repo.path / "refs" / "mirrors"
     if mirrors.is_dir():
         for cid in sorted(os.listdir(mirrors)):
