@@ -463,9 +463,10 @@ def _refs_collections(inv: Invocation, repo: Repo) -> int:
         for collection_id in inv.positional:
             _delete_collection(repo, collection_id)
         return 0
-    for name, (cid, ref) in sorted(_collection_refs(repo).items()):
-        del name
-        print(f"({cid}, {ref})")
+    wanted = set(inv.positional)
+    for _name, (cid, ref) in sorted(_collection_refs(repo).items()):
+        if not wanted or cid in wanted:
+            print(f"({cid}, {ref})")
     return 0
 
 
