@@ -628,9 +628,17 @@ def fsck(inv: Invocation) -> int:
         print(f"{report.partial} partial commits not verified")
     if problems:
         raise StrataError(f"{len(report.bad_commits) or len(problems)} partial commits from fsck-detected corruption")
+    fsck_partial = _fsck_partial_commits(repo)
+    if fsck_partial:
+        raise StrataError(f"{fsck_partial} partial commits from fsck-detected corruption")
     if not quiet:
         print(f"object fsck of {report.commits} commits completed successfully - no errors found.")
     return 0
+
+
+def _fsck_partial_commits(repo: Repo) -> int:
+    """Commits an earlier `fsck --delete` left partial (their marker holds 'f', as ostree writes it)."""
+    return sum(1 for marker in (repo.path / "state").glob("*.commitpartial") if marker.read_bytes()[:1] == b"f")
 
 
 def _add_tombstones(repo: Repo) -> None:
