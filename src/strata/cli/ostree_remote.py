@@ -471,6 +471,11 @@ def summary(inv: Invocation) -> int:
     path = repo.path / "summary"
     if not path.exists():
         raise NotFoundError("No summary file")
+    if a.flag("raw"):
+        from strata.image import gvariant
+        from strata.image.summary import SUMMARY_TYPE
+        print(inspect.format_value(gvariant.decode(SUMMARY_TYPE, path.read_bytes())))
+        return 0
     refs, extra = parse_summary(path.read_bytes())
     for ref in refs:
         print(f"* {ref.name}")
