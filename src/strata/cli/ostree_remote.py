@@ -349,6 +349,7 @@ def pull_local(inv: Invocation) -> int:
 
 _CORRUPT_RES = (re.compile(r"[Cc]orrupted (\w+) object (\w+) \(actual (\w+)\)"),
                 re.compile(r"[Cc]orrupted (\w+) object (\w+); actual checksum (\w+)"))
+_BAD_NAME_RE = re.compile(r"Invalid (\w+) object (\w+): invalid file name in tree: '([^']*)'")
 _MISSING_REF_RE = re.compile(r"^Ref (\S+) points to missing commit (\w+)$")
 _IN_COMMIT_RE = re.compile(r"^(.*) \(in commit (\w+)\)$")
 
@@ -358,6 +359,8 @@ def ostree_problem(text: str) -> str:
     'In commits C: ...')."""
     for pattern in _CORRUPT_RES:
         text = pattern.sub(lambda m: f"Corrupted {m[1]} object; checksum expected='{m[2]}' actual='{m[3]}'", text)
+    text = _BAD_NAME_RE.sub(lambda m: f"fsck {m[2]}.{m[1]}: {m[2]}.{m[1]}: Invalid / in filename {m[3]}"
+                            if "/" in m[3] else m[0], text)
     missing = _MISSING_REF_RE.match(text)
     if missing:
         return f"Loading commit for ref {missing[1]}: No such metadata object {missing[2]}.commit"
