@@ -190,6 +190,9 @@ def pull(inv: Invocation) -> int:
             repo.set_ref(ref, checksum, remote=None if a.flag("mirror") else name)
         if a.flag("commit-metadata-only"):
             _mark_incomplete_partial(repo, list(stats.refs.values()))
+        if a.strings("subpath"):  # strata fetches whole trees; the commit stays partial, as after ostree's
+            for checksum in stats.refs.values():
+                repo.mark_partial(checksum)
     if a.flag("mirror"):
         _mirror_summary(repo, name)
     print(_pull_status(repo, before, stats.fetched_bytes, elapsed,
