@@ -685,7 +685,10 @@ def prune(inv: Invocation) -> int:
     options = PruneOptions(refs_only=a.flag("refs-only"), depth=a.number("depth", -1), delete_commits=tuple(deletes),
                            dry_run=a.flag("no-prune"),
                            keep_younger_than=parse_datetime(younger) if younger else None)
+    commits_before = {checksum for checksum, _ in repo.list_objects(ObjectType.COMMIT)}
     result = prune_repo(repo, options)
+    if repo.config.get_bool("core", "tombstone-commits", False) and not a.flag("no-prune"):
+        _tombstone_deleted(repo, commits_before)
     print(f"Total objects: {result.total}")
     if result.deleted == 0:
         print("No unreachable objects")
@@ -694,6 +697,17 @@ def prune(inv: Invocation) -> int:
     else:
         print(f"Deleted {result.deleted} objects, {human_size(result.freed_bytes)} freed")
     return 0
+
+
+def _tombstone_deleted(repo: Repo, commits_before: set[str]) -> None:
+    """With core.tombstone-commits, every commit prune removed leaves a tombstone (pulls then know it was
+    deleted on purpose)."""
+    remaining = {checksum for checksum, _ in repo.list_objects(ObjectType.COMMIT)}
+    with repo.lock():
+        for checksum in sorted(commits_before - remaining):
+            path = repo.object_path(checksum, ObjectType.TOMBSTONE_COMMIT)
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(O.tombstone(checksum))
 
 
 def _refuse_referenced(repo: Repo, commit: str) -> None:
