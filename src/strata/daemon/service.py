@@ -294,6 +294,10 @@ class Daemon:
             invocation.return_dbus_error(ERROR_INVALID_ARGS, str(exc))
         except StrataError as exc:
             invocation.return_dbus_error(ERROR_FAILED, str(exc))
+        except GLib.Error as exc:  # the bus or polkit failed us
+            invocation.return_dbus_error(ERROR_FAILED, exc.message)
+        except Exception as exc:  # a bug: the caller still gets an answer, in one line
+            invocation.return_dbus_error(ERROR_FAILED, f"internal error ({type(exc).__name__}): {exc}")
 
     def _on_name_owner(self, _conn: Gio.DBusConnection, _sender: str, _path: str, _iface: str, _signal: str,
                        params: GLib.Variant, _data: Any) -> None:

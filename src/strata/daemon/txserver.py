@@ -45,6 +45,7 @@ class TransactionServer:
         self.peers: list[Gio.DBusConnection] = []
         self.worker: subprocess.Popen[bytes] | None = None
         self.finished: tuple[bool, str] | None = None
+        self._reported: tuple[bool, str] | None = None
         self._buffer = b""
         self._closed = False
         with contextlib.suppress(FileNotFoundError):
@@ -128,9 +129,10 @@ class TransactionServer:
         if chunk:
             return True
         os.close(fd)
-        status = self.worker.wait() if self.worker is not None else 0
+        status = self.worker.wait() if self.worker is not None else 0  # it has let go of the sysroot
         if self.finished is None:
-            self._finish(False, f"Transaction worker exited unexpectedly (status {status})")
+            success, error = self._reported or (False, f"Transaction worker exited unexpectedly (status {status})")
+            self._finish(success, error)
         return False
 
     def _forward(self, line: bytes) -> None:
@@ -140,8 +142,8 @@ class TransactionServer:
             return
         if name not in SIGNAL_TYPES:
             return
-        if name == "Finished":
-            self._finish(bool(args[0]), str(args[1]))
+        if name == "Finished":  # sent once the worker has exited, so that the next transaction finds it gone
+            self._reported = (bool(args[0]), str(args[1]))
             return
         self._emit(name, args)
 
