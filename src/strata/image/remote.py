@@ -74,6 +74,7 @@ def delete_remote(repo: Repo, name: str, *, if_exists: bool = False) -> None:
         raise NotFoundError(f'Remote "{name}" not found')
     repo.config.remove(group)
     repo.save_config()
+    keyring_path(repo, name).unlink(missing_ok=True)  # its trusted keys go with it, as in ostree
 
 
 def list_remotes(repo: Repo) -> list[str]:
