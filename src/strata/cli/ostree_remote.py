@@ -761,13 +761,27 @@ def sign(inv: Invocation) -> int:
 def gpg_sign(inv: Invocation) -> int:
     if len(inv.positional) < 2:
         raise UsageError("Need a COMMIT to sign or verify")
-    from strata.image import gpg
+    from strata.image import gpg, gvariant
+    from strata.image.gpgkeys import same_key, signature_key_id
     repo = inv.repo()
     checksum = resolve(repo, inv.positional[0])
+    key_ids = inv.positional[1:]
+    detached = repo.read_detached_metadata(checksum)
+    signed = [(signature, signature_key_id(signature)) for signature in gpg.signatures(detached)]
+    if inv.args.flag("delete"):
+        kept = [sig for sig, owner in signed if not any(same_key(owner, key) for key in key_ids)]
+        entries = [(k, v) for k, v in (gvariant.decode("a{sv}", detached) if detached else []) if k != gpg.GPG_KEY]
+        if kept:
+            entries.append((gpg.GPG_KEY, gvariant.Variant("aay", kept)))
+        with repo.lock():
+            repo.write_detached_metadata(checksum, gvariant.encode("a{sv}", entries) if entries else None)
+        print(f"Signatures deleted: {len(signed) - len(kept)}")
+        return 0
     data = repo.read_metadata(checksum, ObjectType.COMMIT)
     homedir = inv.args.string("gpg-homedir")
-    detached = repo.read_detached_metadata(checksum)
-    for key_id in inv.positional[1:]:
+    for key_id in key_ids:
+        if any(same_key(owner, key_id) for _sig, owner in signed):
+            raise StrataError(f"Commit is already signed with GPG key {key_id}")
         detached = gpg.add_signature(detached, gpg.sign(data, key_id, Path(homedir) if homedir else None))
     with repo.lock():
         repo.write_detached_metadata(checksum, detached)

@@ -49,3 +49,22 @@ def _imported_count(status: str) -> int:
         if fields[:2] == ["[GNUPG:]", "IMPORT_RES"] and len(fields) > 4:
             return int(fields[4])
     return 0
+
+
+def signature_key_id(signature: bytes) -> str:
+    """The (long) key ID an OpenPGP signature names, as `gpg --list-packets` reports it."""
+    with tempfile.TemporaryDirectory(prefix="strata-gpg-") as home:
+        path = Path(home) / "sig"
+        path.write_bytes(signature)
+        result = subprocess.run([_gpg(), "--homedir", home, "--batch", "--list-packets", str(path)],
+                                capture_output=True, text=True, check=False)
+    for line in result.stdout.splitlines():
+        if ":signature packet:" in line and "keyid" in line:
+            return line.rsplit("keyid", 1)[1].strip().upper()
+    return ""
+
+
+def same_key(key_id: str, other: str) -> bool:
+    """Key IDs match when the shorter is a suffix of the longer (short, long IDs and fingerprints)."""
+    a, b = key_id.upper().removeprefix("0X"), other.upper().removeprefix("0X")
+    return bool(a and b) and (a.endswith(b) or b.endswith(a))
