@@ -245,12 +245,12 @@ def _commit_metadata(inv: Invocation, repo: Repo, parent: str | None,
     if a.strings("keep-metadata"):
         if parent is None:
             raise UsageError("Either --branch or --parent must be specified when using --keep-metadata")
-        parent_commit = repo.load_commit(parent)
+        parent_metadata = dict(repo.load_commit(parent).metadata)
         for key in a.strings("keep-metadata"):
-            value = parent_commit.meta(key)
-            if value is None:
+            kept = parent_metadata.get(key)
+            if kept is None:
                 raise StrataError(f"Missing metadata key '{key}' from commit '{parent}'")
-            entries[key] = (key, "v", value)
+            entries[key] = (key, kept.type, kept.value)
     if a.flag("bootable"):
         _bootable_metadata(repo, root, entries)
     if a.flag("generate-sizes"):
