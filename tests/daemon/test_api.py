@@ -82,7 +82,14 @@ def test_pkgchange_equals_cli(daemon: DaemonProcess, lab_sysroot: Lab, tmp_path:
     assert result.names[-1] == "Finished" and result.names.count("Finished") == 1
     strata("install", "--sysroot", str(twin), "htop")
     assert _comparable(_status_json(lab_sysroot.root)) == _comparable(_status_json(twin))
-    assert get_property(bus, SYSROOT_PATH, SYSROOT_IFACE, "Deployments")[0]["requested-packages"] == ["htop"]
+    deployments = get_property(bus, SYSROOT_PATH, SYSROOT_IFACE, "Deployments")
+    assert deployments[0]["requested-packages"] == ["htop"] and deployments[0]["staged"] is True
+    diff = call(bus, os_path(bus), OS_IFACE, "GetDeploymentsRpmDiff", "(ss)",
+                (deployments[1]["id"], deployments[0]["id"]))[0]
+    added = {name: details for name, kind, details in diff if kind == 0}  # htop and its dependencies
+    assert len(added) == len(diff) and added["htop"]["NewPackage"][0] == "htop"
+    packages = call(bus, os_path(bus), OS_IFACE, "GetPackages", "(as)", (["bash", "nosuch"],))[0]
+    assert [p["name"] for p in packages] == ["bash"]
 
 
 def test_unknown_option_refused(daemon: DaemonProcess) -> None:
