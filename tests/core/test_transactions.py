@@ -305,3 +305,17 @@ def test_staging_again_after_undeploy_keeps_every_deployment_ref(lab_sysroot: La
     out = box.run("kargs", "--append=k2=2")
     assert "Kernel arguments updated." in out.stdout
     sound(box)
+
+
+def test_undeploying_the_staged_deployment_keeps_the_others_refs(lab_sysroot: Lab) -> None:
+    """Found by the model test: with the staged deployment numbered first, dropping it left the last listed
+    deployment's ref beyond the end, where cleanup deleted it (and prune its commit)."""
+    box = lab_sysroot
+    box.admin("os-init", "guest")
+    box.admin("deploy", "--os=guest", "--not-as-default", ORIGIN_REF)
+    rpm = next((box.distro / "lab" / "Packages").glob("test-noarch-*.rpm"))
+    box.run("install", "--os=guest", str(rpm))
+    box.run("uninstall", "--os=guest", "test-noarch")  # the layered guest commit is now listed last
+    box.run("install", "htop")
+    assert "Deleted deployment" in box.admin("undeploy", "0").stdout
+    sound(box)

@@ -263,6 +263,10 @@ def undeploy(sysroot: Sysroot, index: int, log: Log) -> Deployment:
         raise StrataError(f"Cannot undeploy currently booted deployment {index}")
     if target.staged:
         sysroot.clear_staged_state()
+        # The refs numbered the staged deployment first: renumber them before cleanup drops the last one.
+        bootversion = sysroot.bootversion
+        sysroot._write_deployment_refs([d for d in sysroot.deployments() if not d.staged], bootversion,
+                                       sysroot.subbootversion(bootversion))
         sysroot.cleanup(prune_repo=True)
     else:
         remaining = [d for d in sysroot.deployments() if not d.staged and d.key != target.key]
