@@ -7,7 +7,9 @@ Environment: STRATA_MODEL_STEPS (total steps, default 150), STRATA_MODEL_SEED (f
 STRATA_MODEL_RUN_LENGTH (steps per fresh sysroot, default 50), STRATA_MODEL_MINUTES (start no new run after
 that long), STRATA_MODEL_SHRINK=1 (shrink each failing sequence to a short reproducer; slow),
 STRATA_MODEL_REPLAY='[["kind", "arg", ...], ...]' (run exactly those steps, as a failure prints them).
-A run stops at its first failing step; the next run starts from a fresh sysroot with the next seed."""
+A run stops at its first failing step; the next run starts from a fresh sysroot with the next seed.
+Long run: STRATA_MODEL_STEPS=5000 pytest --timeout=0 tests/core/test_model.py -k random (the suite's timeout
+is 900 s)."""
 
 from __future__ import annotations
 
