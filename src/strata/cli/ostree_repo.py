@@ -11,7 +11,15 @@ from pathlib import Path
 
 from strata.cli.ostree import Invocation, UsageError, Verb
 from strata.cli.ostree_options import array, flag, integer, string
-from strata.cli.ostree_util import holder_of, key_value, lines_of, parse_datetime, resolve, set_refspec
+from strata.cli.ostree_util import (
+    holder_of,
+    key_value,
+    lines_of,
+    parse_datetime,
+    refs_changed,
+    resolve,
+    set_refspec,
+)
 from strata.errors import InvalidInputError, NotFoundError, StrataError
 from strata.image import inspect
 from strata.image import objects as O
@@ -90,9 +98,7 @@ def commit(inv: Invocation) -> int:
         repo.sync()
         if branch:
             set_refspec(repo, branch, checksum)
-    if repo.config.get_bool("core", "commit-update-summary", False):
-        from strata.image.summary import update_summary
-        update_summary(repo)
+    refs_changed(repo, by_commit=True)
     if tree_options.consume:
         _consume_roots(inv)
     if before is not None:
@@ -353,12 +359,14 @@ def refs(inv: Invocation) -> int:
             raise UsageError("You must specify a revision when creating a new ref" if not inv.positional
                              else "You must specify only 1 existing ref when creating a new ref")
         _refs_create(repo, a.string("create") or "", inv.positional[0], alias=a.flag("alias"), force=a.flag("force"))
+        refs_changed(repo)
         return 0
     if a.flag("delete"):
         if not inv.positional:
             raise UsageError("At least one PREFIX is required when deleting refs")
         for prefix in inv.positional:
             _refs_delete(repo, prefix)
+        refs_changed(repo)
         return 0
     prefixes: list[str | None] = list(inv.positional) or [None]
     for wanted in prefixes:
@@ -539,6 +547,7 @@ def reset(inv: Invocation) -> int:
     checksum = resolve(repo, target)
     with repo.lock():
         repo.set_ref(ref, checksum)
+    refs_changed(repo)
     return 0
 
 

@@ -83,3 +83,13 @@ def key_value(text: str, option: str) -> tuple[str, str]:
 
 def lines_of(path: str) -> list[str]:
     return [line for line in Path(path).read_text().splitlines() if line]
+
+
+def refs_changed(repo: Repo, *, by_commit: bool = False) -> None:
+    """Refs moved: with core.auto-update-summary (or, for a commit, core.commit-update-summary) the summary
+    follows at once, as ostree keeps it."""
+    config = repo.config
+    if config.get_bool("core", "auto-update-summary", False) or (
+            by_commit and config.get_bool("core", "commit-update-summary", False)):
+        from strata.image.summary import update_summary
+        update_summary(repo)
