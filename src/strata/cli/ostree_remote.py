@@ -54,8 +54,12 @@ def _remote_add(inv: Invocation) -> int:
     sign_verify = a.strings("sign-verify")
     remotes.add_remote(repo, name, url, branches=branches, sign_verify=sign_verify[0] if sign_verify else None,
                        no_sign_verify=a.flag("no-sign-verify"), settings=settings,
-                       if_not_exists=a.flag("if-not-exists"),
-                       gpg_import=Path(a.string("gpg-import") or "") if a.string("gpg-import") else None)
+                       if_not_exists=a.flag("if-not-exists"))
+    key_file = a.string("gpg-import")
+    if key_file:
+        from strata.image.gpgkeys import import_selected
+        count = import_selected(remotes.keyring_path(repo, name), Path(key_file), [])
+        print(f"Imported {count} GPG key{'' if count == 1 else 's'} to remote \"{name}\"")
     return 0
 
 
