@@ -197,6 +197,7 @@ def pull(inv: Invocation) -> int:
         if a.strings("subpath"):  # strata fetches whole trees; the commit stays partial, as after ostree's
             for checksum in stats.refs.values():
                 repo.mark_partial(checksum)
+    _drop_tombstones_of_present(repo)
     if a.flag("mirror"):
         _mirror_summary(repo, name)
     print(_pull_status(repo, before, stats.fetched_bytes, elapsed,
@@ -258,6 +259,13 @@ def _pull_from_directory(repo: Repo, name: str, refs: list[str], *, mirror: bool
     written = sum(_content_bytes(repo, checksum) for checksum in contents)
     print(f"{len(metadata)} metadata, {len(contents)} content objects imported; {human_size(written)} content written")
     return 0
+
+
+def _drop_tombstones_of_present(repo: Repo) -> None:
+    """A commit pulled back is no longer deleted: its tombstone goes."""
+    for checksum, objtype in list(repo.list_objects(ObjectType.TOMBSTONE_COMMIT)):
+        if repo.has_object(checksum, ObjectType.COMMIT):
+            repo.object_path(checksum, objtype).unlink(missing_ok=True)
 
 
 def _mirror_summary(repo: Repo, name: str) -> None:
