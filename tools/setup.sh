@@ -3,10 +3,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real parts strata drives (bwrap, rpm for scriptlets' interpreters), test oracles (ostree, rpm, nginx,
-# createrepo_c, systemd-tmpfiles) and the Debian packages the lab distribution is repackaged from (htop nano strace tree).
+# Real parts strata drives (bwrap, rpm for scriptlets' interpreters and signatures, dbus-daemon and polkitd for
+# the service), test oracles (ostree, rpm, nginx, createrepo_c, systemd-tmpfiles, busctl/gdbus), PyGObject's build
+# dependencies, python3-gi for the unprivileged D-Bus test client, and the Debian packages the lab distribution is
+# repackaged from (htop nano strace tree).
 APT_PACKAGES=(ostree rpm bubblewrap createrepo-c nginx-light attr htop nano strace tree xz-utils zstd gcc libc6-dev
-              binutils e2fsprogs gnupg gpgv systemd)
+              binutils e2fsprogs gnupg gpgv systemd dbus-daemon dbus-bin polkitd python3-gi libglib2.0-bin
+              libgirepository1.0-dev libcairo2-dev pkg-config)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

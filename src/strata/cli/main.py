@@ -14,7 +14,7 @@ from strata.errors import StrataError
 # Each module has register(subparsers) adding its verbs; a verb sets func(args) -> int.
 MAX_ERROR_CHARS = 2000
 VERB_MODULES = ("strata.cli.repo", "strata.cli.admin", "strata.cli.compose", "strata.cli.db", "strata.cli.client",
-                "strata.cli.lab", "strata.cli.daemon")
+                "strata.cli.lab", "strata.cli.daemon", "strata.cli.ostree")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,8 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["ostree"]:  # ostree's own command line, options first included (`strata ostree --version`)
+        from strata.cli import ostree
+        return ostree.main(words[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
