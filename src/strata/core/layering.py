@@ -157,8 +157,9 @@ def _base_provides(base: BaseInfo, request: str) -> list[Nevra]:
 def state_digest(origin: Origin, plan: LayerPlan) -> str:
     digest = hashlib.sha512()
     digest.update(origin.serialize().encode())
-    for candidate in plan.install:
-        digest.update(f"install {candidate.nevra.nevra} {candidate.checksum_text}\n".encode())
+    # Sorted: the solver's order depends on the order of the requests, the layer does not.
+    for line in sorted(f"install {c.nevra.nevra} {c.checksum_text}\n" for c in plan.install):
+        digest.update(line.encode())
     return digest.hexdigest()
 
 

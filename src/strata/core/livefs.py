@@ -14,6 +14,7 @@ from strata.core.pkgdiff import diff_packages
 from strata.errors import StrataError
 from strata.image import inspect
 from strata.image.checkout import CheckoutOptions, checkout_tree
+from strata.image.fsutil import atomic_write
 from strata.image.repo import Repo
 from strata.sysroot.sysroot import Deployment, Sysroot
 
@@ -55,12 +56,14 @@ def apply_live(sysroot: Sysroot, booted: Deployment, target: str, log: Log, *, a
     state.mkdir(parents=True, exist_ok=True)
     repo.set_ref("rpmostree/live-apply-inprogress", target)
     log("Updating /usr...")
-    undo = _apply_tree_changes(repo, (new.root_tree, new.root_meta), changes, root, state)
+    undo_file = state / "undo.json"
+    previous = json.loads(undo_file.read_text()) if undo_file.exists() else {}
+    undo = _apply_tree_changes(repo, (new.root_tree, new.root_meta), changes, root, state, previous)
     log("Updating /usr... done")
     log("Updating /etc...")
     _update_etc(root, changes)
     log("Updating /etc... done")
-    (state / "undo.json").write_text(json.dumps(undo))
+    atomic_write(undo_file, json.dumps(undo).encode())
     (state / "rpmostree-is-live.stamp").write_text("")
     repo.set_ref(LIVE_REF, target)
     repo.set_ref("rpmostree/live-apply-inprogress", None)
@@ -74,33 +77,51 @@ def _refuse_changed_directories(repo: Repo, changes: list[tuple[str, str]], root
 
 
 def _apply_tree_changes(repo: Repo, root: tuple[str, str], changes: list[tuple[str, str]], deploy_dir: Path,
-                        state: Path) -> dict[str, list[str]]:
-    undo: dict[str, list[str]] = {"added": [], "replaced": [], "removed": []}
+                        state: Path, previous: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Apply the changes to the live tree; returns the undo record of everything applied live so far.
+
+    A path an earlier apply-live already touched keeps its first backup (the deployment's own file): backing up
+    the live version again would make the next boot restore a live change instead of the deployment."""
+    undo = {kind: list(previous.get(kind, [])) for kind in ("added", "replaced", "removed")}
+    touched = {path for paths in undo.values() for path in paths}
+    added_now: list[str] = []
+    removed_now: list[str] = []
     backups = state / "replaced"
     for change, path in changes:
         if path.startswith("/usr/etc/") or path == "/usr/etc":
             continue
         target = deploy_dir / path.lstrip("/")
         if change == "D":
-            # Removed files are moved aside, not deleted: the next boot puts them back.
-            if any(path.startswith(r + "/") for r in undo["removed"]) or not (target.exists() or target.is_symlink()):
+            if any(path.startswith(r + "/") for r in removed_now) or not (target.exists() or target.is_symlink()):
                 continue
-            backup = backups / path.lstrip("/")
-            backup.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(target, backup)
-            undo["removed"].append(path)
+            _set_aside(target, backups / path.lstrip("/"), first_time=path not in touched)
+            removed_now.append(path)
+            if path not in touched:
+                undo["removed"].append(path)
         elif change == "A":
-            if any(path.startswith(a + "/") for a in undo["added"]):
+            if any(path.startswith(a + "/") for a in added_now):
                 continue  # already copied with its parent directory
             checkout_tree(repo, root, target, CheckoutOptions(subpath=path, force_copy=True))
-            undo["added"].append(path)
+            added_now.append(path)
+            if path not in touched:
+                undo["added"].append(path)
         elif change == "M":
-            backup = backups / path.lstrip("/")
-            backup.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(target, backup)
+            _set_aside(target, backups / path.lstrip("/"), first_time=path not in touched)
             checkout_tree(repo, root, target, CheckoutOptions(subpath=path, force_copy=True))
-            undo["replaced"].append(path)
+            if path not in touched:
+                undo["replaced"].append(path)
     return undo
+
+
+def _set_aside(target: Path, backup: Path, *, first_time: bool) -> None:
+    """Move the deployment's file aside for the next boot to restore; a live version is simply dropped."""
+    if first_time:
+        backup.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(target, backup)
+    elif target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    else:
+        target.unlink()
 
 
 def _update_etc(deploy_dir: Path, changes: list[tuple[str, str]]) -> None:
