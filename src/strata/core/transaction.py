@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Protocol
 
-from strata.core.invariants import PendingSnapshot, require_invariants, snapshot_pending
+from strata.core.invariants import InvariantError, PendingSnapshot, check_invariants, snapshot_pending
 from strata.errors import LockedError, StrataError
 from strata.image.fsutil import atomic_write
 from strata.sysroot.crashpoints import crash_point
@@ -165,6 +165,7 @@ class Transaction:
         self._before: dict[str, PendingSnapshot | None] | None = None
         self._created_dirs: list[Path] = []
         self._scratch_before: set[str] = set()
+        self._broken_before: set[str] = set()
 
     # ------------------------------------------------------------ lifetime
 
@@ -178,6 +179,7 @@ class Transaction:
                     raise
                 raise LockedError(f"{exc}: {holder.title} (pid {holder.pid})") from None
             self._before = snapshot_pending(self.sysroot) if self.check and self.isolate else None
+            self._broken_before = set(check_invariants(self.sysroot)) if self.check else set()
             self._scratch_before = self._scratch_entries()
             self._write_record()
             stack.callback(self._clear_record)
@@ -266,7 +268,12 @@ class Transaction:
                 directory.rmdir()
 
     def _check_invariants(self) -> None:
-        require_invariants(self.sysroot, before=self._before, changed_stateroot=self.stateroot, deep=False)
+        """Fail on what this transaction broke; damage found on entry (an admin's unreadable origin file, say)
+        is not the transaction's doing and must not turn a completed change into a reported failure."""
+        problems = check_invariants(self.sysroot, before=self._before, changed_stateroot=self.stateroot)
+        new = [problem for problem in problems if problem not in self._broken_before]
+        if new:
+            raise InvariantError(new)
 
 
 def _command_line() -> str:
