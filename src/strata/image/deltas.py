@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from strata.errors import CorruptionError, NotFoundError, StrataError
-from strata.image import gvariant
+from strata.image import gvariant, varint
 from strata.image import objects as O
 from strata.image.fsutil import atomic_write
 from strata.image.objects import ObjectType
@@ -74,31 +74,6 @@ def list_deltas(repo: Repo) -> list[tuple[str, bytes]]:
     return found
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data):
-            raise CorruptionError("truncated varint in static delta")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-
-
 def _native64(value: int) -> int:
     """Part sizes are stored in the writer's byte order (little-endian here); our codec writes BE."""
     return int.from_bytes(value.to_bytes(8, "little"), "big")
@@ -119,7 +94,7 @@ class _Part:
         return table.index(value)
 
     def add_metadata(self, objtype: ObjectType, checksum: str, data: bytes) -> None:
-        self.ops += bytes([_OP_SPLICE]) + _varint(len(data)) + _varint(len(self.payload))
+        self.ops += bytes([_OP_SPLICE]) + varint.encode(len(data)) + varint.encode(len(self.payload))
         self.payload += data
         self._record(objtype, checksum, len(data))
 
@@ -127,8 +102,8 @@ class _Part:
         data = meta.symlink_target.encode() if meta.is_symlink else content
         mode_index = self.index(self.modes, (meta.uid, meta.gid, meta.mode))  # type: ignore[arg-type]
         xattr_index = self.index(self.xattrs, [(n + b"\0", v) for n, v in meta.xattrs])  # type: ignore[arg-type]
-        self.ops += (bytes([_OP_SPLICE]) + _varint(mode_index) + _varint(xattr_index) + _varint(len(data))
-                     + _varint(len(self.payload)))
+        self.ops += bytes([_OP_SPLICE]) + b"".join(
+            varint.encode(n) for n in (mode_index, xattr_index, len(data), len(self.payload)))
         self.payload += data
         self._record(ObjectType.FILE, checksum, len(data))
 
@@ -235,8 +210,8 @@ def apply_part(repo: Repo, data: bytes, part: DeltaPart) -> int:
             if objtype is ObjectType.FILE:
                 pos = _splice_content(repo, checksum, ops, pos, (modes, xattrs, payload))
             else:
-                size, pos = _read_varint(ops, pos)
-                offset, pos = _read_varint(ops, pos)
+                size, pos = varint.decode(ops, pos, "static delta")
+                offset, pos = varint.decode(ops, pos, "static delta")
                 repo.write_metadata(objtype, _slice(payload, offset, size), expected=checksum)
     except (IndexError, ValueError) as exc:
         raise CorruptionError(f"malformed static delta part: {exc}") from None
@@ -246,10 +221,10 @@ def apply_part(repo: Repo, data: bytes, part: DeltaPart) -> int:
 def _splice_content(repo: Repo, checksum: str, ops: bytes, pos: int,
                     tables: tuple[list[tuple[int, int, int]], list[list[tuple[bytes, bytes]]], bytes]) -> int:
     modes, xattrs, payload = tables
-    mode_index, pos = _read_varint(ops, pos)
-    xattr_index, pos = _read_varint(ops, pos)
-    size, pos = _read_varint(ops, pos)
-    offset, pos = _read_varint(ops, pos)
+    mode_index, pos = varint.decode(ops, pos, "static delta")
+    xattr_index, pos = varint.decode(ops, pos, "static delta")
+    size, pos = varint.decode(ops, pos, "static delta")
+    offset, pos = varint.decode(ops, pos, "static delta")
     uid, gid, mode = modes[mode_index]
     chunk = _slice(payload, offset, size)
     attrs = tuple((n[:-1], v) for n, v in xattrs[xattr_index])

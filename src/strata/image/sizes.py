@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from strata.errors import CorruptionError
-from strata.image import inspect
+from strata.image import inspect, varint
 from strata.image.objects import ObjectType
 from strata.image.repo import Repo
 
@@ -16,31 +16,6 @@ class SizeEntry:
     archived: int
     unpacked: int
     objtype: ObjectType
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data):
-            raise CorruptionError("Unexpected EOF reading ostree.sizes varint")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
 
 
 def _tree_objects(repo: Repo, root: tuple[str, str]) -> list[tuple[str, ObjectType]]:
@@ -71,7 +46,8 @@ def sizes_entries(repo: Repo, root: tuple[str, str]) -> list[bytes]:
     entries = []
     for checksum, objtype in _tree_objects(repo, root):
         archived, unpacked = _sizes_of(repo, checksum, objtype)
-        entries.append(bytes.fromhex(checksum) + _varint(archived) + _varint(unpacked) + bytes([objtype.number]))
+        entries.append(bytes.fromhex(checksum) + varint.encode(archived) + varint.encode(unpacked)
+                       + bytes([objtype.number]))
     return entries
 
 
@@ -83,8 +59,8 @@ def parse_sizes(value: object) -> list[SizeEntry]:
         data = bytes(raw)
         if len(data) < 32:
             raise CorruptionError("Could not read ostree.sizes metadata entry")
-        archived, pos = _read_varint(data, 32)
-        unpacked, pos = _read_varint(data, pos)
+        archived, pos = varint.decode(data, 32, "ostree.sizes")
+        unpacked, pos = varint.decode(data, pos, "ostree.sizes")
         objtype = ObjectType.FILE
         if pos < len(data):
             objtype = next((t for t in ObjectType if t.number == data[pos]), ObjectType.FILE)
