@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash tools/setup.sh
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy
-exec .venv/bin/pytest -q -p no:cacheprovider "$@"
+# Two workers (the machines have two cores); a test file stays on one worker, so its fixtures are built once.
+exec .venv/bin/pytest -q -p no:cacheprovider -n 2 --dist loadfile "$@"
