@@ -671,6 +671,8 @@ def test_random_sequences(model_lab: Lab, tmp_path: Path, capsys: pytest.Capture
 
 # Sequences the random test found, kept as fixed cases (each checked the same way, step by step).
 KNOWN_SEQUENCES = {
+    "upgrade-of-a-pinned-layered-deployment-changes-nothing": (
+        '[["override-remove","strace"],["install","nano"],["boot"],["pin","0"],["upgrade"]]'),
     "staging-keeps-other-deployment-refs": '[["install","test-noarch"],["install-guest","nano"],["undeploy","3"],'
                                            '["install","tree"]]',
     "second-apply-live-keeps-undo": '[["rebase","lab:strata-lab/x86_64/devel"],["boot"],["override-remove","htop"],'

@@ -156,7 +156,7 @@ def _base_provides(base: BaseInfo, request: str) -> list[Nevra]:
 
 def state_digest(origin: Origin, plan: LayerPlan) -> str:
     digest = hashlib.sha512()
-    digest.update(origin.serialize().encode())
+    digest.update(origin.evolve(pinned=False).serialize().encode())  # pinning is not part of the layer
     # Sorted: the solver's order depends on the order of the requests, the layer does not.
     for line in sorted(f"install {c.nevra.nevra} {c.checksum_text}\n" for c in plan.install):
         digest.update(line.encode())
