@@ -37,8 +37,8 @@ from tests.daemon.rpmostree_client import (
 )
 from tests.lab import lab_distribution
 
-from strata.cli.client import _json_deployment
 from strata.core.compose import ComposeOptions, compose_tree
+from strata.core.status import deployment_record
 from strata.core.transaction import active_transaction
 from strata.image.repo import Repo, RepoMode
 from strata.image.transfer import pull_local
@@ -77,7 +77,7 @@ def median_ms(work: Callable[[], object], runs: int = RUNS) -> float:
 def status_in_process(root: Path) -> object:
     sysroot = Sysroot.open(root)
     booted = sysroot.booted()
-    return [_json_deployment(sysroot, d, booted) for d in sysroot.deployments()], active_transaction(sysroot)
+    return [deployment_record(sysroot, d, booted) for d in sysroot.deployments()], active_transaction(sysroot)
 
 
 def rss_mb(pid: int) -> float:

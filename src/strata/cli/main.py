@@ -14,7 +14,7 @@ from strata.errors import StrataError
 # Each module has register(subparsers) adding its verbs; a verb sets func(args) -> int.
 MAX_ERROR_CHARS = 2000
 VERB_MODULES = ("strata.cli.repo", "strata.cli.admin", "strata.cli.compose", "strata.cli.db", "strata.cli.client",
-                "strata.cli.lab", "strata.cli.daemon", "strata.cli.ostree")
+                "strata.cli.status", "strata.cli.lab", "strata.cli.daemon", "strata.cli.ostree")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -205,7 +205,7 @@ class InstallOptions:
 
 def install(sysroot: Sysroot, stateroot: str | None, specs: Sequence[str], options: InstallOptions,
             progress: Progress) -> Outcome:
-    return run_verb(sysroot, stateroot, "install", specs, progress, _Install(list(specs), options))
+    return run_verb(sysroot, stateroot, "install", specs, progress, InstallChange(list(specs), options))
 
 
 def _is_local(spec: str) -> bool:
@@ -213,7 +213,7 @@ def _is_local(spec: str) -> bool:
 
 
 @dataclass
-class _Install:
+class InstallChange:
     specs: list[str]
     options: InstallOptions
 
@@ -260,11 +260,11 @@ def _refuse_provided_by_base(ctx: Context, base: str, spec: str) -> None:
 
 def uninstall(sysroot: Sysroot, stateroot: str | None, specs: Sequence[str], idempotent: bool,
               progress: Progress) -> Outcome:
-    return run_verb(sysroot, stateroot, "uninstall", specs, progress, _Uninstall(list(specs), idempotent))
+    return run_verb(sysroot, stateroot, "uninstall", specs, progress, UninstallChange(list(specs), idempotent))
 
 
 @dataclass
-class _Uninstall:
+class UninstallChange:
     specs: list[str]
     idempotent: bool
 

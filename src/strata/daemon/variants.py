@@ -6,8 +6,8 @@ from typing import Any
 
 from gi.repository import GLib
 
-from strata.cli.client import _json_deployment
 from strata.core.pkgdiff import PackageDiff
+from strata.core.status import deployment_record
 from strata.packages.nevra import Nevra
 from strata.sysroot.sysroot import Deployment, Sysroot
 
@@ -39,7 +39,7 @@ def _plain(value: Any) -> Any:
 
 
 def deployment_members(sysroot: Sysroot, dep: Deployment, booted: Deployment | None) -> dict[str, Any]:
-    members = _json_deployment(sysroot, dep, booted)
+    members = deployment_record(sysroot, dep, booted)
     members["base-removals"] = [tuple(item) for item in members["base-removals"]]
     return members
 

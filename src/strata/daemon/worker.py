@@ -91,10 +91,10 @@ class _PkgChange:
     options: client.InstallOptions
 
     def __call__(self, txn: Transaction, ctx: client.Context) -> client.Change | None:
-        change = client._Uninstall(self.remove, self.options.idempotent)(txn, ctx) if self.remove else None
+        change = client.UninstallChange(self.remove, self.options.idempotent)(txn, ctx) if self.remove else None
         if self.add:
             preset = _PresetContext(**vars(ctx), preset=change.origin if change else None)
-            change = client._Install(self.add, self.options)(txn, preset)
+            change = client.InstallChange(self.add, self.options)(txn, preset)
         return change
 
 
