@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from strata.image.fsutil import atomic_write
 from strata.sysroot.sysroot import Sysroot
 
 CACHE_DIR = Path("extensions/strata/cached-update")
+TIMER_UNIT = "strata-automatic.timer"
+SERVICE_UNIT = "strata-automatic.service"
 SLOT_RECORD = Path("extensions/strata/fleetlock-slot.json")  # the deployment a held reboot slot is for
 
 
@@ -114,3 +117,43 @@ def _reboot(sysroot: Sysroot, progress: Progress) -> None:
         subprocess.run(["systemctl", "reboot"], check=True)
     else:
         boot(sysroot, progress)
+
+
+def timer_state() -> str:
+    """The second half of status' `AutomaticUpdates:` line: what systemd knows of the timer and its service."""
+    if not Path("/run/systemd/system").is_dir():
+        return f"{TIMER_UNIT}: unknown state"
+    timer = _unit_properties(TIMER_UNIT, "LoadState", "ActiveState", "LastTriggerUSecMonotonic")
+    service = _unit_properties(SERVICE_UNIT, "ActiveState", "Result")
+    if not timer or timer.get("LoadState") != "loaded":
+        return f"{TIMER_UNIT}: unknown state"
+    if service.get("ActiveState") in ("activating", "active"):
+        return f"{SERVICE_UNIT}: running"
+    if service.get("Result", "success") != "success":
+        return f"{SERVICE_UNIT}: last run failed"
+    if timer.get("ActiveState") != "active":
+        return f"{TIMER_UNIT}: inactive"
+    last = timer.get("LastTriggerUSecMonotonic", "0")
+    if not last.isdigit() or int(last) == 0:
+        return f"{TIMER_UNIT}: no runs since boot"
+    return f"{TIMER_UNIT}: last run {_ago(time.clock_gettime(time.CLOCK_MONOTONIC) - int(last) / 1e6)} ago"
+
+
+def _unit_properties(unit: str, *names: str) -> dict[str, str]:
+    try:
+        proc = subprocess.run(["systemctl", "show", unit, "--timestamp=unix", *(f"--property={n}" for n in names)],
+                              capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    if proc.returncode != 0:
+        return {}
+    return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+
+
+def _ago(seconds: float) -> str:
+    """systemd's relative time, to minutes: `4h 32min`, `2min`, `1 day 3h`."""
+    minutes = max(int(seconds // 60), 0)
+    days, hours, mins = minutes // 1440, minutes // 60 % 24, minutes % 60
+    parts = [f"{days} day{'s' if days != 1 else ''}" if days else "", f"{hours}h" if hours else "",
+             f"{mins}min" if mins or not (days or hours) else ""]
+    return " ".join(part for part in parts if part)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import configparser
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,11 @@ from strata.errors import InvalidInputError
 POLICIES = ("none", "check", "stage", "apply")
 DEFAULT_CONFIG = Path("/etc/rpm-ostreed.conf")
 DEFAULT_IDLE_EXIT = 60
+
+
+def config_path() -> Path:
+    """The configuration file the daemon and `status` read: $STRATA_DAEMON_CONFIG, else /etc/rpm-ostreed.conf."""
+    return Path(os.environ.get("STRATA_DAEMON_CONFIG") or DEFAULT_CONFIG)
 
 
 @dataclass(frozen=True)

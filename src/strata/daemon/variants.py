@@ -7,7 +7,9 @@ from typing import Any
 from gi.repository import GLib
 
 from strata.core.pkgdiff import PackageDiff
-from strata.core.status import deployment_record
+from strata.core.status import cached_update_record, deployment_record, filtered_meta
+from strata.image import gvariant
+from strata.image.gvariant import Variant
 from strata.packages.nevra import Nevra
 from strata.sysroot.sysroot import Deployment, Sysroot
 
@@ -18,17 +20,30 @@ MEMBER_TYPES = {
     "base-removals": f"a{NEVRA_TYPE}", "base-local-replacements": f"a({NEVRA_TYPE}{NEVRA_TYPE})",
     "requested-packages": "as", "requested-local-packages": "as", "requested-base-removals": "as",
     "requested-base-local-replacements": "as", "regenerate-initramfs": "b", "base-checksum": "s",
-    "base-version": "s", "base-timestamp": "t", "live-replaced": "s",
+    "base-version": "s", "base-timestamp": "t", "live-replaced": "s", "live-inprogress": "s",
+    "requested-local-fileoverride-packages": "as", "initramfs-args": "as", "endoflife": "s", "gpg-enabled": "b",
 }
 
 # rpm-ostree's RpmOstreePkgTypes: the u of GetDeploymentsRpmDiff's (sua{sv}) entries
 PKG_ADDED, PKG_REMOVED, PKG_UPGRADED, PKG_DOWNGRADED = 0, 1, 2, 3
 
 
+def typed_members(values: dict[str, Any], types: dict[str, str]) -> dict[str, GLib.Variant]:
+    """The members that have a known type and a value (None means absent), as variants."""
+    return {key: GLib.Variant(types[key], _plain(value)) for key, value in values.items()
+            if key in types and value is not None}
+
+
 def typed_dict(values: dict[str, Any], types: dict[str, str]) -> GLib.Variant:
-    """An a{sv} of the members that have a known type and a value (None means absent)."""
-    members = {key: GLib.Variant(types[key], _plain(value)) for key, value in values.items()
-               if key in types and value is not None}
+    return GLib.Variant("a{sv}", typed_members(values, types))
+
+
+def meta_variant(entries: list[tuple[str, Variant]]) -> GLib.Variant:
+    """Commit metadata (strata's decoding) as a GLib a{sv}: each value re-encoded and checked by GLib."""
+    members = {}
+    for key, value in entries:
+        data = gvariant.encode(value.type, value.value)
+        members[key] = GLib.Variant.new_from_bytes(GLib.VariantType(value.type), GLib.Bytes.new(data), False)
     return GLib.Variant("a{sv}", members)
 
 
@@ -41,6 +56,7 @@ def _plain(value: Any) -> Any:
 def deployment_members(sysroot: Sysroot, dep: Deployment, booted: Deployment | None) -> dict[str, Any]:
     members = deployment_record(sysroot, dep, booted)
     members["base-removals"] = [tuple(item) for item in members["base-removals"]]
+    members["base-local-replacements"] = [(tuple(new), tuple(old)) for new, old in members["base-local-replacements"]]
     return members
 
 
@@ -48,7 +64,19 @@ def deployment_variant(sysroot: Sysroot, dep: Deployment | None, booted: Deploym
     """rpm-ostree's deployment dictionary; an empty one when there is no such deployment."""
     if dep is None:
         return GLib.Variant("a{sv}", {})
-    return typed_dict(deployment_members(sysroot, dep, booted), MEMBER_TYPES)
+    members = deployment_members(sysroot, dep, booted)
+    entries = typed_members(members, MEMBER_TYPES)
+    commit = sysroot.repo.load_commit(dep.csum)
+    if "layered-commit-meta" in members and commit.parent:
+        entries["layered-commit-meta"] = meta_variant(filtered_meta(commit))
+        commit = sysroot.repo.load_commit(commit.parent)
+    entries["base-commit-meta"] = meta_variant(filtered_meta(commit))
+    entries["base-remote-replacements"] = GLib.Variant("a{sv}", {})
+    if "signatures" in members:
+        entries["signatures"] = GLib.Variant("aa{sv}", [{key: GLib.Variant("b", bool(value))
+                                                         for key, value in item.items()}
+                                                        for item in members["signatures"]])
+    return GLib.Variant("a{sv}", entries)
 
 
 def nevra_details(nevra: Nevra) -> dict[str, GLib.Variant]:
@@ -81,6 +109,16 @@ def _pair(old: Nevra, new: Nevra) -> dict[str, GLib.Variant]:
 
 
 def cached_update_variant(values: dict[str, Any]) -> GLib.Variant:
+    """The OS object's CachedUpdate, with rpm-ostree's `rpm-diff` (upgraded/downgraded a(us(ss)(ss)),
+    removed/added a(usss))."""
     types = {"osname": "s", "checksum": "s", "version": "s", "timestamp": "t", "origin": "s",
              "ref-has-new-commit": "b", "gpg-enabled": "b"}
-    return typed_dict(values, types)
+    members = typed_members(values, types)
+    record = cached_update_record(values)
+    if record is not None and "rpm-diff" in record:
+        diff = record["rpm-diff"]
+        members["rpm-diff"] = GLib.Variant("a{sv}", {
+            **{key: GLib.Variant("a(us(ss)(ss))", [(t, n, tuple(o), tuple(v)) for t, n, o, v in diff[key]])
+               for key in ("upgraded", "downgraded")},
+            **{key: GLib.Variant("a(usss)", [tuple(item) for item in diff[key]]) for key in ("removed", "added")}})
+    return GLib.Variant("a{sv}", members)
