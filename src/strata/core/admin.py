@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from strata.core import history
 from strata.core.livefs import drop_live_changes
 from strata.core.refs import base_commit, is_layered, sync_base_refs
 from strata.core.transaction import Progress, Transaction
-from strata.errors import InvalidInputError
+from strata.core.usroverlay import drop_overlays
+from strata.errors import InvalidInputError, StrataError
 from strata.image.keyfile import KeyFile
 from strata.sysroot import deploy as ops
 from strata.sysroot.boot import simulated_boot
@@ -120,6 +122,39 @@ def boot(sysroot: Sysroot, progress: Progress) -> Deployment:
     """A simulated reboot: live changes dropped, a staged deployment finalized, the default entry booted."""
     with Transaction(sysroot, "admin boot", [], progress, isolate=False) as txn, txn.critical():
         drop_live_changes(sysroot)
+        drop_overlays(sysroot)
         dep = simulated_boot(sysroot, txn.log)
         sync_base_refs(sysroot)
     return dep
+
+
+def finalize_deployment(sysroot: Sysroot, stateroot: str | None, checksum: str | None, progress: Progress, *,
+                        allow_missing_checksum: bool = False, allow_unlocked: bool = False) -> Deployment:
+    """rpm-ostree's finalize-deployment: take the finalization lock off the staged deployment, after checking
+    it is the one the caller expects (its base commit); the caller then reboots into it."""
+    if checksum is None and not allow_missing_checksum:
+        raise InvalidInputError("Must provide expected CHECKSUM or --allow-missing-checksum")
+    if checksum is not None and allow_missing_checksum:
+        raise InvalidInputError("Cannot specify both CHECKSUM and --allow-missing-checksum")
+    with Transaction(sysroot, "finalize-deployment", [checksum or "--allow-missing-checksum"], progress) as txn:
+        deps = sysroot.deployments()
+        if not deps:
+            raise StrataError("No deployments found")
+        staged = deps[0]
+        if not staged.staged:
+            raise StrataError("No pending staged deployment found")
+        txn.stateroot = staged.stateroot
+        name = default_stateroot(sysroot, stateroot)
+        if staged.stateroot != name:
+            raise StrataError(f"Staged deployment is not for osname '{name}'")
+        base = base_commit(sysroot.repo, staged.csum)
+        if checksum is not None and checksum != base:
+            raise StrataError(f"Expected staged base checksum {checksum}, but found {base}")
+        if not sysroot.finalization_locked:
+            if not allow_unlocked:
+                raise StrataError("Staged deployment already unlocked")
+            return staged
+        with txn.critical():
+            sysroot.set_finalization_locked(False)
+            history.record(sysroot, "finalize-deployment", [checksum or "--allow-missing-checksum"], staged)
+    return staged

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from strata.core import livefs
+from strata.core import history, livefs
 from strata.core.closure import check_closure
 from strata.core.db import packages_or_none
 from strata.core.layering import (
+    BaseInfo,
     LayerPlan,
     build_layered_commit,
     import_local_rpm,
-    open_deployment_repos,
     plan_layer,
     read_base,
     state_digest,
@@ -29,14 +29,42 @@ from strata.core.layering import (
 from strata.core.origin import LocalPackage, Origin
 from strata.core.pkgdiff import PackageDiff, diff_packages
 from strata.core.refs import base_commit, is_layered, sync_base_refs
+from strata.core.repos import RepoOptions, open_repos
 from strata.core.transaction import Progress, Transaction
 from strata.errors import InvalidInputError, NotFoundError, StrataError
 from strata.image.keyfile import KeyFile
 from strata.image.repo import Repo
+from strata.packages import pkgcache
 from strata.packages.nevra import Nevra
+from strata.packages.sources import RepositorySet
+from strata.sysroot import bls
 from strata.sysroot import deploy as ops
 from strata.sysroot.deploy import DeployOptions, KargEdits
 from strata.sysroot.sysroot import Deployment, Sysroot
+
+
+@dataclass(frozen=True)
+class ChangeOptions:
+    """What every base-changing verb takes besides its own arguments (rpm-ostree's options of the verbs that
+    support package installs): extra package requests, and how far the transaction goes."""
+
+    install: tuple[str, ...] = ()  # --install PKG
+    uninstall: tuple[str, ...] = ()  # --uninstall PKG
+    dry_run: bool = False  # resolve and print the transaction, change nothing
+    cache_only: bool = False  # no download: the refs and packages already here
+    download_only: bool = False  # fetch (and import) everything, deploy nothing
+    lock_finalization: bool = False  # the staged deployment is not finalized at shutdown
+    allow_downgrade: bool = True  # False: refuse a base older than the current one
+    idempotent: bool = False
+    allow_inactive: bool = False
+    repos: RepoOptions = field(default_factory=RepoOptions)
+
+    def args(self) -> list[str]:
+        """The options as they appear in the transaction's title and history."""
+        flags = (("--dry-run", self.dry_run), ("--cache-only", self.cache_only),
+                 ("--download-only", self.download_only), ("--lock-finalization", self.lock_finalization))
+        return ([f"--install={p}" for p in self.install] + [f"--uninstall={p}" for p in self.uninstall]
+                + [flag for flag, wanted in flags if wanted])
 
 
 @dataclass
@@ -46,6 +74,7 @@ class Context:
     booted: Deployment | None
     merge: Deployment  # where the origin and kargs come from: pending, else booted, else the first
     etc_merge: Deployment  # where /etc comes from: the booted one for the booted stateroot
+    options: ChangeOptions = field(default_factory=ChangeOptions)
 
     @property
     def repo(self) -> Repo:
@@ -68,7 +97,7 @@ class Context:
         return self.booted if self.booted is not None and not self.is_guest else self.merge
 
 
-def open_context(sysroot: Sysroot, stateroot: str | None) -> Context:
+def open_context(sysroot: Sysroot, stateroot: str | None, options: ChangeOptions | None = None) -> Context:
     booted = sysroot.booted()
     deps = sysroot.deployments()
     name = stateroot or (booted.stateroot if booted else (deps[0].stateroot if deps else None))
@@ -83,7 +112,7 @@ def open_context(sysroot: Sysroot, stateroot: str | None) -> Context:
     # when it has one, else the booted one (or, for a stateroot not booted, the one it would boot).
     merge = mine[0]
     etc_merge = booted if booted is not None and booted.stateroot == name else merge
-    return Context(sysroot, name, booted, merge, etc_merge)
+    return Context(sysroot, name, booted, merge, etc_merge, options or ChangeOptions())
 
 
 @dataclass(frozen=True)
@@ -98,12 +127,22 @@ class Change:
 
 
 @dataclass
+class PlannedTransaction:
+    """What a --dry-run would have done: the packages to install (NEVRA, repository) and to remove."""
+
+    install: list[tuple[str, str]] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Outcome:
     deployment: Deployment | None  # None: nothing changed
     commit: str | None = None
     diff: PackageDiff | None = None  # reference -> new deployment; None without package lists
     guest: bool = False  # the change went to a stateroot that is not the booted one
     staged: bool = False
+    planned: PlannedTransaction | None = None  # set by --dry-run
+    downloaded: bool = False  # set by --download-only
 
     @property
     def changed(self) -> bool:
@@ -116,9 +155,13 @@ class Outcome:
 def apply_change(txn: Transaction, ctx: Context, change: Change) -> Outcome:
     repo = ctx.repo
     base = change.base or base_commit(repo, ctx.merge.csum)
+    if ctx.options.dry_run:
+        return Outcome(None, guest=ctx.is_guest, planned=_planned_transaction(txn, ctx, change.origin, base))
     txn.checkpoint("before-assemble")
     target = _target_commit(txn, ctx, change.origin, base)
     txn.checkpoint("after-assemble")
+    if ctx.options.download_only:
+        return Outcome(None, target, guest=ctx.is_guest, downloaded=True)
     new_kargs = change.kargs.apply(ctx.merge.kargs) if change.kargs is not None else ctx.merge.kargs
     unchanged = target == ctx.merge.csum and change.origin == ctx.origin() and new_kargs == ctx.merge.kargs
     if unchanged and not change.force_new:
@@ -130,6 +173,8 @@ def apply_change(txn: Transaction, ctx: Context, change: Change) -> Outcome:
     sync_base_refs(ctx.sysroot, [base] if is_layered(repo, target) else [])
     with txn.critical():
         dep = ops.deploy(ctx.sysroot, target, options, txn.log)
+        if stage:  # as ostree: a new staged deployment is locked only when asked again
+            ctx.sysroot.set_finalization_locked(ctx.options.lock_finalization)
         txn.checkpoint("after-deploy")
         sync_base_refs(ctx.sysroot)
     return Outcome(dep, target, package_diff(repo, ctx.reference.csum, target), guest=ctx.is_guest, staged=stage)
@@ -139,22 +184,57 @@ def _origin_keyfile(origin: Origin) -> KeyFile:
     return origin.evolve(pinned=False).to_keyfile()
 
 
-def _target_commit(txn: Transaction, ctx: Context, origin: Origin, base: str) -> str:
-    if not origin.needs_local_assembly:
-        return base
+@dataclass
+class _Layer:
+    info: BaseInfo
+    sources: RepositorySet | None
+    plan: LayerPlan
+    etc: Path
+
+
+def _plan(txn: Transaction, ctx: Context, origin: Origin, base: str) -> _Layer:
     repo = ctx.repo
     log = txn.log
     log(f"Checking out tree {base[:7]}... done")
     with tempfile.TemporaryDirectory(prefix="strata-base-", dir=repo.tmp_dir) as tmp:
         info = read_base(repo, base, Path(tmp))
     etc = ctx.sysroot.deployment_dir(ctx.etc_merge) / "etc"
-    sources = open_deployment_repos(etc, ctx.cachedir / "rpmmd", log) if origin.requested else None
+    sources = open_repos(etc, ctx.cachedir / "rpmmd", log, ctx.options.repos) if origin.requested else None
     txn.checkpoint("after-resolve")
     plan = plan_layer(repo, origin, info, sources, log)
+    if ctx.options.cache_only:
+        _refuse_downloads(repo, plan)
+    return _Layer(info, sources, plan, etc)
+
+
+def _refuse_downloads(repo: Repo, plan: LayerPlan) -> None:
+    missing = [c.nevra.nevra for c in plan.install
+               if pkgcache.cached_commit(repo, c.nevra, c.checksum_text, nodocs=False) is None]
+    if missing:
+        raise StrataError(f"--cache-only: not in the package cache and not downloaded: {', '.join(missing)}")
+
+
+def _planned_transaction(txn: Transaction, ctx: Context, origin: Origin, base: str) -> PlannedTransaction:
+    if not origin.needs_local_assembly:
+        return PlannedTransaction()
+    plan = _plan(txn, ctx, origin, base).plan
+    install = [(c.nevra.nevra, c.repo_id) for c in plan.install]
+    install += [(nevra.nevra, "commandline") for nevra, _commit in plan.local]
+    install += [(new.nevra, "commandline") for new, _commit, _old in plan.replacements]
+    remove = [n.nevra for n in plan.removals] + [old.nevra for _new, _commit, old in plan.replacements]
+    return PlannedTransaction(install, remove)
+
+
+def _target_commit(txn: Transaction, ctx: Context, origin: Origin, base: str) -> str:
+    if not origin.needs_local_assembly:
+        return base
+    repo = ctx.repo
+    layer = _plan(txn, ctx, origin, base)
+    info, sources, plan, etc = layer.info, layer.sources, layer.plan, layer.etc
     reuse = _reusable_layer(ctx, base, origin, plan)
     if reuse is not None:
         return reuse
-    commit = build_layered_commit(repo, info, origin, plan, sources, etc, ctx.cachedir, log)
+    commit = build_layered_commit(repo, info, origin, plan, sources, etc, ctx.cachedir, txn.log)
     if plan.removals or plan.replacements or plan.local:
         check_closure(repo, base, commit)
     return commit
@@ -183,15 +263,45 @@ ChangeBuilder = Callable[[Transaction, Context], Change | None]
 
 
 def run_verb(sysroot: Sysroot, stateroot: str | None, verb: str, args: Sequence[str], progress: Progress,
-             build: ChangeBuilder) -> Outcome:
-    """One transaction: open the context under the lock, let the verb build its change, apply it."""
-    ctx = open_context(sysroot, stateroot)
-    with Transaction(sysroot, verb, args, progress, stateroot=ctx.stateroot) as txn:
-        ctx = open_context(sysroot, stateroot)
-        change = build(txn, ctx)
+             build: ChangeBuilder, options: ChangeOptions | None = None) -> Outcome:
+    """One transaction: open the context under the lock, let the verb build its change (plus the packages of
+    --install/--uninstall), apply it, and record it in the history."""
+    options = options or ChangeOptions()
+    words = [*args, *options.args()]
+    ctx = open_context(sysroot, stateroot, options)
+    _check_options(ctx)
+    with Transaction(sysroot, verb, words, progress, stateroot=ctx.stateroot) as txn:
+        ctx = open_context(sysroot, stateroot, options)
+        change = _with_package_options(txn, ctx, build(txn, ctx))
         if change is None:
             return Outcome(None, guest=ctx.is_guest)
-        return apply_change(txn, ctx, change)
+        outcome = apply_change(txn, ctx, change)
+        if outcome.deployment is not None:
+            history.record(sysroot, verb, words, outcome.deployment)
+        return outcome
+
+
+def _check_options(ctx: Context) -> None:
+    if ctx.options.lock_finalization and (ctx.booted is None or ctx.is_guest):
+        raise InvalidInputError("--lock-finalization needs a staged deployment, and only a change to the booted "
+                                "stateroot is staged (boot the sysroot first: `strata admin boot`)")
+    if ctx.options.dry_run and ctx.options.download_only:
+        raise InvalidInputError("Cannot specify both --dry-run and --download-only")
+
+
+def _with_package_options(txn: Transaction, ctx: Context, change: Change | None) -> Change | None:
+    """--uninstall then --install on top of whatever the verb changed (rpm-ostree's one-transaction combo)."""
+    options = ctx.options
+    if not (options.install or options.uninstall):
+        return change
+    current = change or Change(ctx.origin())
+    origin = current.origin
+    if options.uninstall:
+        origin = without_packages(origin, options.uninstall, options.idempotent)
+    if options.install:
+        install = InstallOptions(idempotent=options.idempotent, allow_inactive=options.allow_inactive)
+        origin = with_packages(ctx, origin, options.install, install)
+    return Change(origin, current.base, current.kargs, current.force_new)
 
 
 # ---------------------------------------------------------------- package layering
@@ -204,8 +314,11 @@ class InstallOptions:
 
 
 def install(sysroot: Sysroot, stateroot: str | None, specs: Sequence[str], options: InstallOptions,
-            progress: Progress) -> Outcome:
-    return run_verb(sysroot, stateroot, "install", specs, progress, InstallChange(list(specs), options))
+            progress: Progress, change_options: ChangeOptions | None = None, *, fileoverride: bool = False
+            ) -> Outcome:
+    args = [*(["--force-replacefiles"] if fileoverride else []), *specs]
+    return run_verb(sysroot, stateroot, "install", args, progress, InstallChange(list(specs), options, fileoverride),
+                    change_options)
 
 
 def _is_local(spec: str) -> bool:
@@ -216,25 +329,37 @@ def _is_local(spec: str) -> bool:
 class InstallChange:
     specs: list[str]
     options: InstallOptions
+    fileoverride: bool = False  # --force-replacefiles: local RPMs that may replace files of other packages
 
     def __call__(self, txn: Transaction, ctx: Context) -> Change | None:
-        origin = ctx.origin()
-        requested = list(origin.requested)
-        local = list(origin.requested_local)
-        base = base_commit(ctx.repo, ctx.merge.csum)
-        base_pkgs = packages_or_none(ctx.repo, base) or []
-        for spec in self.specs:
-            if _is_local(spec):
-                local.append(_local_request(ctx, spec, local, base_pkgs))
+        return Change(with_packages(ctx, ctx.origin(), self.specs, self.options, self.fileoverride))
+
+
+def with_packages(ctx: Context, origin: Origin, specs: Sequence[str], options: InstallOptions,
+                  fileoverride: bool = False) -> Origin:
+    """The origin with specs requested: names and capabilities from the repositories, local RPMs by their
+    header digest (as file overrides with --force-replacefiles)."""
+    requested = list(origin.requested)
+    local = list(origin.requested_local_fileoverride if fileoverride else origin.requested_local)
+    base = base_commit(ctx.repo, ctx.merge.csum)
+    base_pkgs = packages_or_none(ctx.repo, base) or []
+    for spec in specs:
+        if _is_local(spec):
+            local.append(_local_request(ctx, spec, [*origin.requested_local, *origin.requested_local_fileoverride,
+                                                     *local], base_pkgs))
+            continue
+        if fileoverride:
+            raise InvalidInputError(f"--force-replacefiles applies to local RPMs only, not '{spec}'")
+        if spec in requested:
+            if options.idempotent:
                 continue
-            if spec in requested:
-                if self.options.idempotent:
-                    continue
-                raise InvalidInputError(f"Package/capability '{spec}' is already requested")
-            if not self.options.allow_inactive:
-                _refuse_provided_by_base(ctx, base, spec)
-            requested.append(spec)
-        return Change(origin.evolve(requested=tuple(requested), requested_local=tuple(local)))
+            raise InvalidInputError(f"Package/capability '{spec}' is already requested")
+        if not options.allow_inactive:
+            _refuse_provided_by_base(ctx, base, spec)
+        requested.append(spec)
+    if fileoverride:
+        return origin.evolve(requested_local_fileoverride=tuple(local))
+    return origin.evolve(requested=tuple(requested), requested_local=tuple(local))
 
 
 def _local_request(ctx: Context, spec: str, layered: list[LocalPackage], base_pkgs: list[Nevra]) -> LocalPackage:
@@ -259,8 +384,9 @@ def _refuse_provided_by_base(ctx: Context, base: str, spec: str) -> None:
 
 
 def uninstall(sysroot: Sysroot, stateroot: str | None, specs: Sequence[str], idempotent: bool,
-              progress: Progress) -> Outcome:
-    return run_verb(sysroot, stateroot, "uninstall", specs, progress, UninstallChange(list(specs), idempotent))
+              progress: Progress, options: ChangeOptions | None = None) -> Outcome:
+    return run_verb(sysroot, stateroot, "uninstall", specs, progress, UninstallChange(list(specs), idempotent),
+                    options)
 
 
 @dataclass
@@ -269,30 +395,76 @@ class UninstallChange:
     idempotent: bool
 
     def __call__(self, txn: Transaction, ctx: Context) -> Change | None:
+        return Change(without_packages(ctx.origin(), self.specs, self.idempotent))
+
+
+def without_packages(origin: Origin, specs: Sequence[str], idempotent: bool) -> Origin:
+    requested = list(origin.requested)
+    local = list(origin.requested_local)
+    overrides = list(origin.requested_local_fileoverride)
+    for spec in specs:
+        def matches(entry: LocalPackage, spec: str = spec) -> bool:
+            return entry.nevra == spec or Nevra.parse(entry.nevra).name == spec
+        if spec in requested:
+            requested.remove(spec)
+        elif any(matches(e) for e in local + overrides):
+            local = [e for e in local if not matches(e)]
+            overrides = [e for e in overrides if not matches(e)]
+        elif not idempotent:
+            raise InvalidInputError(f"Package/capability '{spec}' is not currently requested")
+    return origin.evolve(requested=tuple(requested), requested_local=tuple(local),
+                         requested_local_fileoverride=tuple(overrides))
+
+
+def uninstall_all(sysroot: Sysroot, stateroot: str | None, progress: Progress,
+                  options: ChangeOptions | None = None) -> Outcome:
+    """`uninstall --all`: every layered package request goes (--install may add new ones in the same change)."""
+    return run_verb(sysroot, stateroot, "uninstall", ["--all"], progress, _UninstallAll(), options)
+
+
+class _UninstallAll:
+    def __call__(self, txn: Transaction, ctx: Context) -> Change | None:
         origin = ctx.origin()
-        requested = list(origin.requested)
-        local = list(origin.requested_local)
-        for spec in self.specs:
-            matches_local = [e for e in local if e.nevra == spec or Nevra.parse(e.nevra).name == spec]
-            if spec in requested:
-                requested.remove(spec)
-            elif matches_local:
-                local = [e for e in local if e not in matches_local]
-            elif not self.idempotent:
-                raise InvalidInputError(f"Package/capability '{spec}' is not currently requested")
-        return Change(origin.evolve(requested=tuple(requested), requested_local=tuple(local)))
+        if not (origin.requested or origin.requested_local or origin.requested_local_fileoverride):
+            return None
+        return Change(origin.evolve(requested=(), requested_local=(), requested_local_fileoverride=()))
 
 
-def override_remove(sysroot: Sysroot, stateroot: str | None, names: Sequence[str], progress: Progress) -> Outcome:
-    return run_verb(sysroot, stateroot, "override remove", names, progress, _OverrideRemove(list(names)))
+def override_remove(sysroot: Sysroot, stateroot: str | None, names: Sequence[str], progress: Progress,
+                    replace: Sequence[str] = (), options: ChangeOptions | None = None) -> Outcome:
+    """Remove base packages; with --replace RPM, replace others in the same change."""
+    args = [*names, *(f"--replace={r}" for r in replace)]
+    return run_verb(sysroot, stateroot, "override remove", args, progress,
+                    _Overrides(list(names), list(replace)), options)
+
+
+def override_replace(sysroot: Sysroot, stateroot: str | None, specs: Sequence[str], progress: Progress,
+                     remove: Sequence[str] = (), options: ChangeOptions | None = None) -> Outcome:
+    """Replace base packages with local RPMs; with --remove PKG, remove others in the same change."""
+    args = [*specs, *(f"--remove={r}" for r in remove)]
+    return run_verb(sysroot, stateroot, "override replace", args, progress,
+                    _Overrides(list(remove), list(specs)), options)
+
+
+@dataclass
+class _Overrides:
+    removals: list[str]
+    replacements: list[str]
+
+    def __call__(self, txn: Transaction, ctx: Context) -> Change | None:
+        origin = ctx.origin()
+        if self.removals:
+            origin = _OverrideRemove(self.removals).updated(ctx, origin)
+        if self.replacements:
+            origin = _OverrideReplace(self.replacements).updated(ctx, origin)
+        return Change(origin)
 
 
 @dataclass
 class _OverrideRemove:
     names: list[str]
 
-    def __call__(self, txn: Transaction, ctx: Context) -> Change | None:
-        origin = ctx.origin()
+    def updated(self, ctx: Context, origin: Origin) -> Origin:
         base = packages_or_none(ctx.repo, base_commit(ctx.repo, ctx.merge.csum)) or []
         removals = list(origin.override_remove)
         for name in self.names:
@@ -301,19 +473,14 @@ class _OverrideRemove:
             if not any(p.name == name for p in base):
                 raise InvalidInputError(f'Package "{name}" not found')
             removals.append(name)
-        return Change(origin.evolve(override_remove=tuple(removals)))
-
-
-def override_replace(sysroot: Sysroot, stateroot: str | None, specs: Sequence[str], progress: Progress) -> Outcome:
-    return run_verb(sysroot, stateroot, "override replace", specs, progress, _OverrideReplace(list(specs)))
+        return origin.evolve(override_remove=tuple(removals))
 
 
 @dataclass
 class _OverrideReplace:
     specs: list[str]
 
-    def __call__(self, txn: Transaction, ctx: Context) -> Change | None:
-        origin = ctx.origin()
+    def updated(self, ctx: Context, origin: Origin) -> Origin:
         base = packages_or_none(ctx.repo, base_commit(ctx.repo, ctx.merge.csum)) or []
         replacements = list(origin.override_replace_local)
         for spec in self.specs:
@@ -325,13 +492,14 @@ class _OverrideReplace:
             if any(Nevra.parse(e.nevra).name == nevra.name for e in replacements):
                 raise InvalidInputError(f"Override already exists for package '{nevra.name}'")
             replacements.append(LocalPackage(sha, nevra.nevra))
-        return Change(origin.evolve(override_replace_local=tuple(replacements)))
+        return origin.evolve(override_replace_local=tuple(replacements))
 
 
 def override_reset(sysroot: Sysroot, stateroot: str | None, names: Sequence[str], reset_all: bool,
-                   progress: Progress) -> Outcome:
+                   progress: Progress, options: ChangeOptions | None = None) -> Outcome:
     args = ["--all"] if reset_all else list(names)
-    return run_verb(sysroot, stateroot, "override reset", args, progress, _OverrideReset(list(names), reset_all))
+    return run_verb(sysroot, stateroot, "override reset", args, progress, _OverrideReset(list(names), reset_all),
+                    options)
 
 
 @dataclass
@@ -356,14 +524,46 @@ class _OverrideReset:
         return Change(origin.evolve(override_remove=tuple(removals), override_replace_local=tuple(replacements)))
 
 
-def reset(sysroot: Sysroot, stateroot: str | None, progress: Progress) -> Outcome:
-    return run_verb(sysroot, stateroot, "reset", [], progress, _Reset())
+@dataclass(frozen=True)
+class ResetRequest:
+    """`reset` with -l/-o/-i takes away only those parts; without any of them, every mutation."""
+
+    overlays: bool = False  # -l: layered packages
+    overrides: bool = False  # -o: base package overrides
+    initramfs: bool = False  # -i: initramfs regeneration
+
+    @property
+    def everything(self) -> bool:
+        return not (self.overlays or self.overrides or self.initramfs)
+
+    def args(self) -> list[str]:
+        flags = (("--overlays", self.overlays), ("--overrides", self.overrides), ("--initramfs", self.initramfs))
+        return [flag for flag, wanted in flags if wanted]
 
 
+def reset(sysroot: Sysroot, stateroot: str | None, progress: Progress, request: ResetRequest | None = None,
+          options: ChangeOptions | None = None) -> Outcome:
+    request = request or ResetRequest()
+    return run_verb(sysroot, stateroot, "reset", request.args(), progress, _Reset(request), options)
+
+
+@dataclass
 class _Reset:
+    request: ResetRequest
+
     def __call__(self, txn: Transaction, ctx: Context) -> Change | None:
         origin = ctx.origin()
-        return Change(Origin(origin.refspec, origin.override_commit, extra=origin.extra))
+        if self.request.everything:
+            return Change(origin.evolve(requested=(), requested_local=(), requested_local_fileoverride=(),
+                                        override_remove=(), override_replace_local=(), regenerate_initramfs=False,
+                                        initramfs_args=()))
+        if self.request.overlays:
+            origin = origin.evolve(requested=(), requested_local=(), requested_local_fileoverride=())
+        if self.request.overrides:
+            origin = origin.evolve(override_remove=(), override_replace_local=())
+        if self.request.initramfs:
+            origin = origin.evolve(regenerate_initramfs=False, initramfs_args=())
+        return Change(origin)
 
 
 # ---------------------------------------------------------------- kernel arguments
@@ -371,22 +571,87 @@ class _Reset:
 
 def pending_kargs(sysroot: Sysroot, stateroot: str | None) -> list[str]:
     """The kernel arguments the stateroot boots with next: those of its merge deployment."""
-    from strata.sysroot import bls
     return bls.without_ostree_karg(open_context(sysroot, stateroot).merge.kargs)
 
 
-def kargs(sysroot: Sysroot, stateroot: str | None, edits: KargEdits, progress: Progress) -> Outcome:
-    args = [*(f"--replace={a}" for a in edits.replace), *(f"--append={a}" for a in edits.append),
-            *(f"--delete={a}" for a in edits.delete)]
-    return run_verb(sysroot, stateroot, "kargs", args, progress, _Kargs(edits))
+@dataclass(frozen=True)
+class KargRequest:
+    """rpm-ostree's kargs edits, applied in its order: replace, append, delete, then the conditional ones. The
+    arguments edited are the merge deployment's, or those of --deploy-index N, or (--import-proc-cmdline)
+    those the system booted with; `replace_all` (from --editor) is the new list as a whole."""
+
+    edits: KargEdits = field(default_factory=KargEdits)
+    append_if_missing: tuple[str, ...] = ()
+    delete_if_present: tuple[str, ...] = ()
+    import_proc_cmdline: bool = False
+    deploy_index: int | None = None
+    replace_all: tuple[str, ...] | None = None
+
+    @property
+    def empty(self) -> bool:
+        return (self.edits.empty and not self.append_if_missing and not self.delete_if_present
+                and not self.import_proc_cmdline and self.replace_all is None)
+
+    def apply(self, current: list[str]) -> list[str]:
+        if self.replace_all is not None:
+            return list(self.replace_all)
+        args = self.edits.apply(current)
+        for item in self.append_if_missing:
+            if not any(bls.karg_key(a) == bls.karg_key(item) for a in args):
+                args.append(item)
+        for item in self.delete_if_present:
+            args = bls.delete_karg(args, item)
+        return args
+
+    def args(self) -> list[str]:
+        words = [*(f"--replace={a}" for a in self.edits.replace), *(f"--append={a}" for a in self.edits.append),
+                 *(f"--delete={a}" for a in self.edits.delete),
+                 *(f"--append-if-missing={a}" for a in self.append_if_missing),
+                 *(f"--delete-if-present={a}" for a in self.delete_if_present)]
+        if self.import_proc_cmdline:
+            words.append("--import-proc-cmdline")
+        if self.deploy_index is not None:
+            words.append(f"--deploy-index={self.deploy_index}")
+        if self.replace_all is not None:
+            words.append("--editor")
+        return words
+
+
+def kargs_source(sysroot: Sysroot, stateroot: str | None, request: KargRequest) -> list[str]:
+    """The arguments a kargs request starts from (without ostree=)."""
+    return _kargs_source(open_context(sysroot, stateroot), request)
+
+
+def _kargs_source(ctx: Context, request: KargRequest) -> list[str]:
+    if request.import_proc_cmdline:
+        cmdline = ctx.sysroot.booted_cmdline()
+        if cmdline is None:
+            raise StrataError("--import-proc-cmdline needs a booted system (run `strata admin boot` first)")
+        return [a for a in bls.without_ostree_karg(cmdline.split()) if bls.karg_key(a) not in _BOOTLOADER_KARGS]
+    if request.deploy_index is not None:
+        return bls.without_ostree_karg(ops.by_index(ctx.sysroot, request.deploy_index).kargs)
+    return bls.without_ostree_karg(ctx.merge.kargs)
+
+
+_BOOTLOADER_KARGS = frozenset({"BOOT_IMAGE", "initrd"})  # set by the boot loader, not by the entry
+
+
+def kargs(sysroot: Sysroot, stateroot: str | None, edits: KargEdits | KargRequest, progress: Progress,
+          options: ChangeOptions | None = None) -> Outcome:
+    request = edits if isinstance(edits, KargRequest) else KargRequest(edits)
+    return run_verb(sysroot, stateroot, "kargs", request.args(), progress, _Kargs(request), options)
 
 
 @dataclass
 class _Kargs:
-    edits: KargEdits
+    request: KargRequest
 
     def __call__(self, txn: Transaction, ctx: Context) -> Change | None:
-        return Change(ctx.origin(), kargs=self.edits)
+        current = bls.without_ostree_karg(ctx.merge.kargs)
+        new = self.request.apply(_kargs_source(ctx, self.request))
+        if new == current:
+            return None
+        return Change(ctx.origin(), kargs=KargEdits(none=True, append=new))
 
 
 # ---------------------------------------------------------------- rollback and cleanup
@@ -406,6 +671,7 @@ def rollback(sysroot: Sysroot, progress: Progress) -> RollbackResult:
         booted = sysroot.booted()
         with txn.critical():
             target = ops.rollback(sysroot, txn.log)
+            history.record(sysroot, "rollback", [], target)
     diff = package_diff(sysroot.repo, booted.csum, target.csum) if booted is not None else None
     return RollbackResult(target, diff)
 
@@ -474,21 +740,40 @@ class LiveResult:
     diff: PackageDiff | None
 
 
-def apply_live(sysroot: Sysroot, allow_replacement: bool, progress: Progress) -> LiveResult:
+def apply_live(sysroot: Sysroot, allow_replacement: bool, progress: Progress, *, target: str | None = None,
+               reset: bool = False) -> LiveResult:
+    """Apply the pending deployment (or --target COMMIT, or with --reset the booted commit itself) to the
+    running system."""
     booted = sysroot.booted()
     if booted is None:
         raise StrataError("apply-live needs a booted system (run `strata admin boot` first)")
-    with Transaction(sysroot, "apply-live", ["--allow-replacement"] if allow_replacement else [], progress,
-                     stateroot=booted.stateroot) as txn:
-        deps = sysroot.deployments()
-        index = next(i for i, d in enumerate(deps) if d.key == booted.key)
-        pending = next((d for d in deps[:index] if d.stateroot == booted.stateroot), None)
-        if pending is None:
-            raise StrataError("No target commit specified and no pending deployment")
+    if target is not None and reset:
+        raise InvalidInputError("Cannot specify both --target and --reset")
+    args = [*(["--allow-replacement"] if allow_replacement else []), *([f"--target={target}"] if target else []),
+            *(["--reset"] if reset else [])]
+    with Transaction(sysroot, "apply-live", args, progress, stateroot=booted.stateroot) as txn:
+        commit = _live_target(sysroot, booted, target, reset)
         before = livefs.live_commit(sysroot, booted) or booted.csum
         with txn.critical():
-            livefs.apply_live(sysroot, booted, pending.csum, txn.log, allow_replacement=allow_replacement)
-    return LiveResult(package_diff(sysroot.repo, before, pending.csum))
+            livefs.apply_live(sysroot, booted, commit, txn.log, allow_replacement=allow_replacement or reset)
+            history.record(sysroot, "apply-live", args, booted)
+    return LiveResult(package_diff(sysroot.repo, before, commit))
+
+
+def _live_target(sysroot: Sysroot, booted: Deployment, target: str | None, reset: bool) -> str:
+    if reset:
+        return booted.csum
+    if target is not None:
+        commit = sysroot.repo.resolve_rev(target, allow_missing=True)
+        if commit is None:
+            raise NotFoundError(f"apply-live --target: {target} not found in the sysroot's repository")
+        return commit
+    deps = sysroot.deployments()
+    index = next(i for i, d in enumerate(deps) if d.key == booted.key)
+    pending = next((d for d in deps[:index] if d.stateroot == booted.stateroot), None)
+    if pending is None:
+        raise StrataError("No target commit specified and no pending deployment")
+    return pending.csum
 
 
 # ---------------------------------------------------------------- metadata

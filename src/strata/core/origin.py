@@ -39,6 +39,8 @@ class Origin:
     initramfs_args: tuple[str, ...] = ()
     unconfigured_state: str | None = None
     pinned: bool = False
+    custom_url: str | None = None  # rebase --custom-origin-url: where the commit comes from, for people
+    custom_description: str | None = None
     extra: dict[str, dict[str, str]] = field(default_factory=dict)  # groups/keys we keep but do not model
 
     @property
@@ -65,7 +67,8 @@ class Origin:
                  ("origin", "unconfigured-state"), ("packages", "requested"), ("packages", "requested-local"),
                  ("packages", "requested-local-fileoverride"), ("overrides", "remove"),
                  ("overrides", "replace-local"), ("rpmostree", "regenerate-initramfs"),
-                 ("rpmostree", "initramfs-args"), ("libostree-transient", "pinned")}
+                 ("rpmostree", "initramfs-args"), ("libostree-transient", "pinned"), ("origin", "custom-url"),
+                 ("origin", "custom-description")}
         extra: dict[str, dict[str, str]] = {}
         for group, entries in kf.groups.items():
             for key, value in entries.items():
@@ -84,6 +87,8 @@ class Origin:
             initramfs_args=tuple(kf.get_list("rpmostree", "initramfs-args")),
             unconfigured_state=kf.get("origin", "unconfigured-state"),
             pinned=kf.get_bool("libostree-transient", "pinned", False),
+            custom_url=kf.get("origin", "custom-url"),
+            custom_description=kf.get("origin", "custom-description"),
             extra=extra,
         )
 
@@ -98,6 +103,10 @@ class Origin:
             kf.set("origin", "override-commit", self.override_commit)
         if self.unconfigured_state:
             kf.set("origin", "unconfigured-state", self.unconfigured_state)
+        if self.custom_url:
+            kf.set("origin", "custom-url", self.custom_url)
+            if self.custom_description:
+                kf.set("origin", "custom-description", self.custom_description)
         if self.regenerate_initramfs:
             kf.set("rpmostree", "regenerate-initramfs", True)
         if self.initramfs_args:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Sequence
 
@@ -17,7 +18,10 @@ Log = Callable[[str], None]
 def simulated_boot(sysroot: Sysroot, log: Log) -> Deployment:
     """Shutdown (finalize a staged deployment), then what the boot loader and initramfs do: pick the default
     entry, and record its command line as this sysroot's /proc/cmdline. /run starts empty, as a tmpfs would."""
-    finalize_staged(sysroot, log)
+    if sysroot.finalization_locked and sysroot.staged_deployment() is not None:
+        _discard_locked_staged(sysroot, log)
+    else:
+        finalize_staged(sysroot, log)
     entries_dir = sysroot.path / "boot" / "loader" / "entries"
     entries = [bls.BlsEntry.load(p) for p in sorted(entries_dir.glob("*.conf"))] if entries_dir.is_dir() else []
     if not entries:
@@ -36,16 +40,35 @@ def simulated_boot(sysroot: Sysroot, log: Log) -> Deployment:
     return dep
 
 
+def _discard_locked_staged(sysroot: Sysroot, log: Log) -> None:
+    """ostree's shutdown with a finalization lock: the staged deployment is not written to the boot entries,
+    and /run, where it was recorded, does not survive the reboot."""
+    log("Not finalizing; found /run/ostree/staged-deployment-locked")
+    listed = [d for d in sysroot.deployments() if not d.staged]
+    sysroot.clear_staged_state()
+    bootversion = sysroot.bootversion
+    sysroot._write_deployment_refs(listed, bootversion, sysroot.subbootversion(bootversion))
+    sysroot.cleanup(prune_repo=False)
+
+
 def sandbox(sysroot: Sysroot, dep: Deployment) -> bwrap.Sandbox:
     """The deployment as / (read-only but for /etc), its stateroot's /var, the physical root at /sysroot and
     /boot. The admin's own command keeps the terminal; it still gets a read-only /proc/sys and the
     capabilities of package scripts only."""
     root = sysroot.deployment_dir(dep)
     return bwrap.Sandbox(
-        root=root, root_writable=False, terminal=True, tree_binds=[("etc", "/etc")],
+        root=root, root_writable=False, terminal=True, tree_binds=[("etc", "/etc"), *_unlocked_usr(sysroot, dep)],
         binds=[(str(sysroot.stateroot_var(dep.stateroot)), "/var"), (str(sysroot.path), "/sysroot"),
                (str(sysroot.path / "boot"), "/boot")],
         files=[("/run/ostree-booted", b"")], network=True, env={"HOME": "/root", "TERM": "xterm"})
+
+
+def _unlocked_usr(sysroot: Sysroot, dep: Deployment) -> list[tuple[str, str]]:
+    """After `strata usroverlay`, /usr is the writable overlay mounted over the deployment's usr."""
+    unlocked = sysroot.unlocked_state(dep) != "none"
+    # Only over a mounted overlay: a state left in a directory sysroot's /run after a host reboot must never
+    # make the deployment's own usr, hardlinks into the object store, writable.
+    return [("usr", "/usr")] if unlocked and os.path.ismount(sysroot.deployment_dir(dep) / "usr") else []
 
 
 def run_in_deployment(sysroot: Sysroot, dep: Deployment, argv: Sequence[str], *, capture: bool = False) -> int:

@@ -29,6 +29,8 @@ from strata.sysroot.crashpoints import crash_point
 _OS_RELEASE_LIMIT = 64 * 1024
 _DEPLOY_NAME = re.compile(r"^([0-9a-f]{64})\.([0-9]+)$")
 STAGED_STATE = "run/ostree/staged-deployment"
+STAGED_LOCKED = "run/ostree/staged-deployment-locked"  # ostree's: shutdown leaves the staged deployment alone
+DEPLOYMENT_RUNSTATE = "run/ostree/deployment-state"  # ostree's per-deployment transient state (unlocked-*)
 BOOTED_CMDLINE = "run/strata/cmdline"
 
 
@@ -474,6 +476,29 @@ class Sysroot:
     def clear_staged_state(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             (self.path / STAGED_STATE).unlink()
+        self.set_finalization_locked(False)
+
+    @property
+    def finalization_locked(self) -> bool:
+        return (self.path / STAGED_LOCKED).exists()
+
+    def set_finalization_locked(self, locked: bool) -> None:
+        path = self.path / STAGED_LOCKED
+        if locked:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, b"", fsync=False)
+        else:
+            path.unlink(missing_ok=True)
+
+    def runstate_dir(self, dep: Deployment) -> Path:
+        return self.path / DEPLOYMENT_RUNSTATE / dep.name
+
+    def unlocked_state(self, dep: Deployment) -> str:
+        """ostree's unlocked state of a deployment: "none", or "transient"/"development" until the next boot."""
+        for state in ("development", "transient"):
+            if (self.runstate_dir(dep) / f"unlocked-{state}").exists():
+                return state
+        return "none"
 
     def next_serial(self, stateroot: str, csum: str) -> int:
         deploy_dir = self.path / "ostree" / "deploy" / stateroot / "deploy"
