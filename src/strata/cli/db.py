@@ -4,35 +4,62 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from strata.core.db import commit_packages, resolve_revisions_and_prefixes
-from strata.core.pkgdiff import block_lines, diff_format_lines, diff_packages, json_items
-from strata.errors import InvalidInputError, StrataError
+from strata.core.db import (
+    commit_packages,
+    default_diff_pair,
+    new_changelogs,
+    resolve_revisions_and_prefixes,
+    rpmdb_version,
+)
+from strata.core.pkgdiff import PackageDiff, block_lines, diff_format_lines, diff_packages, json_items
+from strata.errors import InvalidInputError
 from strata.image.repo import Repo
 
 FORMATS = ("block", "diff", "json")
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("db", help="query the package lists of commits")
+    parser = sub.add_parser("db", help="Commands to query the RPM database",
+                            description="Commands to query the RPM database")
     verbs = parser.add_subparsers(dest="db_verb", metavar="VERB", parser_class=type(parser))
-    p = verbs.add_parser("list", help="list the packages of commits")
+    p = verbs.add_parser("list", help="List packages within commits", description="List packages within commits")
     _repo_option(p)
-    p.add_argument("revs", nargs="+", metavar="REV [PREFIX]")
+    p.add_argument("revs", nargs="+", metavar="REV [PREFIX]", help="commits, then package name prefixes")
     p.set_defaults(func=_list)
-    p = verbs.add_parser("diff", help="show package changes between two commits")
+    p = verbs.add_parser("diff", help="Show package changes between two commits",
+                         description="Show package changes between two commits")
     _repo_option(p)
-    p.add_argument("from_rev", nargs="?")
-    p.add_argument("to_rev", nargs="?")
-    p.add_argument("-F", "--format", default="block")
+    p.add_argument("from_rev", nargs="?", metavar="FROM_REV", help="the older commit (default: the booted one)")
+    p.add_argument("to_rev", nargs="?", metavar="TO_REV", help="the newer commit (default: the pending one)")
+    p.add_argument("-F", "--format", default="block", help='Output format: "diff" or "json" or (default) "block"')
+    p.add_argument("-c", "--changelogs", action="store_true", help="Also output RPM changelogs")
+    p.add_argument("--base", action="store_true", help="Diff against deployments' base, not layered commits")
     p.set_defaults(func=_diff)
+    p = verbs.add_parser("version", help="Show rpmdb version of packages within the commits",
+                         description="Show rpmdb version of packages within the commits")
+    _repo_option(p)
+    p.add_argument("revs", nargs="+", metavar="COMMIT", help="commits or refs")
+    p.set_defaults(func=_version)
 
 
 def _repo_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-r", "--repo", help="repository (default: the sysroot's ostree/repo)")
-    p.add_argument("--sysroot", default="/")
+    p.add_argument("-r", "--repo", metavar="PATH", help="Path to OSTree repository (defaults to the sysroot's "
+                   "ostree/repo)")
+    p.add_argument("--sysroot", default="/", metavar="SYSROOT", help="Use system root SYSROOT (default: /)")
+
+
+def _version(args: argparse.Namespace) -> int:
+    repo = open_db_repo(args)
+    for rev in args.revs:
+        checksum = repo.resolve_rev(rev)
+        assert checksum is not None
+        print(f"ostree commit: {_describe(rev, checksum)}")
+        print(f"  rpmdbv is: {rpmdb_version(repo, checksum):>66}")
+    return 0
 
 
 def open_db_repo(args: argparse.Namespace) -> Repo:
@@ -58,8 +85,12 @@ def _diff(args: argparse.Namespace) -> int:
     if args.format not in FORMATS:
         raise InvalidInputError("Format argument is invalid, pick one of: diff, block, json")
     repo = open_db_repo(args)
+    if args.base and args.repo:
+        raise InvalidInputError("--base works on a sysroot's deployments, not with --repo")
     if args.from_rev is None or args.to_rev is None:
-        args.from_rev, args.to_rev = _default_diff_pair(args)
+        from strata.sysroot.sysroot import Sysroot
+        args.from_rev, args.to_rev = default_diff_pair(Sysroot.open(Path(args.sysroot)), args.from_rev,
+                                                       base=args.base)
     old = repo.resolve_rev(args.from_rev)
     new = repo.resolve_rev(args.to_rev)
     assert old is not None and new is not None
@@ -72,22 +103,18 @@ def _diff(args: argparse.Namespace) -> int:
     print(f"ostree diff commit to:   {_describe(args.to_rev, new)}")
     for line in block_lines(diff) if args.format == "block" else diff_format_lines(diff):
         print(line)
+    if args.changelogs:
+        _print_changelogs(repo, old, new, diff)
     return 0
 
 
-def _default_diff_pair(args: argparse.Namespace) -> tuple[str, str]:
-    """booted -> pending, else rollback -> booted; one revision: booted -> it."""
-    from strata.sysroot.sysroot import Sysroot
-    sysroot = Sysroot.open(Path(args.sysroot))
-    booted = sysroot.booted()
-    if booted is None:
-        raise StrataError("db diff without revisions needs a booted sysroot")
-    if args.from_rev is not None:
-        return booted.csum, args.from_rev
-    deps = [d for d in sysroot.deployments() if d.stateroot == booted.stateroot]
-    index = next(i for i, d in enumerate(deps) if d.key == booted.key)
-    if index > 0:
-        return booted.csum, deps[index - 1].csum
-    if index + 1 < len(deps):
-        return deps[index + 1].csum, booted.csum
-    raise StrataError("No pending or rollback deployment to diff against")
+def _print_changelogs(repo: Repo, old: str, new: str, diff: PackageDiff) -> None:
+    for name, entries in new_changelogs(repo, old, new, diff.upgraded).items():
+        if not entries:
+            continue
+        print(f"Changelogs for {name}:")
+        for entry in entries:
+            day = datetime.fromtimestamp(entry.time, UTC).strftime("%a %b %d %Y")
+            print(f"* {day} {entry.author}")
+            print(entry.text)
+            print()
