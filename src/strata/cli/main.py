@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from strata import __version__
 from strata.cli.common import import_optional
@@ -17,6 +19,10 @@ VERB_MODULES = ("strata.cli.repo", "strata.cli.admin", "strata.cli.compose", "st
                 "strata.cli.status", "strata.cli.lab", "strata.cli.daemon", "strata.cli.ostree")
 
 
+QUIET_FLAGS = ("-q", "--quiet")
+FEATURES = ("compose", "daemon", "fleetlock", "bubblewrap", "ostree-compat")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"error: {message}\n")
@@ -24,14 +30,81 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="strata", description="Hybrid image/package system for OS updates")
-    parser.add_argument("--version", action="version", version=f"strata {__version__}")
+    parser.add_argument("--version", action="store_true", help="print version information and exit")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument(*QUIET_FLAGS, dest="global_quiet", action="store_true",
+                        help="suppress progress and informational output (errors and results still print)")
+    parser.add_argument("--daemon-address", help=argparse.SUPPRESS)  # a private bus (tests); $STRATA_DAEMON_ADDRESS
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
     for name in VERB_MODULES:
         module = import_optional(name)
         if module is not None:
             module.register(sub)
+    parser.set_defaults(known_verbs=frozenset(sub.choices))
     return parser
+
+
+def version_text() -> str:
+    """rpm-ostree's `--version`: a small YAML document."""
+    lines = ["strata:", f" Version: '{__version__}'"]
+    revision = _git_revision()
+    if revision:
+        lines.append(f" Git: {revision}")
+    lines.append(" Features:")
+    lines += [f"  - {feature}" for feature in FEATURES]
+    return "\n".join(lines)
+
+
+def _git_revision() -> str | None:
+    """The source checkout's commit, when strata runs from one."""
+    source = Path(__file__).resolve().parents[3]
+    if not (source / ".git").exists():
+        return None
+    try:
+        proc = subprocess.run(["git", "-C", str(source), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    revision = proc.stdout.strip()
+    return revision if proc.returncode == 0 and revision.isalnum() else None
+
+
+def _first_word(words: list[str]) -> str | None:
+    """The command word: the first one that is neither a global option nor its value."""
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word == "--daemon-address":
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def _parse(parser: argparse.ArgumentParser, words: list[str]) -> argparse.Namespace:
+    """Parse, letting -q/--quiet stand after the verb too, as rpm-ostree does."""
+    args, extra = parser.parse_known_args(words)
+    unknown = [word for word in extra if word not in QUIET_FLAGS]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if len(unknown) < len(extra):
+        args.global_quiet = True
+    return args
+
+
+def _usage_error(parser: argparse.ArgumentParser, message: str) -> int:
+    sys.stderr.write(parser.format_usage())
+    sys.stderr.write("Run 'strata --help' for the list of commands.\n")
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def _quiet_progress() -> None:
+    """-q: transactions report through a silent Progress; results and errors still print."""
+    from strata.cli import client as cli_client
+    from strata.core.transaction import SilentProgress
+    cli_client._progress = SilentProgress  # type: ignore[assignment]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,14 +112,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if words[:1] == ["ostree"]:  # ostree's own command line, options first included (`strata ostree --version`)
         from strata.cli import ostree
         return ostree.main(words[1:])
+    verb = _first_word(words)
+    if "--version" in words[:words.index(verb) if verb in words else len(words)]:
+        print(version_text())
+        return 0
     parser = build_parser()
-    args = parser.parse_args(words)
+    if verb is None and "-h" not in words and "--help" not in words:
+        return _usage_error(parser, "No command specified")
+    if verb is not None and verb not in parser.get_default("known_verbs"):
+        return _usage_error(parser, f"Unknown command '{verb}'")
+    args = _parse(parser, words)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
         return 2
+    if args.global_quiet:
+        _quiet_progress()
     try:
-        return int(func(args) or 0)
+        from strata.cli.via_daemon import route
+        routed = route(args)
+        return int(func(args) or 0) if routed is None else routed
     except StrataError as exc:
         if _debugging(args):
             raise

@@ -4,13 +4,16 @@ reports to, so the CLI renders both the same way)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from gi.repository import Gio, GLib
 
+from strata.core.client import Outcome, package_diff
 from strata.core.transaction import Progress
 from strata.daemon.service import BUS_NAME, OS_IFACE, SYSROOT_IFACE, SYSROOT_PATH, TX_IFACE
 from strata.errors import StrataError
+from strata.sysroot.sysroot import Deployment, Sysroot
 
 CALL_TIMEOUT_MS = 600_000
 
@@ -104,3 +107,66 @@ def trigger_automatic_update(bus: Gio.DBusConnection, stateroot: str | None, pro
     if enabled:
         follow(str(address), progress)
     return bool(enabled)
+
+
+def get_property(bus: Gio.DBusConnection, path: str, iface: str, name: str) -> Any:
+    return _call(bus, BUS_NAME, path, "org.freedesktop.DBus.Properties", "Get", GLib.Variant("(ss)", (iface, name)))[0]
+
+
+def sysroot_property(bus: Gio.DBusConnection, name: str) -> Any:
+    return get_property(bus, SYSROOT_PATH, SYSROOT_IFACE, name)
+
+
+def served_sysroot(bus: Gio.DBusConnection) -> Path:
+    """The sysroot the daemon serves (its Path property)."""
+    return Path(str(sysroot_property(bus, "Path")))
+
+
+def reload(bus: Gio.DBusConnection) -> None:
+    """Sysroot.Reload: the daemon re-reads its configuration and the stateroots."""
+    _call(bus, BUS_NAME, SYSROOT_PATH, SYSROOT_IFACE, "Reload", None)
+
+
+def cancel_active(bus: Gio.DBusConnection) -> str | None:
+    """Cancel the daemon's running transaction; its title, or None when none runs."""
+    address = str(sysroot_property(bus, "ActiveTransactionPath"))
+    if not address:
+        return None
+    try:
+        peer = Gio.DBusConnection.new_for_address_sync(address, Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT,
+                                                       None, None)
+    except GLib.Error as exc:
+        raise DaemonError(f"cannot connect to the transaction: {exc.message}") from None
+    title = _call(peer, None, "/", "org.freedesktop.DBus.Properties", "Get",
+                  GLib.Variant("(ss)", (TX_IFACE, "Title")))[0]
+    _call(peer, None, "/", TX_IFACE, "Cancel", None)
+    peer.close_sync(None)
+    return str(title)
+
+
+def jsonable(value: Any) -> Any:
+    """An unpacked D-Bus value as JSON would carry it: tuples as arrays, byte strings as numbers."""
+    if isinstance(value, bytes | bytearray):
+        return list(value)
+    if isinstance(value, list | tuple):
+        return [jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    return value
+
+
+def outcome_after(sysroot: Sysroot, before: list[Deployment]) -> Outcome:
+    """What a transaction run by the daemon changed, as the in-process engine reports it: the new deployment
+    (None: nothing changed) and its package diff against the booted one (or, for another stateroot, against
+    that stateroot's previous deployment)."""
+    known = {d.key for d in before}
+    new = [d for d in sysroot.deployments() if d.key not in known]
+    if not new:
+        return Outcome(None)
+    dep = new[0]
+    booted = sysroot.booted()
+    guest = booted is not None and booted.stateroot != dep.stateroot
+    previous = next((d for d in before if d.stateroot == dep.stateroot), None)
+    reference = booted if booted is not None and not guest else previous
+    diff = package_diff(sysroot.repo, reference.csum, dep.csum) if reference is not None else None
+    return Outcome(dep, dep.csum, diff, guest=guest, staged=dep.staged)
