@@ -146,8 +146,9 @@ def require_args(inv: Invocation, count: int, message: str) -> list[str]:
 VERB_MODULES = {
     **dict.fromkeys(("init", "commit", "refs", "rev-parse", "reset", "log", "show", "ls", "cat", "checkout",
                      "checksum", "diff"), "strata.cli.ostree_repo"),
-    **dict.fromkeys(("remote", "static-delta", "pull", "pull-local", "summary", "fsck", "prune", "config", "sign",
+    **dict.fromkeys(("remote", "pull", "pull-local", "summary", "fsck", "prune", "config", "sign",
                      "gpg-sign"), "strata.cli.ostree_remote"),
+    "static-delta": "strata.cli.ostree_delta",
     "admin": "strata.cli.ostree_admin",
 }
 
