@@ -12,7 +12,6 @@ import pytest
 
 from strata.core.transaction import (
     CancelledError,
-    LineProgress,
     SilentProgress,
     Transaction,
     active_transaction,
@@ -77,15 +76,3 @@ def test_cancel_during_a_critical_section_that_failed_stops_at_the_next_checkpoi
             raise OSError("the deployment failed, nothing was made visible")
         txn.checkpoint("a-point")
         pytest.fail("the noted cancel was not honoured")
-
-
-def test_line_progress_renders_tasks_and_downloads() -> None:
-    lines: list[str] = []
-    progress = LineProgress(lines.append)
-    progress.task_begin("Writing rpmdb")
-    progress.task_end("done")
-    progress.message("Inactive requests:")
-    progress.download(12, 3456)
-    progress.percent("Receiving objects:", 50)
-    assert lines == ["Writing rpmdb...", "Writing rpmdb... done", "Inactive requests:",
-                     "Receiving objects: 12 (3456 bytes)... done", "Receiving objects: 50%"]

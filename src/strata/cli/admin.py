@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from strata.cli.common import add_sysroot_option, print_json
+from strata.cli.progress import make_progress
 from strata.core import admin
-from strata.core.transaction import LineProgress
+from strata.core.transaction import Progress
 from strata.errors import InvalidInputError, StrataError
 from strata.image.keyfile import KeyFile
 from strata.sysroot import deploy as ops
@@ -107,8 +108,8 @@ def _log(line: str) -> None:
     print(line, flush=True)
 
 
-def _progress() -> LineProgress:
-    return LineProgress(_log)
+def _progress() -> Progress:
+    return make_progress()
 
 
 def _open(args: argparse.Namespace) -> Sysroot:

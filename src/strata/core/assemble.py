@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from strata import progress
 from strata.core.ownership import fix_ownership
 from strata.errors import StrataError
 from strata.image.checkout import checkout_tree
@@ -85,11 +86,12 @@ def run_package_scripts(rootfs: Path, headers: list[RpmHeader], log: Callable[[s
                         upgrades: frozenset[str] = frozenset()) -> None:
     """%pre of every package, then owners and capabilities, %post, %posttrans and %transfiletriggerin."""
     for kind in ("pre", "post", "posttrans"):
-        log(f"Running {kind} scripts...")
-        scripts.run_scriptlets(rootfs, [s for h in headers for s in h.scriptlets(kind)], log, upgrade=upgrades)
-        if kind == "pre":
-            fix_ownership(rootfs, headers)
-        if kind == "posttrans":
-            installed = sorted({f.path for h in headers for f in h.files})
-            scripts.run_file_triggers(rootfs, [t for h in headers for t in h.transfiletriggers_in()], installed, log)
-        log(f"Running {kind} scripts... done")
+        scriptlets = [s for h in headers for s in h.scriptlets(kind)]
+        triggers = [t for h in headers for t in h.transfiletriggers_in()] if kind == "posttrans" else []
+        with progress.items(f"Running {kind} scripts", len(scriptlets) + len(triggers)) as bar:
+            scripts.run_scriptlets(rootfs, scriptlets, log, upgrade=upgrades, advance=bar.advance)
+            if kind == "pre":
+                fix_ownership(rootfs, headers)
+            if triggers:
+                installed = sorted({f.path for h in headers for f in h.files})
+                scripts.run_file_triggers(rootfs, triggers, installed, log, advance=bar.advance)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from strata import fsroot
+from strata import fsroot, progress
 from strata.core import layout
 from strata.core.assemble import merge_package_trees, run_package_scripts
 from strata.core.origin import Origin
@@ -175,38 +175,36 @@ def build_layered_commit(repo: Repo, base: BaseInfo, origin: Origin, plan: Layer
         if removed_nevras:
             _remove_packages(repo, base.commit, tree, removed_nevras, Path(work), log)
         label = "Processing packages" if plan.removals or plan.replacements else "Checking out packages"
-        log(f"{label}...")
-        merged = merge_package_trees(repo, [(nevra, commits[nevra]) for nevra in commits], base=tree,
-                                     replace_files=frozenset(new.nevra for new, _c, _o in plan.replacements),
-                                     base_owner=_BaseOwners(repo, base.commit, Path(work)))
-        headers = [cache.header_of(repo, commits[nevra]) for nevra in commits]
+        with progress.task(label):
+            merged = merge_package_trees(repo, [(nevra, commits[nevra]) for nevra in commits], base=tree,
+                                         replace_files=frozenset(new.nevra for new, _c, _o in plan.replacements),
+                                         base_owner=_BaseOwners(repo, base.commit, Path(work)))
+            headers = [cache.header_of(repo, commits[nevra]) for nevra in commits]
+            full_checkout = _needs_full_checkout(headers)
+            if full_checkout:
+                with repo.lock():
+                    root = write_mutable_tree(repo, merged)
+                checkout_tree(repo, root, rootfs)
         erase = [n.nevra for n in removed_nevras]
-        if _needs_full_checkout(headers):
-            with repo.lock():
-                root = write_mutable_tree(repo, merged)
-            checkout_tree(repo, root, rootfs)
-            log(f"{label}... done")
+        if full_checkout:
             _run_scripts(rootfs, headers, merge_etc, {old.name for _n, _c, old in plan.replacements}, log)
-            log("Writing rpmdb...")
-            rpmdb.write_rpmdb_from_headers(rootfs, [h.raw for h in headers], erase=erase)
-            log("Writing rpmdb... done")
-            log("Writing OSTree commit...")
-            tree_root = _write_dir(repo, rootfs)
+            with progress.task("Writing rpmdb"):
+                rpmdb.write_rpmdb_from_headers(rootfs, [h.raw for h in headers], erase=erase)
+            with progress.task("Writing OSTree commit"):
+                tree_root = _write_dir(repo, rootfs)
+                commit = _commit(repo, tree_root, base, origin, plan, headers, removed_nevras)
         else:
             # Nothing to run and no owners to set: the tree is finished in memory, only the rpmdb is written
             # on disk, so the cost follows the layer, not the size of the base.
-            log(f"{label}... done")
             if headers:
                 for kind in ("pre", "post", "posttrans"):
                     log(f"Running {kind} scripts... done")
-            log("Writing rpmdb...")
-            _write_rpmdb_into_tree(repo, base.commit, merged, headers, erase, Path(work))
-            log("Writing rpmdb... done")
-            log("Writing OSTree commit...")
-            with repo.lock():
-                tree_root = write_mutable_tree(repo, merged)
-        commit = _commit(repo, tree_root, base, origin, plan, headers, removed_nevras)
-        log("Writing OSTree commit... done")
+            with progress.task("Writing rpmdb"):
+                _write_rpmdb_into_tree(repo, base.commit, merged, headers, erase, Path(work))
+            with progress.task("Writing OSTree commit"):
+                with repo.lock():
+                    tree_root = write_mutable_tree(repo, merged)
+                commit = _commit(repo, tree_root, base, origin, plan, headers, removed_nevras)
     return commit
 
 
@@ -283,25 +281,21 @@ def _import_packages(repo: Repo, plan: LayerPlan, sources: RepositorySet | None,
             commits[candidate.nevra.nevra] = cached
         else:
             missing.append(candidate)
-    imported = False
     if missing and sources is not None:
         total = sum(c.size for c in missing)
         log(f"Will download: {len(missing)} package{'s' if len(missing) != 1 else ''} ({human_size(total)})")
         downloads = cachedir / "downloads"
         downloads.mkdir(parents=True, exist_ok=True)
         paths = sources.download(missing, downloads, log)
-        log("Importing packages...")
-        imported = True
-        with repo.lock():
+        with repo.lock(), progress.items("Importing packages", len(missing)) as bar:
             for candidate in missing:
                 options = ImportOptions(repodata_checksum=candidate.checksum_text, repo_id=candidate.repo_id,
                                         repo_timestamp=sources.repo_timestamps().get(candidate.repo_id))
-                commits[candidate.nevra.nevra] = import_package(repo, RpmPackage.open(paths[candidate.nevra.nevra]),
-                                                                options)
+                path = paths[candidate.nevra.nevra]
+                commits[candidate.nevra.nevra] = import_package(repo, RpmPackage.open(path), options)
+                bar.advance(nbytes=path.stat().st_size)
         for path in paths.values():
             path.unlink(missing_ok=True)
-    if imported:
-        log("Importing packages... done")
     for nevra, commit in plan.local + [(new, commit) for new, commit, _old in plan.replacements]:
         commits[nevra.nevra] = commit
     ordered = [c.nevra.nevra for c in plan.install] + [n.nevra for n, _ in plan.local] + [

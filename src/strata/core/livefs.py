@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from strata import progress
 from strata.core.db import packages_or_none
 from strata.core.pkgdiff import diff_packages
 from strata.errors import StrataError
@@ -55,14 +56,12 @@ def apply_live(sysroot: Sysroot, booted: Deployment, target: str, log: Log, *, a
     state = live_state_dir(sysroot, booted)
     state.mkdir(parents=True, exist_ok=True)
     repo.set_ref("rpmostree/live-apply-inprogress", target)
-    log("Updating /usr...")
     undo_file = state / "undo.json"
     previous = json.loads(undo_file.read_text()) if undo_file.exists() else {}
-    undo = _apply_tree_changes(repo, (new.root_tree, new.root_meta), changes, root, state, previous)
-    log("Updating /usr... done")
-    log("Updating /etc...")
-    _update_etc(root, changes)
-    log("Updating /etc... done")
+    with progress.task("Updating /usr"):
+        undo = _apply_tree_changes(repo, (new.root_tree, new.root_meta), changes, root, state, previous)
+    with progress.task("Updating /etc"):
+        _update_etc(root, changes)
     atomic_write(undo_file, json.dumps(undo).encode())
     (state / "rpmostree-is-live.stamp").write_text("")
     repo.set_ref(LIVE_REF, target)

@@ -23,8 +23,10 @@ from typing import Protocol
 from strata.core.invariants import InvariantError, PendingSnapshot, check_invariants, snapshot_pending
 from strata.errors import LockedError, StrataError
 from strata.image.fsutil import atomic_write
+from strata.progress import reporting_to, split_count
 from strata.sysroot.crashpoints import crash_point
 from strata.sysroot.sysroot import Sysroot
+from strata.units import human_size
 
 RECORD_PATH = "run/strata/transaction.json"
 CANCEL_SIGNAL = signal.SIGTERM
@@ -53,34 +55,64 @@ class Progress(Protocol):
 
 
 class LineProgress:
-    """Progress as the lines the CLI prints: "Task..." / "Task... done", messages as they come."""
+    """Progress as plain lines for logs and pipes: one line per phase, "Task... done" when a task or a counted
+    phase ends (bytes received added), messages as they come. A message that arrives inside a phase first
+    shows where it belongs with a "Task..." line."""
 
     def __init__(self, write: Callable[[str], None]) -> None:
         self.write = write
-        self._task: str | None = None
+        self._phase: str | None = None
+        self._announced = False
+        self._transfer = False  # the phase is a pull: objects and bytes, no count
+        self._objects = 0
+        self._bytes = 0
 
     def message(self, text: str) -> None:
+        self._announce()
         self.write(text)
 
     def task_begin(self, text: str) -> None:
-        self._task = text
-        self.write(f"{text}...")
+        self._start(text)
 
     def task_end(self, text: str) -> None:
-        self.write(f"{self._task or ''}... {text}")
-        self._task = None
+        self._finish(text)
 
     def percent(self, text: str, percentage: int) -> None:
-        self.write(f"{text} {percentage}%")
+        title, _done, _total = split_count(text)
+        if title != self._phase:
+            self._start(title)
 
     def download(self, fetched_objects: int, fetched_bytes: int) -> None:
-        self.write(f"Receiving objects: {fetched_objects} ({fetched_bytes} bytes)... done")
+        if self._phase is None:
+            self._start("Receiving objects")
+            self._transfer = True
+        self._objects, self._bytes = fetched_objects, fetched_bytes
 
     def progress_end(self) -> None:
-        self._task = None
+        self._finish("done")
 
     def finished(self, success: bool, error_message: str) -> None:
-        pass
+        self._phase = None
+
+    def _start(self, title: str) -> None:
+        self._announce()
+        self._phase, self._announced, self._transfer = title, False, False
+        self._objects = self._bytes = 0
+
+    def _announce(self) -> None:
+        if self._phase is not None and not self._announced:
+            self.write(f"{self._phase}...")
+            self._announced = True
+
+    def _finish(self, suffix: str) -> None:
+        if self._phase is None:
+            return
+        if self._transfer:
+            details = f" ({self._objects} objects, {human_size(self._bytes)})"
+        else:
+            details = f" ({human_size(self._bytes)})" if self._bytes else ""
+        self.write(f"{self._phase}... {suffix}{details}")
+        self._phase = None
 
 
 class SilentProgress(LineProgress):
@@ -185,6 +217,7 @@ class Transaction:
             stack.callback(self._clear_record)
             previous = signal.signal(CANCEL_SIGNAL, self._on_cancel)
             stack.callback(signal.signal, CANCEL_SIGNAL, previous)
+            stack.enter_context(reporting_to(self.progress))
             self._stack = stack.pop_all()
         return self
 

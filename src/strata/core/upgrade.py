@@ -43,9 +43,7 @@ def pull_ref(repo: Repo, refspec: str, progress: Progress, *, depth: int = 0, hi
         pull_local(Repo.open(Path(url.removeprefix("file://"))), repo, [ref], remote=remote, depth=depth)
     elif url and url.startswith(("http://", "https://")):
         from strata.image.pull import PullOptions, pull
-        progress.message("Receiving objects...")
-        stats = pull(repo, remote, [ref], PullOptions(depth=depth, commit_metadata_only=history_only))
-        progress.download(stats.fetched_objects, stats.fetched_bytes)
+        pull(repo, remote, [ref], PullOptions(depth=depth, commit_metadata_only=history_only))
     commit = repo.resolve_rev(refspec, allow_missing=True)
     if commit is None:
         raise NotFoundError(f"refspec {refspec} not found")

@@ -29,6 +29,7 @@ from strata.image.objects import Commit, DirTree, ObjectType
 from strata.image.remote import Remote, get_remote
 from strata.image.repo import Repo
 from strata.image.summary import advertised_deltas, parse_summary
+from strata.progress import transfer as current_transfer
 from strata.units import human_size
 
 Progress = Callable[[str], None]
@@ -232,6 +233,7 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
     stats.fetched_objects = session.fetched
     stats.fetched_bytes = fetcher.bytes
     session.report(final=True)
+    session.transfer.end()
     return stats
 
 
@@ -278,6 +280,7 @@ class _Session:
         self.count_lock = threading.Lock()
         self.last_report = 0.0
         self.started = time.monotonic()
+        self.transfer = current_transfer()  # the caller's progress receiver, for the worker threads to report to
         self.processes: ProcessPoolExecutor | None = None
 
     def close(self) -> None:
@@ -436,6 +439,7 @@ class _Session:
         self.report()
 
     def report(self, final: bool = False) -> None:
+        self.transfer.update(self.fetched, self.fetcher.bytes, final=final)
         progress = self.opts.progress
         now = time.monotonic()
         if progress is None or (not final and now - self.last_report < 0.5):

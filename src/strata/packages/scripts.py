@@ -88,23 +88,31 @@ def _is_real_dir(root: Path, relpath: str) -> bool:
     return True
 
 
-def run_scriptlets(root: Path, scripts: Iterable[Scriptlet], log: Log, *, upgrade: frozenset[str] = frozenset()
-                   ) -> None:
-    """Run scripts in the given order; the first failure stops with the script's output."""
+def run_scriptlets(root: Path, scripts: Iterable[Scriptlet], log: Log, *, upgrade: frozenset[str] = frozenset(),
+                   advance: Callable[[], None] = lambda: None) -> None:
+    """Run scripts in the given order; the first failure stops with the script's output. advance() is called
+    once per script given (run or skipped), for progress."""
+    scripts = list(scripts)
     todo = [s for s in scripts if should_run(s)]
+    for _skipped in range(len(scripts) - len(todo)):
+        advance()
     if not todo:
         return
     box = sandbox_for(root)
     for script in todo:
         _run_one(box, script, "2" if script.package in upgrade else "1", log)
+        advance()
 
 
 def run_file_triggers(root: Path, triggers: Iterable[tuple[tuple[str, ...], Scriptlet]], paths: list[str],
-                      log: Log) -> int:
+                      log: Log, *, advance: Callable[[], None] = lambda: None) -> int:
     """%transfiletriggerin: each trigger whose prefixes match installed paths runs once, with the matching
-    paths on its standard input (as rpm does). Returns how many ran."""
+    paths on its standard input (as rpm does). Returns how many ran; advance() is called once per trigger."""
     ran = 0
+    triggers = list(triggers)
     todo = [(patterns, script) for patterns, script in triggers if should_run(script)]
+    for _skipped in range(len(triggers) - len(todo)):
+        advance()
     if not todo:
         return 0
     box = sandbox_for(root)
@@ -113,6 +121,7 @@ def run_file_triggers(root: Path, triggers: Iterable[tuple[tuple[str, ...], Scri
         if matched:
             _run_one(box, script, "0", log, stdin="".join(f"{p}\n" for p in matched).encode())
             ran += 1
+        advance()
     return ran
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from strata import progress
 from strata.errors import StrataError
 from strata.packages.rpmmd import (
     RepoMetadata,
@@ -45,15 +46,16 @@ class RepositorySet:
         paths: dict[str, Path] = {}
         for repo_id in sorted({p.repo_id for p in packages}):
             config = by_repo[repo_id]
-            log(f"Downloading from '{repo_id}'...")
-            with tempfile.TemporaryDirectory(prefix="strata-keys-") as tmp:
+            wanted = [p for p in packages if p.repo_id == repo_id]
+            with tempfile.TemporaryDirectory(prefix="strata-keys-") as tmp, \
+                    progress.items(f"Downloading from '{repo_id}'", len(wanted)) as bar:
                 keyring = PackageKeyring(repo_id, fetch_keys(config, Path(tmp)), Path(tmp)) if config.gpgcheck else None
-                for pkg in (p for p in packages if p.repo_id == repo_id):
+                for pkg in wanted:
                     path = download_package(config, pkg.location, pkg.checksum, dest, pkg.size or None)
                     if keyring is not None:
                         _verify_or_discard(keyring, path, pkg.nevra.nevra)
                     paths[pkg.nevra.nevra] = path
-            log(f"Downloading from '{repo_id}'... done")
+                    bar.advance(nbytes=path.stat().st_size)
         return paths
 
     def repo_timestamps(self) -> dict[str, int]:
