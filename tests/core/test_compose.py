@@ -206,11 +206,13 @@ def test_postprocessing_keys(lab: Path, tmp_path: Path) -> None:
     script.write_text("#!/bin/sh\necho from-script > /usr/share/postprocess-script-ran\n")
     script.chmod(0o755)
     (tmp_path / "tf" / "motd").write_text("welcome to the lab\n")
+    (tmp_path / "tf" / "lab.service").write_text("[Service]\nExecStart=/usr/bin/true\n")
     edit_treefile(treefile, postprocess=["echo inline > /usr/share/postprocess-inline-ran"],
                   **{"postprocess-script": "post.sh", "units": ["lab.service"], "default-target": "graphical.target",
                      "remove-files": ["usr/share/test-scripts/README"],
                      "add-files": [["strata-lab.repo", "/etc/yum.repos.d/strata-lab.repo"],
-                                   ["motd", "/usr/share/motd"]],
+                                   ["motd", "/usr/share/motd"],
+                                   ["lab.service", "/usr/lib/systemd/system/lab.service"]],
                      "etc-group-members": ["testsvc"]})
     repo = tmp_path / "repo"
     Repo.init(repo, RepoMode.ARCHIVE)

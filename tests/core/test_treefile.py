@@ -40,8 +40,9 @@ add-commit-metadata: {b: top}
 """.replace("ARCH", host_basearch()))
     tf = load_treefile(top)
     assert tf.ref == f"lab/{host_basearch()}/lab"
-    assert tf.packages == ["bash", "coreutils", "htop", "nano", "demo-engine >= 1.13", "strace"]
-    assert tf.get("postprocess") == ["echo base", "echo extra", "echo top"]
+    # rpm-ostree's order: of several includes the later one's lists come first, the includer's last
+    assert tf.packages == ["htop", "bash", "coreutils", "nano", "demo-engine >= 1.13", "strace"]
+    assert tf.get("postprocess") == ["echo extra", "echo base", "echo top"]
     assert tf.get("add-commit-metadata") == {"a": "base", "b": "top"}
     assert [p.name for p in tf.sources] == ["top.yaml", "base.yaml", "extra.yaml"]
 

@@ -1,59 +1,148 @@
-"""`strata compose tree`: build a commit from a treefile and RPM repositories."""
+"""`strata compose tree|install|postprocess|commit`: build commits from a treefile and RPM repositories
+(rpm-ostree's one-step compose and its split steps)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from strata.cli.progress import make_progress
 from strata.cli.repo import parse_key_value
-from strata.core.compose import ComposeOptions, compose_tree
+from strata.core.compose import (
+    ComposeOptions,
+    compose_commit,
+    compose_install,
+    compose_postprocess,
+    compose_tree,
+)
 from strata.core.treefile import load_treefile
 from strata.errors import InvalidInputError
+from strata.progress import reporting_to
+
+Log = Callable[[str], None]
 
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("compose", help="compose trees on a build server")
     verbs = parser.add_subparsers(dest="compose_verb", metavar="VERB", parser_class=type(parser))
-    p = verbs.add_parser("tree", help="compose a commit from a treefile")
-    p.add_argument("treefile")
-    p.add_argument("-r", "--repo", help="target repository (required)")
-    p.add_argument("--cachedir", help="package cache and rpm-md cache directory")
-    p.add_argument("--dry-run", action="store_true", help="print the transaction and stop")
-    p.add_argument("--print-only", action="store_true", help="print the expanded treefile as JSON and stop")
-    p.add_argument("--force-nocache", action="store_true", help="commit even if nothing changed")
+    tree = verbs.add_parser("tree", help="Process a \"treefile\"; install packages and commit the result to an "
+                                         "OSTree repository")
+    tree.add_argument("treefile", help="the treefile (YAML or JSON)")
+    _repo_options(tree)
+    _install_options(tree)
+    _commit_options(tree)
+    tree.set_defaults(func=_tree)
+    install = verbs.add_parser("install", help="Install packages into a target path")
+    install.add_argument("treefile", help="the treefile (YAML or JSON)")
+    install.add_argument("destdir", help="directory that receives rootfs/ (must not hold one yet)")
+    _repo_options(install)
+    _install_options(install)
+    install.add_argument("--postprocess", action="store_true", help="also run the final postprocessing")
+    install.set_defaults(func=_install)
+    post = verbs.add_parser("postprocess", help="Perform final postprocessing on an installation root")
+    post.add_argument("rootfs", help="the installation root (DESTDIR/rootfs of compose install)")
+    post.add_argument("treefile", nargs="?", help="the treefile (optional: defaults apply without one)")
+    post.add_argument("--unified-core", action="store_true", help="accepted for compatibility (always on)")
+    post.set_defaults(func=_postprocess)
+    commit = verbs.add_parser("commit", help="Commit a target path to an OSTree repository")
+    commit.add_argument("treefile", help="the treefile (YAML or JSON)")
+    commit.add_argument("rootfs", help="the postprocessed installation root")
+    _repo_options(commit)
+    _commit_options(commit)
+    commit.set_defaults(func=_commit)
+
+
+def _repo_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-r", "--repo", help="Path to OSTree repository (required)")
     p.add_argument("--unified-core", action="store_true", help="accepted for compatibility (always on)")
-    p.add_argument("--add-metadata-string", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--parent", help="parent commit (default: the ref's current commit)")
-    p.add_argument("--no-parent", action="store_true")
-    p.add_argument("--write-commitid-to", metavar="FILE")
-    p.add_argument("--previous-inputhash")
-    p.add_argument("--previous-version")
-    p.set_defaults(func=_tree)
 
 
-def _log(line: str) -> None:
-    print(line, flush=True)
+def _install_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cachedir", help="Cached state: package cache and rpm-md cache directory")
+    p.add_argument("--dry-run", action="store_true", help="Just print the transaction and exit")
+    p.add_argument("--print-only", action="store_true", help="Just expand any includes and print treefile")
+    p.add_argument("--force-nocache", action="store_true", help="Always create a new OSTree commit, even if "
+                                                                "nothing appears to have changed")
+    p.add_argument("--previous-inputhash", metavar="DIGEST", help="Use this input hash for change detection")
+    p.add_argument("--previous-version", metavar="VERSION", help="Use this version number for automatic "
+                                                                 "version numbering")
+    p.add_argument("--ex-lockfile", action="append", default=[], metavar="FILE",
+                   help="Read lockfile from FILE (repeatable; later files win)")
+    p.add_argument("--ex-lockfile-strict", action="store_true",
+                   help="With --ex-lockfile, only allow installing locked packages")
 
 
-def _tree(args: argparse.Namespace) -> int:
-    treefile = Path(args.treefile)
-    if args.print_only:
-        print(load_treefile(treefile).to_json())
-        return 0
+def _commit_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--add-metadata-string", action="append", default=[], metavar="KEY=VALUE",
+                   help="Append given key and value (in string format) to metadata")
+    p.add_argument("--parent", metavar="REV", help="Commit with specific parent (default: the ref's commit)")
+    p.add_argument("--no-parent", action="store_true", help="Always commit without a parent")
+    p.add_argument("--write-commitid-to", metavar="FILE", help="File to write the composed commitid to "
+                                                                "instead of updating the ref")
+
+
+def _options(args: argparse.Namespace) -> ComposeOptions:
     if not args.repo:
         raise InvalidInputError("--repo must be specified")
     metadata = []
-    for item in args.add_metadata_string:
+    for item in getattr(args, "add_metadata_string", []):
         if "=" not in item:
             raise InvalidInputError(f"Missing '=' in KEY=VALUE metadata '{item}'")
         metadata.append(parse_key_value(item))
-    options = ComposeOptions(
-        repo=Path(args.repo), cachedir=Path(args.cachedir) if args.cachedir else None, dry_run=args.dry_run,
-        force_nocache=args.force_nocache, add_metadata=metadata, parent=args.parent, no_parent=args.no_parent,
-        write_commitid_to=Path(args.write_commitid_to) if args.write_commitid_to else None,
-        previous_inputhash=args.previous_inputhash, previous_version=args.previous_version)
-    compose_tree(treefile, options, _log)
+    write_to = getattr(args, "write_commitid_to", None)
+    return ComposeOptions(
+        repo=Path(args.repo), cachedir=Path(args.cachedir) if getattr(args, "cachedir", None) else None,
+        dry_run=getattr(args, "dry_run", False), force_nocache=getattr(args, "force_nocache", False),
+        add_metadata=metadata, parent=getattr(args, "parent", None), no_parent=getattr(args, "no_parent", False),
+        write_commitid_to=Path(write_to) if write_to else None,
+        previous_inputhash=getattr(args, "previous_inputhash", None),
+        previous_version=getattr(args, "previous_version", None),
+        lockfiles=[Path(p) for p in getattr(args, "ex_lockfile", [])],
+        lockfile_strict=getattr(args, "ex_lockfile_strict", False))
+
+
+def _with_progress(step: Callable[[Log], object]) -> int:
+    reporter = make_progress()
+    try:
+        with reporting_to(reporter):
+            step(reporter.message)
+    except BaseException as exc:
+        reporter.finished(False, str(exc))
+        raise
+    reporter.finished(True, "")
     sys.stdout.flush()
     return 0
+
+
+def _print_only(args: argparse.Namespace) -> bool:
+    if args.print_only:
+        print(load_treefile(Path(args.treefile)).to_json())
+    return bool(args.print_only)
+
+
+def _tree(args: argparse.Namespace) -> int:
+    if _print_only(args):
+        return 0
+    options = _options(args)
+    return _with_progress(lambda log: compose_tree(Path(args.treefile), options, log))
+
+
+def _install(args: argparse.Namespace) -> int:
+    if _print_only(args):
+        return 0
+    options = _options(args)
+    return _with_progress(lambda log: compose_install(Path(args.treefile), Path(args.destdir), options, log,
+                                                      postprocess=args.postprocess))
+
+
+def _postprocess(args: argparse.Namespace) -> int:
+    treefile = Path(args.treefile) if args.treefile else None
+    return _with_progress(lambda log: compose_postprocess(Path(args.rootfs), treefile, log))
+
+
+def _commit(args: argparse.Namespace) -> int:
+    options = _options(args)
+    return _with_progress(lambda log: compose_commit(Path(args.treefile), Path(args.rootfs), options, log))

@@ -11,23 +11,35 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from strata import bwrap, fsroot
-from strata.core import layout
+from strata import bwrap, fsroot, progress
+from strata.core import composepasswd, layout
 from strata.core.assemble import merge_package_trees, run_package_scripts
-from strata.core.treefile import Treefile, load_treefile
+from strata.core.lockfile import load_lockfiles
+from strata.core.packagefilter import PackageFilter, filter_package
+from strata.core.treefile import Treefile, host_basearch, load_treefile
 from strata.core.version import next_version
-from strata.errors import InvalidInputError, StrataError
+from strata.errors import InvalidInputError, NotFoundError, StrataError
+from strata.image import gpg, gvariant
 from strata.image.checkout import checkout_tree
-from strata.image.commit import CommitRequest, TreeWriteOptions, write_commit, write_mutable_tree, write_tree_from_dir
+from strata.image.commit import (
+    CommitRequest,
+    MutableTree,
+    TreeWriteOptions,
+    write_commit,
+    write_mutable_tree,
+    write_tree_from_dir,
+)
+from strata.image.fsutil import atomic_write
 from strata.image.gvariant import Variant
-from strata.image.objects import vardict
+from strata.image.objects import ObjectType, vardict
 from strata.image.repo import Repo, RepoMode
+from strata.image.transfer import copy_commit
 from strata.packages import pkgcache as cache
 from strata.packages import rpmdb, scripts
 from strata.packages.importer import ImportOptions, import_package
 from strata.packages.nevra import Nevra
 from strata.packages.rpmread import RpmHeader, RpmPackage
-from strata.packages.solver import Candidate
+from strata.packages.solver import Candidate, Restrictions
 from strata.packages.sources import RepositorySet, open_repositories
 from strata.units import human_size
 
@@ -47,6 +59,8 @@ class ComposeOptions:
     write_commitid_to: Path | None = None
     previous_inputhash: str | None = None
     previous_version: str | None = None
+    lockfiles: list[Path] = field(default_factory=list)
+    lockfile_strict: bool = False
 
 
 @dataclass
@@ -59,7 +73,132 @@ class ComposeResult:
     imported: list[str] = field(default_factory=list)
 
 
+@dataclass
+class ComposePlan:
+    """Everything decided before the tree is built: the treefile, the repositories and the solved set."""
+
+    treefile: Treefile
+    repo: Repo
+    previous: str | None
+    cachedir: Path
+    sources: RepositorySet
+    solution: list[Candidate]
+    inputhash: str
+    version: str | None = None
+
+
+@dataclass
+class BuildState:
+    """What `compose install` leaves beside the rootfs for `compose commit` (rpm-ostree reads the rpmdb
+    and the repositories again; strata keeps what it already knows)."""
+
+    inputhash: str
+    version: str | None
+    pkglist: list[tuple[str, str, str, str, str]]
+    repo_timestamps: dict[str, int]
+
+    def save(self, path: Path) -> None:
+        data = {"inputhash": self.inputhash, "version": self.version, "pkglist": self.pkglist,
+                "repo-timestamps": self.repo_timestamps}
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> BuildState:
+        try:
+            data = json.loads(path.read_text())
+            return cls(str(data["inputhash"]), data["version"], [tuple(e) for e in data["pkglist"]],
+                       {str(k): int(v) for k, v in data["repo-timestamps"].items()})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InvalidInputError(f"{path}: not a strata compose state file ({type(exc).__name__})") from None
+
+
+STATE_FILE = "strata-compose.json"
+
+
 def compose_tree(treefile_path: Path, options: ComposeOptions, log: Log) -> ComposeResult:
+    """rpm-ostree's `compose tree`: install, postprocess and commit in one run."""
+    plan = plan_compose(treefile_path, options, log)
+    result = ComposeResult(plan.treefile.ref or "", None, None, [p.nevra for p in plan.solution], plan.inputhash)
+    if _unchanged(plan.repo, plan.previous, plan.inputhash, options, log):
+        return result
+    if options.dry_run:
+        log("--dry-run complete; exiting")
+        return result
+    pkgcache = Repo.init(plan.cachedir / PKGCACHE_REPO, RepoMode.BARE)
+    with tempfile.TemporaryDirectory(prefix="compose-", dir=pkgcache.tmp_dir) as work:
+        rootfs = Path(work) / "rootfs"
+        install_root(plan, pkgcache, rootfs, options, log, result)
+        postprocess_root(rootfs, plan.treefile, log)
+        state = BuildState(plan.inputhash, plan.version, sorted(p.nevra.pkglist_entry() for p in plan.solution),
+                           plan.sources.repo_timestamps())
+        commit = commit_root(plan.repo, rootfs, plan.treefile, state, plan.previous, options, log)
+    result.commit, result.version = commit, plan.version
+    return result
+
+
+def compose_install(treefile_path: Path, destdir: Path, options: ComposeOptions, log: Log, *,
+                    postprocess: bool = False) -> ComposeResult:
+    """rpm-ostree's `compose install`: DESTDIR/rootfs holds the installed tree (treefile postprocessing
+    done; with postprocess=True also the final layout), built aside and renamed into place."""
+    plan = plan_compose(treefile_path, options, log)
+    result = ComposeResult(plan.treefile.ref or "", None, plan.version, [p.nevra for p in plan.solution],
+                           plan.inputhash)
+    if options.dry_run:
+        log("--dry-run complete; exiting")
+        return result
+    final = destdir / "rootfs"
+    if final.exists() or final.is_symlink():
+        raise InvalidInputError(f"{final} already exists")
+    destdir.mkdir(parents=True, exist_ok=True)
+    pkgcache = Repo.init(plan.cachedir / PKGCACHE_REPO, RepoMode.BARE)
+    partial = Path(tempfile.mkdtemp(prefix=".rootfs-", dir=destdir))
+    try:
+        install_root(plan, pkgcache, partial / "rootfs", options, log, result)
+        if postprocess:
+            postprocess_root(partial / "rootfs", plan.treefile, log)
+        BuildState(plan.inputhash, plan.version, sorted(p.nevra.pkglist_entry() for p in plan.solution),
+                   plan.sources.repo_timestamps()).save(destdir / STATE_FILE)
+        os.rename(partial / "rootfs", final)
+    finally:
+        fsroot.remove_tree(partial)
+    log(f"rootfs: {final}")
+    return result
+
+
+def compose_postprocess(rootfs: Path, treefile_path: Path | None, log: Log) -> None:
+    """rpm-ostree's `compose postprocess`: the final OSTree layout of an installed root, in place."""
+    if not rootfs.is_dir() or rootfs.is_symlink():
+        raise InvalidInputError(f"{rootfs} is not a directory")
+    treefile = load_treefile(treefile_path) if treefile_path is not None else empty_treefile(rootfs)
+    postprocess_root(rootfs, treefile, log)
+
+
+def compose_commit(treefile_path: Path, rootfs: Path, options: ComposeOptions, log: Log) -> ComposeResult:
+    """rpm-ostree's `compose commit`: a postprocessed root committed to the repository."""
+    treefile = load_treefile(treefile_path)
+    if not treefile.ref and options.write_commitid_to is None:
+        raise InvalidInputError("treefile has no 'ref'")
+    if not rootfs.is_dir() or rootfs.is_symlink():
+        raise InvalidInputError(f"{rootfs} is not a directory")
+    repo = Repo.open(options.repo)
+    previous = _previous_commit(repo, treefile.ref, options)
+    state_path = rootfs.parent / STATE_FILE
+    if state_path.exists():
+        state = BuildState.load(state_path)
+    else:
+        state = BuildState("", _version(treefile, repo, previous, options), _rpmdb_pkglist(rootfs), {})
+    commit = commit_root(repo, rootfs, treefile, state, previous, options, log)
+    packages = [Nevra(n, int(e or 0), v, r, a) for n, e, v, r, a in state.pkglist]
+    return ComposeResult(treefile.ref or "", commit, state.version, packages, state.inputhash)
+
+
+def empty_treefile(rootfs: Path) -> Treefile:
+    return Treefile(rootfs / "treefile.json", {}, host_basearch())
+
+
+def plan_compose(treefile_path: Path, options: ComposeOptions, log: Log) -> ComposePlan:
     treefile = load_treefile(treefile_path)
     ref = treefile.ref
     if not ref and options.write_commitid_to is None:
@@ -69,35 +208,63 @@ def compose_tree(treefile_path: Path, options: ComposeOptions, log: Log) -> Comp
     log(f"Previous commit: {previous}" if previous else f"No previous commit for {ref}")
     cachedir = options.cachedir or repo.path / "extensions" / "strata" / "compose-cache"
     cachedir.mkdir(parents=True, exist_ok=True)
-    sources = open_repositories(treefile.directory, treefile.repos, cachedir / "rpmmd", log)
-    solution = sources.solve(treefile.packages, exclude=treefile.exclude_packages, recommends=treefile.recommends)
+    locked = load_lockfiles(options.lockfiles)
+    lockfile_repos = list(treefile.get("lockfile-repos") or []) if locked else []
+    sources = open_repositories(treefile.directory, treefile.repos, cachedir / "rpmmd", log,
+                                repo_variables(treefile), extra=lockfile_repos)
+    restrictions = Restrictions(
+        repo_packages=[(pkg, entry["repo"]) for entry in treefile.get("repo-packages") or []
+                       for pkg in entry["packages"]],
+        locked=locked, lockfile_repos=frozenset(lockfile_repos), strict=options.lockfile_strict)
+    requests = treefile.packages + [request for request, _repo in restrictions.repo_packages]
+    solution = sources.solve(requests, exclude=treefile.exclude_packages, recommends=treefile.recommends,
+                             restrictions=restrictions)
     log(f"Installing {len(solution)} packages:")
     for pkg in solution:
         log(f"  {pkg.nevra.nevra} ({pkg.repo_id})")
-    inputhash = input_hash(treefile, solution)
+    layers = _layer_commits(repo, treefile)
+    inputhash = input_hash(treefile, solution, layers)
     log(f"Input state hash: {inputhash}")
-    result = ComposeResult(ref or "", None, None, [p.nevra for p in solution], inputhash)
-    if _unchanged(repo, previous, inputhash, options, log):
-        return result
-    if options.dry_run:
-        log("--dry-run complete; exiting")
-        return result
-    pkgcache = Repo.init(cachedir / PKGCACHE_REPO, RepoMode.BARE)
-    commits = _import_all(pkgcache, sources, solution, cachedir, treefile, log, result)
-    with tempfile.TemporaryDirectory(prefix="compose-", dir=pkgcache.tmp_dir) as work:
-        rootfs = Path(work) / "rootfs"
-        _assemble(pkgcache, solution, commits, rootfs, log)
-        _run_package_scripts(pkgcache, solution, commits, rootfs, log)
-        version = _version(treefile, repo, previous, options)
-        _postprocess(rootfs, treefile, version, log)
-        commit = _commit(repo, rootfs, treefile, solution, sources, inputhash, version, previous, options, log)
-    result.commit, result.version = commit, version
-    if options.write_commitid_to is not None:
-        options.write_commitid_to.write_text(commit)
-        log(f"Wrote commit: {commit}")
-    else:
-        log(f"{ref} => {commit}")
-    return result
+    version = _version(treefile, repo, previous, options)
+    return ComposePlan(treefile, repo, previous, cachedir, sources, solution, inputhash, version)
+
+
+def repo_variables(treefile: Treefile) -> dict[str, str]:
+    """$basearch, $releasever and the treefile's repovars, for the .repo files."""
+    variables = {"basearch": treefile.basearch, **{k: str(v) for k, v in (treefile.get("repovars") or {}).items()}}
+    if treefile.get("releasever") is not None:
+        variables["releasever"] = str(treefile.get("releasever"))
+    return variables
+
+
+def install_root(plan: ComposePlan, pkgcache: Repo, rootfs: Path, options: ComposeOptions, log: Log,
+                 result: ComposeResult) -> None:
+    """Packages (filtered), ostree layers, accounts, scripts, rpmdb, then the treefile's own changes."""
+    treefile = plan.treefile
+    commits = _import_all(pkgcache, plan.sources, plan.solution, plan.cachedir, treefile, log, result)
+    headers = {p.nevra.nevra: cache.header_of(pkgcache, commits[p.nevra.nevra]) for p in plan.solution}
+    rules = PackageFilter.from_treefile(list(treefile.get("remove-from-packages") or []),
+                                        treefile.get("install-langs"))
+    if rules.active:
+        with pkgcache.lock():
+            commits = {nevra: filter_package(pkgcache, commit, headers[nevra], rules, log)
+                       for nevra, commit in commits.items()}
+    _assemble(pkgcache, plan.repo, treefile, plan.solution, commits, rootfs, log)
+    composepasswd.preserve_accounts(rootfs, treefile, plan.repo, plan.previous, log)
+    _run_package_scripts([headers[p.nevra.nevra] for p in plan.solution], rootfs, treefile, log)
+    _treefile_changes(rootfs, treefile, plan.version, log)
+
+
+def postprocess_root(rootfs: Path, treefile: Treefile, log: Log) -> None:
+    """The final layout: accounts split, /var to tmpfiles, top-level links, kernel placement."""
+    layout.split_passwd_and_group(rootfs, list(treefile.get("etc-group-members") or []), log)
+    layout.finalize_layout(rootfs, treefile, log)
+    if treefile.get("ignore-devices", True):
+        layout.remove_device_nodes(rootfs, log)
+    if not treefile.get("container", False):
+        kernel = _check_kernel(rootfs, require_initramfs=not treefile.get("no-initramfs", False))
+        if str(treefile.get("boot-location", "new")) == "new":
+            layout.copy_kernel_to_ostree_boot(rootfs, kernel, log)
 
 
 def _previous_commit(repo: Repo, ref: str | None, options: ComposeOptions) -> str | None:
@@ -108,13 +275,15 @@ def _previous_commit(repo: Repo, ref: str | None, options: ComposeOptions) -> st
     return repo.read_ref(ref) if ref else None
 
 
-def input_hash(treefile: Treefile, solution: list[Candidate]) -> str:
+def input_hash(treefile: Treefile, solution: list[Candidate], layers: list[tuple[str, str]] | None = None) -> str:
     """SHA-256 over everything that goes into the tree (spec F.3 step 4)."""
     digest = hashlib.sha256(treefile.canonical_bytes())
     for path in _external_inputs(treefile):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     for pkg in solution:
         digest.update(f"install {pkg.nevra.nevra} {pkg.checksum_text}\n".encode())
+    for ref, commit in layers or []:
+        digest.update(f"layer {ref} {commit}\n".encode())
     return digest.hexdigest()
 
 
@@ -163,41 +332,80 @@ def _import_all(pkgcache: Repo, sources: RepositorySet, solution: list[Candidate
     downloads = cachedir / "downloads"
     downloads.mkdir(exist_ok=True)
     paths = sources.download(missing, downloads, log)
-    log("Importing packages...")
-    with pkgcache.lock():
+    with pkgcache.lock(), progress.items("Importing packages", len(missing)) as bar:
         for pkg in missing:
             options = ImportOptions(repodata_checksum=pkg.checksum_text, repo_id=pkg.repo_id,
                                     repo_timestamp=sources.repo_timestamps().get(pkg.repo_id),
                                     nodocs=not treefile.documentation)
-            commits[pkg.nevra.nevra] = import_package(pkgcache, RpmPackage.open(paths[pkg.nevra.nevra]), options)
+            path = paths[pkg.nevra.nevra]
+            commits[pkg.nevra.nevra] = import_package(pkgcache, RpmPackage.open(path), options)
             result.imported.append(pkg.nevra.nevra)
+            bar.advance(nbytes=path.stat().st_size)
         pkgcache.sync()
     for path in paths.values():
         path.unlink(missing_ok=True)
-    log("Importing packages... done")
     return commits
 
 
-def _assemble(pkgcache: Repo, solution: list[Candidate], commits: dict[str, str],
+def _layer_commits(repo: Repo, treefile: Treefile) -> list[tuple[str, str]]:
+    """(ref, commit) of ostree-layers then ostree-override-layers, resolved in the target repository."""
+    layers = []
+    for ref in [*(treefile.get("ostree-layers") or []), *(treefile.get("ostree-override-layers") or [])]:
+        try:
+            commit = repo.resolve_rev(ref)
+        except StrataError as exc:
+            raise NotFoundError(f"ostree layer '{ref}' not found in {repo.path}: {exc}") from None
+        if commit is None:
+            raise NotFoundError(f"ostree layer '{ref}' not found in {repo.path}")
+        layers.append((ref, commit))
+    return layers
+
+
+def _assemble(pkgcache: Repo, repo: Repo, treefile: Treefile, solution: list[Candidate], commits: dict[str, str],
               rootfs: Path, log: Log) -> None:
     log("Checking out packages...")
     tree = merge_package_trees(pkgcache, [(p.nevra.name, commits[p.nevra.nevra]) for p in solution])
+    layers = _layer_commits(repo, treefile)
+    if layers:
+        _merge_layers(pkgcache, repo, tree, layers, set(treefile.get("ostree-override-layers") or []), log)
     with pkgcache.lock():
         root = write_mutable_tree(pkgcache, tree)
     checkout_tree(pkgcache, root, rootfs)
     log("Checking out packages... done")
 
 
-def _run_package_scripts(pkgcache: Repo, solution: list[Candidate], commits: dict[str, str],
-                         rootfs: Path, log: Log) -> None:
-    headers: list[RpmHeader] = [cache.header_of(pkgcache, commits[p.nevra.nevra]) for p in solution]
+def _merge_layers(pkgcache: Repo, repo: Repo, tree: MutableTree, layers: list[tuple[str, str]],
+                  overriding: set[str], log: Log) -> None:
+    """ostree-layers may repeat a package's file only identically; override layers replace files."""
+    with pkgcache.lock():
+        for ref, commit in layers:
+            log(f"Checking out ostree layer {ref}")
+            copy_commit(repo, pkgcache, commit)
+    for ref, commit in layers:
+        label = f"ostree layer {ref}"
+        merge_package_trees(pkgcache, [(label, commit)], tree,
+                            replace_files=frozenset({label}) if ref in overriding else frozenset())
+
+
+def _run_package_scripts(headers: list[RpmHeader], rootfs: Path, treefile: Treefile, log: Log) -> None:
     run_package_scripts(rootfs, headers, log)
+    _write_rpmdb(rootfs, headers, log)
+    if _runs_sysusers(rootfs, str(treefile.get("sysusers", "compose-auto"))):
+        layout.run_sysusers(rootfs, log)
+
+
+def _write_rpmdb(rootfs: Path, headers: list[RpmHeader], log: Log) -> None:
     log("Writing rpmdb...")
     found = fsroot.lstat_in_tree(rootfs, rpmdb.RPMDB_DIR)  # a package's symlink there would lead to the host
     if found is not None and not stat.S_ISDIR(found.st_mode):
         raise StrataError(f"/{rpmdb.RPMDB_DIR} in the tree is not a directory")
     rpmdb.write_rpmdb_from_headers(rootfs, [h.raw for h in headers])
     log("Writing rpmdb... done")
+
+
+def _runs_sysusers(rootfs: Path, mode: str) -> bool:
+    """compose-auto runs systemd-sysusers only when the tree's rpm defines %__systemd_sysusers."""
+    return mode == "compose-forced" or layout.defines_rpm_macro(rootfs, "__systemd_sysusers")
 
 
 def _version(treefile: Treefile, repo: Repo, previous: str | None, options: ComposeOptions) -> str | None:
@@ -213,7 +421,9 @@ def _version(treefile: Treefile, repo: Repo, previous: str | None, options: Comp
     return next_version(str(prefix), last, suffix=str(treefile.get("automatic-version-suffix", ".")))
 
 
-def _postprocess(rootfs: Path, treefile: Treefile, version: str | None, log: Log) -> None:
+def _treefile_changes(rootfs: Path, treefile: Treefile, version: str | None, log: Log) -> None:
+    """The treefile's own edits of the installed tree, before the final layout (rpm-ostree's
+    compose_postprocess): units, default target, os-release, removed and added files, scripts."""
     if treefile.get("units"):
         layout.enable_units(rootfs, list(treefile.get("units")), log)
     if treefile.get("default-target"):
@@ -225,9 +435,8 @@ def _postprocess(rootfs: Path, treefile: Treefile, version: str | None, log: Log
     if treefile.get("add-files"):
         layout.add_files(rootfs, treefile.directory, list(treefile.get("add-files")), log)
     _run_postprocess_scripts(rootfs, treefile, log)
-    layout.split_passwd_and_group(rootfs, list(treefile.get("etc-group-members") or []), log)
-    layout.finalize_layout(rootfs, treefile, log)
-    _check_kernel(rootfs)
+    if treefile.get("units"):  # checked once add-files and scripts had their chance to ship them
+        layout.check_units_shipped(rootfs, list(treefile.get("units")))
 
 
 def _run_postprocess_scripts(rootfs: Path, treefile: Treefile, log: Log) -> None:
@@ -258,7 +467,7 @@ def _run_box_script(box: bwrap.Sandbox, body: str, label: str, log: Log) -> None
     scripts.run_in_sandbox(box, [interpreter], body, [], label, log)
 
 
-def _check_kernel(rootfs: Path) -> str:
+def _check_kernel(rootfs: Path, *, require_initramfs: bool = True) -> str:
     """The one kernel of the tree, found as deploy will find it (symlinks resolved inside the tree)."""
     modules = fsroot.real_path_in_root(rootfs, "usr/lib/modules")
     names = sorted(os.listdir(modules)) if modules is not None and modules.is_dir() else []
@@ -267,44 +476,86 @@ def _check_kernel(rootfs: Path) -> str:
         raise StrataError("no kernel found: the tree has no usr/lib/modules/VERSION/vmlinuz")
     if len(found) > 1:
         raise StrataError(f"multiple kernels found: {', '.join(found)}")
-    if not fsroot.is_file_in_root(rootfs, f"usr/lib/modules/{found[0]}/initramfs.img"):
+    if require_initramfs and not fsroot.is_file_in_root(rootfs, f"usr/lib/modules/{found[0]}/initramfs.img"):
         raise StrataError(f"kernel {found[0]} has no initramfs.img")
     return found[0]
 
 
-def _commit(repo: Repo, rootfs: Path, treefile: Treefile, solution: list[Candidate], sources: RepositorySet,
-            inputhash: str, version: str | None, previous: str | None, options: ComposeOptions, log: Log) -> str:
+def commit_root(repo: Repo, rootfs: Path, treefile: Treefile, state: BuildState, previous: str | None,
+                options: ComposeOptions, log: Log) -> str:
+    """Check accounts, write the commit (signed with gpg-key), move the ref or write the commit id."""
+    composepasswd.check_accounts(rootfs, treefile, repo, previous, log)
     log("Committing...")
-    kernel = _check_kernel(rootfs)
-    metadata: list[tuple[str, str, object]] = []
-    if version is not None:
-        metadata.append(("version", "s", version))
-    for key, value in (treefile.get("add-commit-metadata") or {}).items():
-        if key not in {k for k, _ in options.add_metadata}:
-            metadata.append((key, *_json_to_variant(value)))
-    metadata += [(k, "s", v) for k, v in options.add_metadata if k != "version"]
-    metadata += [
-        ("rpmostree.inputhash", "s", inputhash),
-        ("rpmostree.rpmdb.pkglist", "a(sssss)", sorted(p.nevra.pkglist_entry() for p in solution)),
-        ("rpmostree.rpmmd-repos", "aa{sv}", repos_metadata(sources)),
-        ("rpmostree.initramfs-args", "as", list(treefile.get("initramfs-args") or [])),
-        ("ostree.bootable", "b", True),
-        ("ostree.linux", "s", kernel),
-    ]
+    metadata = _commit_metadata(rootfs, treefile, state, options)
+    write_options = TreeWriteOptions(mode_ro_executables=bool(treefile.get("readonly-executables", False)))
     with repo.lock():
-        root = write_tree_from_dir(repo, rootfs, TreeWriteOptions())
+        root = write_tree_from_dir(repo, rootfs, write_options)
         request = CommitRequest(metadata=metadata, parent=previous, bind_refs=[treefile.ref] if treefile.ref else [])
         commit = write_commit(repo, root, request)
+        _detached_metadata(repo, commit, treefile, state)
         repo.sync()
         if treefile.ref and options.write_commitid_to is None:
             repo.set_ref(treefile.ref, commit)
     log("Committing... done")
+    if options.write_commitid_to is not None:
+        atomic_write(options.write_commitid_to, commit.encode(), fsync=False)
+        log(f"Wrote commit: {commit}")
+    else:
+        log(f"{treefile.ref} => {commit}")
     return commit
 
 
-def repos_metadata(sources: RepositorySet) -> list[list[tuple[str, Variant]]]:
+def _commit_metadata(rootfs: Path, treefile: Treefile, state: BuildState,
+                     options: ComposeOptions) -> list[tuple[str, str, object]]:
+    metadata: list[tuple[str, str, object]] = []
+    if state.version is not None:
+        metadata.append(("version", "s", state.version))
+    for key, value in (treefile.get("add-commit-metadata") or {}).items():
+        if key not in {k for k, _ in options.add_metadata}:
+            metadata.append((key, *_json_to_variant(value)))
+    metadata += [(k, "s", v) for k, v in options.add_metadata if k != "version"]
+    if state.inputhash:
+        metadata.append(("rpmostree.inputhash", "s", state.inputhash))
+    metadata += [
+        ("rpmostree.rpmdb.pkglist", "a(sssss)", sorted(state.pkglist)),
+        ("rpmostree.initramfs-args", "as", list(treefile.get("initramfs-args") or [])),
+    ]
+    if treefile.get("repo-metadata", "inline") == "inline":
+        metadata.append(("rpmostree.rpmmd-repos", "aa{sv}", repos_metadata(state.repo_timestamps)))
+    if treefile.get("container-cmd"):
+        metadata.append(("ostree.container-cmd", "as", list(treefile.get("container-cmd"))))
+    if not treefile.get("container", False):
+        kernel = _check_kernel(rootfs, require_initramfs=not treefile.get("no-initramfs", False))
+        metadata += [("ostree.bootable", "b", True), ("ostree.linux", "s", kernel)]
+    return metadata
+
+
+def _detached_metadata(repo: Repo, commit: str, treefile: Treefile, state: BuildState) -> None:
+    entries: list[tuple[str, str, object]] = []
+    if treefile.get("repo-metadata") == "detached":
+        entries.append(("rpmostree.rpmmd-repos", "aa{sv}", repos_metadata(state.repo_timestamps)))
+    detached = gvariant.encode("a{sv}", vardict(entries)) if entries else None
+    if treefile.get("gpg-key"):
+        data = repo.read_metadata(commit, ObjectType.COMMIT)
+        detached = gpg.add_signature(detached, gpg.sign(data, str(treefile.get("gpg-key")), None))
+    if detached is not None:
+        repo.write_detached_metadata(commit, detached)
+
+
+def repos_metadata(timestamps: dict[str, int]) -> list[list[tuple[str, Variant]]]:
     return [vardict([("id", "s", repo_id), ("timestamp", "t", stamp)])
-            for repo_id, stamp in sorted(sources.repo_timestamps().items())]
+            for repo_id, stamp in sorted(timestamps.items())]
+
+
+def _rpmdb_pkglist(rootfs: Path) -> list[tuple[str, str, str, str, str]]:
+    """The packages of a root that strata did not install itself, from its rpmdb."""
+    text = rpmdb.query(rootfs, "%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\n")
+    entries = []
+    for line in text.splitlines():
+        fields = line.split("\t")
+        if len(fields) == 5:
+            entries.append((fields[0], fields[1], fields[2], fields[3], fields[4]))
+    return sorted(entries)
 
 
 def _json_to_variant(value: object) -> tuple[str, object]:
@@ -317,4 +568,3 @@ def _json_to_variant(value: object) -> tuple[str, object]:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return "as", value
     return "s", json.dumps(value)
-

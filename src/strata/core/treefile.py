@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from strata.core.treefile_keys import check_supported
 from strata.errors import InvalidInputError
 
 MAX_INCLUDE_DEPTH = 50
@@ -32,7 +33,7 @@ SCALAR_KEYS = {
     "default-target", "preserve-passwd", "check-passwd", "check-groups", "postprocess-script",
     "mutate-os-release", "automatic-version-prefix", "automatic-version-suffix", "gpg-key", "container",
     "rpmdb", "rpmdb-normalize", "readonly-executables", "repo-metadata", "advisories-metadata",
-    "platform-module", "cliwrap", "sysusers", "rojig",
+    "platform-module", "cliwrap", "sysusers", "rojig", "basearch",
 }
 INCLUDE_KEYS = {"include", "arch-include", "conditional-include"}
 LEGACY_KEYS = {"default_target": "default-target", "boot_location": "boot-location", "gpg_key": "gpg-key",
@@ -45,11 +46,12 @@ STRING_LIST_KEYS = (SET_KEYS | {"repos", "postprocess", "units", "install-langs"
                                  "exclude-packages", "ostree-layers", "ostree-override-layers", "etc-group-members",
                                  "lockfile-repos", "container-cmd", "cliwrap-binaries"}) - {"remove-files"}
 BOOL_KEYS = {"recommends", "documentation", "selinux", "ima", "ignore-devices", "no-initramfs", "tmp-is-dir",
-             "opt-usrlocal", "machineid-compat", "container", "readonly-executables", "cliwrap", "sysusers",
-             "rpmdb-normalize"}
-STRING_KEYS = {"ref", "edition", "boot-location", "default-target", "postprocess-script", "mutate-os-release",
+             "machineid-compat", "container", "readonly-executables", "cliwrap", "rpmdb-normalize",
+             "preserve-passwd"}
+STRING_KEYS = {"ref", "boot-location", "default-target", "postprocess-script", "mutate-os-release",
                "automatic-version-prefix", "automatic-version-suffix", "gpg-key", "rpmdb", "repo-metadata",
-               "advisories-metadata", "platform-module"}
+               "advisories-metadata", "platform-module", "sysusers", "opt-usrlocal", "basearch"}
+CHECK_TYPES = ("none", "previous", "file", "data")
 RESERVED_VARIABLES = ("basearch", "releasever")
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _COND_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(==|!=|<=|>=|<|>)\s*(.+?)\s*$")
@@ -117,15 +119,19 @@ def load_treefile(path: str | os.PathLike[str], *, basearch: str | None = None) 
         raise InvalidInputError(f"Invalid basearch {arch} on {host_basearch()}: cross-composes are not supported")
     loader = _Loader(arch)
     merged = loader.load(top, depth=0)
-    variables = _variables(merged, arch)
-    data = _finalize(merged, variables, arch)
+    data = _finalize(merged, loader.variables, arch)
     return Treefile(top, data, arch, loader.seen)
 
 
 class _Loader:
+    """rpm-ostree's include walk: a file's own values win over what it includes; list values of included
+    files come first (of several includes, the later ones first); variables live in one map shared along
+    the walk, where the includer's values win, so an included file's conditions see its includer's."""
+
     def __init__(self, basearch: str) -> None:
         self.basearch = basearch
         self.seen: list[Path] = []
+        self.variables: dict[str, Any] = {"basearch": basearch}
 
     def load(self, path: Path, depth: int) -> dict[str, Any]:
         if depth > MAX_INCLUDE_DEPTH:
@@ -137,20 +143,33 @@ class _Loader:
 
     def expand(self, raw: dict[str, Any], directory: Path, depth: int, source: str) -> dict[str, Any]:
         own = _normalise_keys(raw, source)
-        result: dict[str, Any] = {}
-        for include in _as_list(own.pop("include", None)):
-            result = _merge(result, self._include(include, directory, depth))
+        self._fold_variables(own, source)
+        includes = _as_list(own.pop("include", None))
         arch_includes = own.pop("arch-include", None) or {}
-        if not isinstance(arch_includes, dict):
-            raise InvalidInputError(f"{source}: arch-include must be a map")
-        for include in _as_list(arch_includes.get(self.basearch)):
-            result = _merge(result, self._include(include, directory, depth))
+        includes += _as_list(arch_includes.get(self.basearch))
         for cond in own.pop("conditional-include", None) or []:
-            variables = _variables(_merge(result, own), self.basearch)
-            if _condition_holds(cond.get("if"), variables, source):
-                for include in _as_list(cond.get("include")):
-                    result = _merge(result, self._include(include, directory, depth))
-        return _merge(result, own)
+            if not _condition_holds(cond.get("if"), self.variables, source):
+                continue
+            for include in _as_list(cond.get("include")):
+                if isinstance(include, dict):
+                    own = _merge(self.expand(include, directory, depth + 1, "inline include"), own)
+                else:
+                    includes.append(include)
+        for include in includes:
+            own = _merge(self._include(include, directory, depth), own)
+        return own
+
+    def _fold_variables(self, own: dict[str, Any], source: str) -> None:
+        declared = dict(own.get("variables") or {})
+        for name in RESERVED_VARIABLES:
+            if name in declared:
+                raise InvalidInputError(f"cannot define reserved variable '{name}'")
+        for name, value in declared.items():
+            if not isinstance(value, bool | int | float | str):
+                raise InvalidInputError(f"{source}: variable '{name}' must be a boolean, a number or a string")
+        if own.get("releasever") is not None:
+            declared["releasever"] = own["releasever"]
+        self.variables = {**declared, **self.variables}
 
     def _include(self, include: Any, directory: Path, depth: int) -> dict[str, Any]:
         if isinstance(include, dict):
@@ -207,6 +226,7 @@ def _normalise_keys(raw: dict[str, Any], source: str) -> dict[str, Any]:
     if unknown:
         raise InvalidInputError(f"{source}: Unknown fields: {', '.join(unknown)}")
     for key, value in raw.items():
+        check_supported(key, value, source)
         own[LEGACY_KEYS.get(key, key)] = value
     for key, value in own.items():
         _check_type(key, value, source)
@@ -235,8 +255,16 @@ def _expected_type(key: str) -> str | None:
         return "a boolean"
     if key in STRING_KEYS:
         return "a string"
-    if key == "releasever":
+    if key in ("releasever", "edition"):
         return "a string or a number"
+    if key == "selinux-label-version":
+        return "a number"
+    if key in ("check-passwd", "check-groups"):
+        return "a map"
+    if key == "repo-packages":
+        return "a list of maps"
+    if key == "remove-from-packages":
+        return "a list of lists of strings"
     if key == "include":
         return "a string or a list of strings"
     if key == "arch-include":
@@ -257,6 +285,9 @@ def _has_type(value: Any, expected: str) -> bool:
         "a string or a list of strings": lambda v: isinstance(v, str | dict) or (
             isinstance(v, list) and all(isinstance(i, str | dict) for i in v)),
         "a list of maps": lambda v: isinstance(v, list) and all(isinstance(i, dict) for i in v),
+        "a number": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "a list of lists of strings": lambda v: isinstance(v, list) and all(
+            isinstance(i, list) and all(isinstance(j, str) for j in i) for i in v),
     }
     return bool(checks[expected](value))
 
@@ -271,7 +302,9 @@ def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     """Merge an included treefile (parent) with the includer (child) by the documented rules."""
     result = dict(parent)
     for key, value in child.items():
-        if key not in result or value is None:
+        if value is None and key in result:
+            continue
+        if key not in result:
             result[key] = value
         elif key in LIST_KEYS or key.startswith("packages-"):
             result[key] = list(result[key] or []) + list(value or [])
@@ -284,18 +317,6 @@ def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
         else:
             result[key] = value
     return result
-
-
-def _variables(data: dict[str, Any], basearch: str) -> dict[str, Any]:
-    declared = data.get("variables") or {}
-    for name in RESERVED_VARIABLES:
-        if name in declared:
-            raise InvalidInputError(f"cannot define reserved variable '{name}'")
-    variables = dict(declared)
-    variables["basearch"] = basearch
-    if data.get("releasever") is not None:
-        variables["releasever"] = str(data["releasever"])
-    return variables
 
 
 def _condition_holds(cond: Any, variables: dict[str, Any], source: str) -> bool:
@@ -376,7 +397,82 @@ def _finalize(data: dict[str, Any], variables: dict[str, Any], basearch: str) ->
             raise InvalidInputError(f"invalid path in remove-files: {path}")
     if out.get("units") and out.get("machineid-compat") is False:
         raise InvalidInputError("'units' directive is incompatible with machineid-compat = false")
+    if out.get("basearch") is not None and out["basearch"] != basearch:
+        raise InvalidInputError(f"Invalid basearch {out['basearch']} on {basearch}: "
+                                "cross-composes are not supported")
+    _apply_implied_defaults(out)
+    _check_repo_packages(out.get("repo-packages") or [])
+    _check_remove_from_packages(out.get("remove-from-packages") or [])
+    _check_repovars(out.get("repovars") or {})
+    for key in ("check-passwd", "check-groups"):
+        if out.get(key) is not None:
+            _check_account_check(key, out[key])
     return out
+
+
+def _apply_implied_defaults(out: dict[str, Any]) -> None:
+    """What `edition: 2024` and `container: true` imply, as rpm-ostree sets them (explicit values win for
+    the edition; container forces them)."""
+    if out.get("container"):
+        out.update({"boot-location": "modules", "selinux": False, "tmp-is-dir": True, "preserve-passwd": False,
+                    "check-passwd": {"type": "none"}, "check-groups": {"type": "none"}})
+    if str(out.get("edition", "2014")) == "2024":
+        out.setdefault("boot-location", "modules")
+        out.setdefault("tmp-is-dir", True)
+
+
+def _check_repo_packages(entries: list[dict[str, Any]]) -> None:
+    for entry in entries:
+        unknown = sorted(set(entry) - {"repo", "packages"})
+        if unknown:
+            raise InvalidInputError(f"repo-packages: unknown fields: {', '.join(unknown)}")
+        packages = entry.get("packages")
+        if not isinstance(entry.get("repo"), str) or not isinstance(packages, list) or not all(
+                isinstance(p, str) for p in packages):
+            raise InvalidInputError("repo-packages entries need 'repo' (a string) and 'packages' (a list of strings)")
+        entry["packages"] = split_package_entries(packages)
+
+
+def _check_remove_from_packages(entries: list[list[str]]) -> None:
+    for entry in entries:
+        if len(entry) < 2:
+            raise InvalidInputError(f"remove-from-packages entries are [package, regex, ...]: {entry!r}")
+        for pattern in entry[1:]:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise InvalidInputError(
+                    f"remove-from-packages: invalid regular expression {pattern!r}: {exc}") from None
+
+
+def _check_repovars(repovars: dict[str, Any]) -> None:
+    if "releasever" in repovars:
+        raise InvalidInputError('Treefile repo var "releasever" invalid; use "releasever" field instead')
+    if "basearch" in repovars:
+        raise InvalidInputError('Treefile repo var "basearch" invalid; it is automatically filled in')
+    for name, value in repovars.items():
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_]+", name):
+            raise InvalidInputError(f"repovars: '{name}' must be a plain name with a string value")
+
+
+def _check_account_check(key: str, spec: dict[str, Any]) -> None:
+    kind = spec.get("type")
+    if kind not in CHECK_TYPES:
+        raise InvalidInputError(f"{key}: type must be one of {', '.join(CHECK_TYPES)}")
+    if kind == "file":
+        name = spec.get("filename")
+        if not isinstance(name, str) or not name or name.startswith("/") or ".." in name.split("/"):
+            raise InvalidInputError(f"{key}: 'filename' must be a path relative to the treefile directory")
+    if kind == "data":
+        entries = spec.get("entries")
+        if not isinstance(entries, dict) or not all(_is_id_spec(v) for v in entries.values()):
+            raise InvalidInputError(f"{key}: 'entries' must map names to an id or [uid, gid]")
+
+
+def _is_id_spec(value: Any) -> bool:
+    if isinstance(value, list):
+        return len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 _ADD_FILES_ROOTS = ("/usr/", "/etc/", "/bin/", "/sbin/", "/lib/", "/lib64/")

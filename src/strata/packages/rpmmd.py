@@ -118,7 +118,7 @@ def _repo_from_section(section: str, values: configparser.SectionProxy, path: Pa
 
 
 def _substitute(text: str, variables: dict[str, str]) -> str:
-    for key, value in variables.items():
+    for key, value in sorted(variables.items(), key=lambda item: -len(item[0])):  # $releasever_major first
         text = text.replace(f"${key}", value).replace(f"${{{key}}}", value)
     return text
 

@@ -44,6 +44,26 @@ class InstalledPackage:
     files: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class LockedPackage:
+    """A lockfile entry: this name may only be installed at this evr (and arch, and digest, when given)."""
+
+    name: str
+    evr: str
+    arch: str = ""
+    digest: str = ""  # "sha256:HEX" as rpm-ostree writes it
+
+
+@dataclass
+class Restrictions:
+    """Treefile rules beyond plain requests: repo-packages pins and lockfiles."""
+
+    repo_packages: list[tuple[str, str]] = field(default_factory=list)  # (request, repository id)
+    locked: list[LockedPackage] = field(default_factory=list)
+    lockfile_repos: frozenset[str] = frozenset()  # used only for locked packages
+    strict: bool = False  # nothing but locked packages may be installed
+
+
 @dataclass
 class Solution:
     install: list[Candidate] = field(default_factory=list)  # in installation order
@@ -114,9 +134,11 @@ class Solver:
         return [_nevra(s) for s in self.providers(request) if self.installed is not None and s.repo == self.installed]
 
     def resolve(self, requests: Iterable[str], *, exclude: Iterable[str] = (), remove: Iterable[str] = (),
-                recommends: bool = True) -> Solution:
+                recommends: bool = True, restrictions: Restrictions | None = None) -> Solution:
         self._prepare()
         jobs: list[Any] = []
+        if restrictions is not None:
+            jobs += self._lock_jobs(restrictions) + self._pin_jobs(restrictions.repo_packages)
         missing = []
         for request in requests:
             selection = self.pool.select(request, _SELECT_FLAGS)
@@ -159,6 +181,51 @@ class Solver:
                 solution.install.append(self._candidate(solvable))
         return solution
 
+    def _available(self) -> list[Any]:
+        return [s for s in self.pool.solvables_iter() if self.installed is None or s.repo != self.installed]
+
+    def _pin_jobs(self, pins: list[tuple[str, str]]) -> list[Any]:
+        """Each pinned request is installed from its repository; its name from other repositories is locked out."""
+        jobs: list[Any] = []
+        for request, repo_id in pins:
+            found = [s for s in self.pool.select(request, _SELECT_FLAGS).solvables() if s.repo.name == repo_id]
+            if not found:
+                raise NotFoundError(f"No matches for '{shown(request)}' in repo '{shown(repo_id)}'")
+            jobs.append(self.pool.Job(solv.Job.SOLVER_SOLVABLE_ONE_OF | solv.Job.SOLVER_INSTALL,
+                                      self.pool.towhatprovides([s.id for s in found])))
+            names = {s.name for s in found}
+            jobs += [self.pool.Job(solv.Job.SOLVER_SOLVABLE | solv.Job.SOLVER_LOCK, s.id)
+                     for s in self._available() if s.name in names and s.repo.name != repo_id]
+        return jobs
+
+    def _lock_jobs(self, restrictions: Restrictions) -> list[Any]:
+        """Lockfile semantics (rpm-ostree's relaxed mode): a locked name can only be its locked build, and
+        lockfile repositories offer nothing else; strict mode allows nothing but locked builds."""
+        if not restrictions.locked:
+            return []
+        allowed: set[int] = set()
+        for lock in restrictions.locked:
+            allowed.update(self._locked_ids(lock))
+        names = {lock.name for lock in restrictions.locked}
+        jobs = []
+        for solvable in self._available():
+            if solvable.id in allowed:
+                continue
+            if restrictions.strict or solvable.name in names or solvable.repo.name in restrictions.lockfile_repos:
+                jobs.append(self.pool.Job(solv.Job.SOLVER_SOLVABLE | solv.Job.SOLVER_LOCK, solvable.id))
+        return jobs
+
+    def _locked_ids(self, lock: LockedPackage) -> list[int]:
+        matching = [s for s in self._available() if s.name == lock.name and s.evr == lock.evr
+                    and (not lock.arch or s.arch == lock.arch)]
+        verified = [s for s in matching if not lock.digest or _digest(s) == lock.digest]
+        if not verified:
+            arch = f".{lock.arch}" if lock.arch else ""
+            raise NotFoundError(f"Couldn't find locked package '{shown(lock.name)}-{shown(lock.evr)}{shown(arch)}' "
+                                f"(pkgs matching NEVRA: {len(matching)}; "
+                                f"mismatched checksums: {len(matching) - len(verified)})")
+        return [s.id for s in verified]
+
     def _candidate(self, solvable: Any) -> Candidate:
         location, _media = solvable.lookup_location()
         checksum = solvable.lookup_checksum(solv.SOLVABLE_CHECKSUM)
@@ -171,6 +238,11 @@ class Solver:
         if algo not in _CHECKSUM_TYPES:
             raise CorruptionError(f"package {shown(str(solvable))}: unsupported checksum type {shown(algo)}")
         return Candidate(_nevra(solvable), solvable.repo.name, location, (algo, checksum.hex()), int(size))
+
+
+def _digest(solvable: Any) -> str:
+    checksum = solvable.lookup_checksum(solv.SOLVABLE_CHECKSUM)
+    return f"{checksum.typestr().lower()}:{checksum.hex()}" if checksum is not None else ""
 
 
 def _nevra(solvable: Any) -> Nevra:

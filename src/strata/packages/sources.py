@@ -19,7 +19,7 @@ from strata.packages.rpmmd import (
     select_repos,
 )
 from strata.packages.signatures import PackageKeyring
-from strata.packages.solver import Candidate, InstalledPackage, Solution, Solver
+from strata.packages.solver import Candidate, InstalledPackage, Restrictions, Solution, Solver
 
 Log = Callable[[str], None]
 
@@ -34,9 +34,10 @@ class RepositorySet:
             solver.set_installed(installed)
         return solver
 
-    def solve(self, requests: list[str], *, exclude: list[str] = (), recommends: bool = True  # type: ignore[assignment]
-              ) -> list[Candidate]:
-        solution: Solution = self.solver().resolve(requests, exclude=exclude, recommends=recommends)
+    def solve(self, requests: list[str], *, exclude: list[str] = (), recommends: bool = True,  # type: ignore[assignment]
+              restrictions: Restrictions | None = None) -> list[Candidate]:
+        solution: Solution = self.solver().resolve(requests, exclude=exclude, recommends=recommends,
+                                                   restrictions=restrictions)
         return solution.install
 
     def download(self, packages: list[Candidate], dest: Path, log: Log) -> dict[str, Path]:
@@ -75,8 +76,12 @@ def _iso(timestamp: int) -> str:
 
 
 def open_repositories(directory: Path, wanted: list[str] | None, cachedir: Path, log: Log,
-                      variables: dict[str, str] | None = None, *, force: bool = False) -> RepositorySet:
-    configs = select_repos(parse_repo_files(directory, variables), wanted)
+                      variables: dict[str, str] | None = None, *, force: bool = False,
+                      extra: list[str] | None = None) -> RepositorySet:
+    """The wanted repositories (every enabled one for None) plus the extra ones, enabled or not."""
+    found = parse_repo_files(directory, variables)
+    configs = select_repos(found, wanted)
+    configs += [c for c in select_repos(found, extra or []) if c not in configs]
     if not configs:
         log("No enabled rpm-md repositories.")
         return RepositorySet([])
