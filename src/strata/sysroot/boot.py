@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from strata import bwrap
 from strata.errors import StrataError
-from strata.sysroot import bls
+from strata.sysroot import bls, tmpfiles
 from strata.sysroot.deploy import finalize_staged
 from strata.sysroot.sysroot import BOOTED_CMDLINE, Deployment, Sysroot
 
@@ -17,7 +17,8 @@ Log = Callable[[str], None]
 
 def simulated_boot(sysroot: Sysroot, log: Log) -> Deployment:
     """Shutdown (finalize a staged deployment), then what the boot loader and initramfs do: pick the default
-    entry, and record its command line as this sysroot's /proc/cmdline. /run starts empty, as a tmpfs would."""
+    entry, and record its command line as this sysroot's /proc/cmdline. /run starts empty, as a tmpfs would;
+    /var gets what the deployment's tmpfiles.d asks for, as systemd-tmpfiles does early in a real boot."""
     if sysroot.finalization_locked and sysroot.staged_deployment() is not None:
         _discard_locked_staged(sysroot, log)
     else:
@@ -36,6 +37,7 @@ def simulated_boot(sysroot: Sysroot, log: Log) -> Deployment:
     (run / "ostree-booted").write_text("")
     (sysroot.path / BOOTED_CMDLINE).write_text(cmdline + "\n")
     (run / "strata" / "booted").write_text(f"{dep.stateroot} {dep.name}\n")
+    tmpfiles.apply_to_var(sysroot.deployment_dir(dep), sysroot.stateroot_var(dep.stateroot), log)
     log(f"Booted {default.get('title')}: {dep.stateroot} {dep.name}")
     return dep
 
