@@ -8,19 +8,24 @@ zlib the buffer's start). So chunks only match while both files begin alike; a f
 gets no matches and goes to bsdiff, the better encoder for scattered edits. strata keeps the rule so that it
 picks rollsum or bsdiff for the same files as ostree (upstream's own tests depend on that choice).
 
-Pure: bytes in, matches out. The rolling sum is computed for all positions at once with numpy; it only
-depends on the last 64 bytes, so a chunk start (where bup restarts the window with zeros) differs from
-the continuous sum only in the chunk's first 63 bytes, which are recomputed with the zero padding.
+Pure: bytes in, matches out. The rolling sum only depends on the last 64 bytes, so it is computed once over
+the whole file; a chunk start (where bup restarts the window with zeros) differs from that continuous sum
+only in the chunk's first 63 bytes, which are recomputed with the zero padding. Large files are summed with
+numpy, all positions at once; small ones with a plain loop, since importing numpy from a cold page cache
+takes longer (about a second) than the loop needs for a megabyte.
 """
 
 from __future__ import annotations
 
+import bisect
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 WINDOW = 64
 CHAR_OFFSET = 31
@@ -59,16 +64,35 @@ class Matches:
 
 
 _BLOCK = 1 << 20  # positions per numpy pass (bounds the temporary arrays to a few dozen MB)
+_NUMPY_FROM = 1 << 20  # bytes from which numpy beats the plain loop, import included
 
 
-def _split_positions(data: bytes) -> npt.NDArray[np.int64]:
+def _split_positions(data: bytes) -> list[int]:
     """Every position i where bup's sum over the 64 bytes ending at i (zero bytes before the start of data)
     has the split pattern, in ascending order."""
+    if len(data) < _NUMPY_FROM:
+        return _split_positions_loop(data)
+    import numpy as np
     found = [_split_positions_block(data, block) for block in range(0, len(data), _BLOCK)]
-    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+    positions: list[int] = np.concatenate(found).tolist()
+    return positions
+
+
+def _split_positions_loop(data: bytes) -> list[int]:
+    s1 = WINDOW * CHAR_OFFSET
+    s2 = WINDOW * (WINDOW - 1) * CHAR_OFFSET
+    drop_offset = WINDOW * CHAR_OFFSET
+    positions = []
+    for index, (byte, drop) in enumerate(zip(data, bytes(WINDOW) + data, strict=False)):
+        s1 += byte - drop
+        s2 += s1 - WINDOW * drop - drop_offset
+        if s2 & BLOB_MASK == BLOB_MASK:
+            positions.append(index)
+    return positions
 
 
 def _split_positions_block(data: bytes, block: int) -> npt.NDArray[np.int64]:
+    import numpy as np
     history = data[max(0, block - WINDOW):block]
     raw = bytes(WINDOW - len(history)) + history + data[block:block + _BLOCK]
     values = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) + CHAR_OFFSET
@@ -84,7 +108,7 @@ def _split_positions_block(data: bytes, block: int) -> npt.NDArray[np.int64]:
     return positions
 
 
-def _restart_split(data: bytes, start: int, positions: npt.NDArray[np.int64]) -> int:
+def _restart_split(data: bytes, start: int, positions: list[int]) -> int:
     """bupsplit_find_ofs from `start`: the chunk length up to a split, or 0 if none before the end."""
     s1 = WINDOW * CHAR_OFFSET
     s2 = WINDOW * (WINDOW - 1) * CHAR_OFFSET
@@ -93,8 +117,8 @@ def _restart_split(data: bytes, start: int, positions: npt.NDArray[np.int64]) ->
         s2 = (s2 + s1 - WINDOW * CHAR_OFFSET) & 0xFFFFFFFF
         if (s2 & BLOB_MASK) == BLOB_MASK:
             return count + 1
-    index = int(np.searchsorted(positions, start + WINDOW - 1))
-    return int(positions[index]) - start + 1 if index < len(positions) else 0
+    index = bisect.bisect_left(positions, start + WINDOW - 1)
+    return positions[index] - start + 1 if index < len(positions) else 0
 
 
 def chunks(data: bytes) -> Iterator[Chunk]:
