@@ -19,10 +19,11 @@ from pathlib import Path
 from benchlib import timed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.lab import lab_distribution
+
 from strata.image.objects import ObjectType
 from strata.image.repo import Repo
 from strata.image.traverse import commit_objects
-from tests.lab import lab_distribution
 
 STRATA = [sys.executable, "-m", "strata.cli.main"]
 STRATA_OSTREE = [sys.executable, "-m", "strata.cli.ostree"]
