@@ -23,7 +23,6 @@ from strata.image import gpg, gvariant
 from strata.image.checkout import checkout_tree
 from strata.image.commit import (
     CommitRequest,
-    MutableTree,
     TreeWriteOptions,
     write_commit,
     write_mutable_tree,
@@ -363,28 +362,22 @@ def _layer_commits(repo: Repo, treefile: Treefile) -> list[tuple[str, str]]:
 
 def _assemble(pkgcache: Repo, repo: Repo, treefile: Treefile, solution: list[Candidate], commits: dict[str, str],
               rootfs: Path, log: Log) -> None:
-    log("Checking out packages...")
-    tree = merge_package_trees(pkgcache, [(p.nevra.name, commits[p.nevra.nevra]) for p in solution])
-    layers = _layer_commits(repo, treefile)
-    if layers:
-        _merge_layers(pkgcache, repo, tree, layers, set(treefile.get("ostree-override-layers") or []), log)
-    with pkgcache.lock():
-        root = write_mutable_tree(pkgcache, tree)
-    checkout_tree(pkgcache, root, rootfs)
-    log("Checking out packages... done")
-
-
-def _merge_layers(pkgcache: Repo, repo: Repo, tree: MutableTree, layers: list[tuple[str, str]],
-                  overriding: set[str], log: Log) -> None:
-    """ostree-layers may repeat a package's file only identically; override layers replace files."""
-    with pkgcache.lock():
-        for ref, commit in layers:
-            log(f"Checking out ostree layer {ref}")
-            copy_commit(repo, pkgcache, commit)
-    for ref, commit in layers:
-        label = f"ostree layer {ref}"
-        merge_package_trees(pkgcache, [(label, commit)], tree,
-                            replace_files=frozenset({label}) if ref in overriding else frozenset())
+    """Packages, then ostree-layers (a file differing from a package's is a conflict), then
+    ostree-override-layers (their files win), merged in one tree and checked out once."""
+    with progress.task("Checking out packages"):
+        parts = [(p.nevra.name, commits[p.nevra.nevra]) for p in solution]
+        overriding = set(treefile.get("ostree-override-layers") or [])
+        layers = _layer_commits(repo, treefile)
+        with pkgcache.lock():
+            for ref, commit in layers:
+                log(f"Checking out ostree layer {ref}")
+                copy_commit(repo, pkgcache, commit)
+        parts += [(f"ostree layer {ref}", commit) for ref, commit in layers]
+        replaced = frozenset(f"ostree layer {ref}" for ref, _commit in layers if ref in overriding)
+        tree = merge_package_trees(pkgcache, parts, replace_files=replaced)
+        with pkgcache.lock():
+            root = write_mutable_tree(pkgcache, tree)
+        checkout_tree(pkgcache, root, rootfs)
 
 
 def _run_package_scripts(headers: list[RpmHeader], rootfs: Path, treefile: Treefile, log: Log) -> None:
