@@ -100,7 +100,7 @@ def test_layering_lab(lab_sysroot: Lab) -> None:
     assert "LiveCommit:" in status and "LiveDiff: 1 added" in status
 
     out = box.run("override remove", "strace").stdout
-    assert "Removed:\n  strace-" in out and 'Use "rpm-ostree override reset" to undo overrides' in out
+    assert "Removed:\n  strace-" in out and 'Use "strata override reset" to undo overrides' in out
     updates = sorted(str(p) for p in (box.distro / "lab-updates" / "Packages").glob("*.rpm"))
     out = box.run("override replace", *updates).stdout
     assert "demo-engine 1.13.1-21 -> 1.13.1-22" in out
