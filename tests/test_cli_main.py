@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 import pytest
+import yaml
 
+from strata import __version__
 from strata.cli import main as cli_main
 from strata.errors import StrataError
 
@@ -16,8 +18,9 @@ def _run_with_failure(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFix
         raise exc
 
     class FailingParser(argparse.ArgumentParser):
-        def parse_args(self, *_a: object, **_k: object) -> argparse.Namespace:  # type: ignore[override]
-            return argparse.Namespace(func=failing, debug=False)
+        def parse_known_args(self, *_a: object, **_k: object  # type: ignore[override]
+                             ) -> tuple[argparse.Namespace, list[str]]:
+            return argparse.Namespace(func=failing, debug=False), []
     monkeypatch.setattr(cli_main, "build_parser", FailingParser)
     monkeypatch.delenv("STRATA_DEBUG", raising=False)
     code = cli_main.main(["status"])
@@ -46,3 +49,24 @@ def test_unexpected_exception_is_one_line(monkeypatch: pytest.MonkeyPatch,
     assert err.count("\n") == 1
     assert err.startswith("error: internal error (RecursionError): maximum recursion depth exceeded")
     assert "Traceback" not in err
+
+
+def test_unknown_and_missing_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main.main(["frobnicate", "--sysroot", "/nonexistent"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == "error: Unknown command 'frobnicate'" and "usage: strata" in err
+    assert cli_main.main(["--debug"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == "error: No command specified"
+
+
+def test_version_is_rpm_ostree_yaml(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main.main(["--version"]) == 0
+    document = yaml.safe_load(capsys.readouterr().out)
+    assert document["strata"]["Version"] == __version__
+    assert "daemon" in document["strata"]["Features"] and "compose" in document["strata"]["Features"]
+
+
+def test_quiet_is_accepted_after_the_verb(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main.main(["status", "-q", "--sysroot", "/nonexistent/sysroot"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "unrecognized arguments" not in err

@@ -3,7 +3,10 @@ OS object's CachedUpdate without deploying, `stage` deploys it for the next boot
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,7 +58,7 @@ def auto_daemon(private_bus: PrivateBus, served: tuple[Lab, Path], tmp_path: Pat
 def _set_policy(daemon: DaemonProcess, bus: object, policy: str) -> None:
     (daemon.runtime_dir.parent / "rpm-ostreed.conf").write_text(
         f"[Daemon]\nIdleExitTimeout=0\nAutomaticUpdatePolicy={policy}\n")
-    call(bus, SYSROOT_PATH, SYSROOT_IFACE, "Reload")  # type: ignore[arg-type]
+    strata_env({}, "--daemon-address", daemon.address, "reload")  # the CLI's reload is Sysroot.Reload
     assert get_property(bus, SYSROOT_PATH, SYSROOT_IFACE, "AutomaticUpdatePolicy") == policy  # type: ignore[arg-type]
 
 
@@ -81,6 +84,8 @@ def test_none_check_stage(auto_daemon: DaemonProcess, served: tuple[Lab, Path], 
     assert cached["checksum"] == new and cached["version"] == "1.1" and cached["osname"] == "lab"
     assert get_property(bus, path, OS_IFACE, "HasCachedUpdateRpmDiff") is True
     assert [d.key for d in Sysroot.open(box.root).deployments()] == before
+    assert cached["rpm-diff"]["added"][0][1] == "htop"
+    _check_status_shows_update(auto_daemon, box, new)
 
     _set_policy(auto_daemon, bus, "stage")
     enabled, address = _trigger(bus, path)
@@ -88,6 +93,31 @@ def test_none_check_stage(auto_daemon: DaemonProcess, served: tuple[Lab, Path], 
     deployments = Sysroot.open(box.root).deployments()
     assert deployments[0].staged and deployments[0].csum == new
     assert get_property(bus, path, OS_IFACE, "CachedUpdate") == {}
+
+
+def _check_status_shows_update(daemon: DaemonProcess, box: Lab, new: str) -> None:
+    """status, in-process (reading the same configuration) and through the daemon: the policy line, the
+    AvailableUpdate block with its package diff, and the JSON cached-update."""
+    config = {"STRATA_DAEMON_CONFIG": str(daemon.runtime_dir.parent / "rpm-ostreed.conf")}
+    in_process = strata_env(config, "status", "--sysroot", str(box.root)).stdout
+    routed = strata_env({}, "--daemon-address", daemon.address, "status").stdout
+    for text in (in_process, routed):
+        assert "\nAutomaticUpdates: check; strata-automatic.timer: unknown state\n" in text, text
+        block = text.split("\n\nAvailableUpdate:\n")[1]
+        assert block.startswith("        Version: 1.1 (") and f"         Commit: {new}\n" in block, block
+        assert "           Diff: 3 added" in block, block
+    data = json.loads(strata_env({}, "--daemon-address", daemon.address, "status", "--json").stdout)
+    update = data["cached-update"]
+    assert update["checksum"] == new and update["version"] == "1.1"
+    assert sorted(item[1] for item in update["rpm-diff"]["added"]) == ["htop", "libnl-3-200", "libnl-genl-3-200"]
+    assert update["rpm-diff"]["added"][0][0] == 0 and update["rpm-diff"]["upgraded"] == []
+
+
+def strata_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "strata.cli.main", *args], capture_output=True, text=True,
+                          check=False, env={**os.environ, **env})
+    assert proc.returncode == 0, proc.stderr
+    return proc
 
 
 def test_apply_takes_and_releases_a_fleetlock_slot(auto_daemon: DaemonProcess, served: tuple[Lab, Path],

@@ -119,14 +119,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     if verb is None and "-h" not in words and "--help" not in words:
         return _usage_error(parser, "No command specified")
-    if verb is not None and verb not in parser.get_default("known_verbs"):
+    known_verbs = parser.get_default("known_verbs") or ()
+    if verb is not None and known_verbs and verb not in known_verbs:
         return _usage_error(parser, f"Unknown command '{verb}'")
     args = _parse(parser, words)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
         return 2
-    if args.global_quiet:
+    if getattr(args, "global_quiet", False):
         _quiet_progress()
     try:
         from strata.cli.via_daemon import route

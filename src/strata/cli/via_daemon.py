@@ -25,14 +25,9 @@ NEUTRAL = {"func", "verb", "sysroot", "stateroot", "debug", "global_quiet", "dae
 
 def route(args: argparse.Namespace) -> int | None:
     """Run the verb through the daemon when it should; None: run it in-process."""
-    handler = ROUTES.get(_verb_key(args))
-    if handler is None:
-        return None
-    verb_route, handled = handler
-    if _unhandled_options(args, handled):
-        return None
     address = getattr(args, "daemon_address", None) or os.environ.get(ADDRESS_ENV) or None
-    if address is None and not _booted_host(args):
+    handler = ROUTES.get(_verb_key(args))
+    if address is None and (handler is None or _unhandled_options(args, handler[1]) or not _booted_host(args)):
         return None
     from strata.daemon import client as daemon_client
     bus = daemon_client.connect(address)
@@ -40,8 +35,10 @@ def route(args: argparse.Namespace) -> int | None:
         return None
     session = _Session(args, bus, daemon_client.served_sysroot(bus))
     if address is not None:
-        session.check_sysroot()
-    return verb_route(session)
+        session.adopt_sysroot()  # what still runs in-process works on the daemon's sysroot
+    if handler is None or _unhandled_options(args, handler[1]):
+        return None
+    return handler[0](session)
 
 
 def _verb_key(args: argparse.Namespace) -> str:
@@ -71,10 +68,14 @@ class _Session:
         self.bus = bus
         self.served = served
 
-    def check_sysroot(self) -> None:
+    def adopt_sysroot(self) -> None:
+        """An addressed daemon serves its own sysroot: `--sysroot` may only name that one (or stay /)."""
         wanted = getattr(self.args, "sysroot", None)
-        if wanted and Path(wanted).resolve() not in (Path("/"), self.served.resolve()):
+        if wanted is None:
+            return
+        if Path(wanted).resolve() not in (Path("/"), self.served.resolve()):
             raise InvalidInputError(f"the daemon serves {self.served}, not {wanted}")
+        self.args.sysroot = str(self.served)
 
     def sysroot(self) -> Any:
         from strata.sysroot.sysroot import Sysroot
@@ -106,9 +107,9 @@ class _Session:
         return int(cli_client._finish(shown, self.sysroot(), outcome, **kwargs) or 0)
 
 
-def _options(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+def _options(args: argparse.Namespace, *, command_line: bool = True, **extra: Any) -> dict[str, Any]:
     from gi.repository import GLib
-    options = {"initiating-command-line": GLib.Variant("s", _command_line())}
+    options = {"initiating-command-line": GLib.Variant("s", _command_line())} if command_line else {}
     if getattr(args, "reboot", False):
         options["reboot"] = GLib.Variant("b", True)
     for key, value in extra.items():
@@ -255,7 +256,7 @@ def _cleanup(session: _Session) -> int:
 
 
 def _refresh_md(session: _Session) -> int:
-    session.transaction("RefreshMd", "(a{sv})", (_options(session.args, force=session.args.force),))
+    session.transaction("RefreshMd", "(a{sv})", (_options(session.args, command_line=False, force=session.args.force),))
     return 0
 
 

@@ -114,7 +114,7 @@ def deployment_record(sysroot: Sysroot, dep: Deployment, booted: Deployment | No
     data: dict[str, Any] = {
         "id": f"{dep.stateroot}-{dep.name}", "osname": dep.stateroot, "serial": dep.serial, "checksum": dep.csum,
         "booted": booted is not None and dep.key == booted.key, "staged": dep.staged,
-        "pinned": sysroot.is_pinned(dep), "unlocked": "none", "origin": origin.refspec,
+        "pinned": sysroot.is_pinned(dep), "unlocked": sysroot.unlocked_state(dep), "origin": origin.refspec,
         "version": commit.version, "timestamp": commit.timestamp,
         "packages": list(commit.meta("rpmostree.packages") or []),
         "base-removals": [_nevra_tuple(n) for n in nevras(commit.meta("rpmostree.removed-base-packages"))],
@@ -176,6 +176,8 @@ def diff_from_items(items: Any) -> PackageDiff | None:
     diff = PackageDiff()
     try:
         for _name, kind, details in items:
+            if not isinstance(details, dict):
+                return None
             old = _item_nevra(details["PreviousPackage"]) if "PreviousPackage" in details else None
             new = _item_nevra(details["NewPackage"]) if "NewPackage" in details else None
             if kind == 0 and new is not None:

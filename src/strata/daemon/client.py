@@ -46,8 +46,15 @@ def _call(bus: Gio.DBusConnection, name: str | None, path: str, iface: str, meth
     try:
         reply = bus.call_sync(name, path, iface, method, params, None, Gio.DBusCallFlags.NONE, CALL_TIMEOUT_MS, None)
     except GLib.Error as exc:
-        raise DaemonError(Gio.DBusError.strip_remote_error(exc) or exc.message) from None
+        raise DaemonError(remote_message(exc.message)) from None
     return reply.unpack() if reply is not None else None
+
+
+def remote_message(message: str) -> str:
+    """A D-Bus error's text without GDBus' `GDBus.Error:NAME: ` prefix."""
+    if message.startswith("GDBus.Error:"):
+        return message.partition(": ")[2] or message
+    return message
 
 
 def os_object(bus: Gio.DBusConnection, stateroot: str | None) -> str:
