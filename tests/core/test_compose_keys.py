@@ -43,6 +43,7 @@ def _keys_demo_rpm(outdir: Path) -> None:
     }
     for path, (data, mode, lang) in files.items():
         builder.with_file_contents(data, rpm_rs.FileOptions.new(path, permissions=mode, language=lang))
+    builder.with_file_contents(b"news\n", rpm_rs.FileOptions.new("/usr/share/doc/keys-demo/NEWS", doc=True))
     builder.build().write_to(str(outdir))
 
 
@@ -91,6 +92,7 @@ def world(lab: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
 
 def _treefile(world: dict[str, Any], name: str, **extra: Any) -> Path:
     data = {"ref": "keys/x86_64", "repos": ["custom", "newer"], "recommends": False,
+            "automatic-version-prefix": "7", "automatic-version-suffix": "-",
             "packages": [*BASE, "strace", "keys-demo", "pinme", "locked", "test-scripts"],
             "repovars": {f"repodir_{n}": n for n in ("custom", "newer", "lockonly")}, **extra}
     path = world["tf"] / name
@@ -127,7 +129,15 @@ def composed(world: dict[str, Any]) -> dict[str, Any]:
         "repo-metadata": "detached",
         "sysusers": "compose-forced",
         "rpmdb": "target",
+        "documentation": False,
+        "recommends": True,
+        "exclude-packages": ["tree"],
+        "initramfs-args": ["--no-hostonly"],
+        "add-commit-metadata": {"keys.demo": "yes"},
     })
+    data = json.loads(treefile.read_text())
+    data["packages"].append("test-recommends")
+    treefile.write_text(json.dumps(data))
     result, lines = _compose(world, treefile, lockfiles=[world["tf"] / "locks.json"])
     assert result.commit is not None
     return {"result": result, "lines": lines, "root": _checkout(world, result.commit, "many")}
@@ -174,6 +184,8 @@ def test_commit_metadata_keys(world: dict[str, Any], composed: dict[str, Any]) -
     commit = composed["result"].commit
     loaded = repo.load_commit(commit)
     assert loaded.meta("ostree.container-cmd") == ["/usr/bin/bash"]
+    assert loaded.meta("rpmostree.initramfs-args") == ["--no-hostonly"]
+    assert loaded.meta("keys.demo") == "yes" and loaded.version == "7"
     assert loaded.meta("rpmostree.rpmmd-repos") is None
     detached = dict(gvariant.decode("a{sv}", repo.read_detached_metadata(commit)))
     assert "rpmostree.rpmmd-repos" in detached
@@ -184,6 +196,19 @@ def test_sysusers_and_boot_location_new(composed: dict[str, Any]) -> None:
     assert "keysdemo:" in (root / "usr/lib/passwd").read_text()
     boot = sorted(p.name for p in (root / "usr/lib/ostree-boot").iterdir())
     assert [name.rsplit("-", 1)[0] for name in boot] == [f"initramfs-{KERNEL}.img", f"vmlinuz-{KERNEL}"]
+
+
+def test_documentation_recommends_and_exclude(world: dict[str, Any], composed: dict[str, Any]) -> None:
+    assert (composed["root"] / "usr/share/keys-demo/README").exists()
+    assert not (composed["root"] / "usr/share/doc/keys-demo/NEWS").exists()
+    names = {n.name for n in composed["result"].packages}
+    assert "test-recommends" in names and "tree" not in names  # a recommended but excluded package
+    treefile = _treefile(world, "recommends.json", recommends=True)
+    data = json.loads(treefile.read_text())
+    data["packages"].append("test-recommends")
+    treefile.write_text(json.dumps(data))
+    result, _lines = _compose(world, treefile, dry_run=True)
+    assert "tree" in {n.name for n in result.packages}
 
 
 def test_without_lockfile_the_newest_build_wins(world: dict[str, Any]) -> None:
@@ -200,7 +225,7 @@ def test_preserve_passwd_and_boot_location_modules(world: dict[str, Any], compos
     data["packages"].remove("test-scripts")  # nothing creates testsvc any more
     treefile.write_text(json.dumps(data))
     result, lines = _compose(world, treefile)
-    assert result.commit is not None
+    assert result.commit is not None and result.version == "7-1"
     root = _checkout(world, result.commit, "second")
     assert "testsvc:x:990:990:" in (root / "usr/lib/passwd").read_text()  # kept from the previous commit
     assert not list((root / "usr/lib/ostree-boot").glob("vmlinuz-*"))  # the directory comes from /boot
@@ -237,3 +262,24 @@ def test_gpg_key_signs_the_commit(world: dict[str, Any], composed: dict[str, Any
                               force_nocache=True)
     assert result.commit is not None
     assert len(gpg.signatures(Repo.open(world["repo"]).read_detached_metadata(result.commit))) == 1
+
+
+def test_split_compose_verbs(world: dict[str, Any], composed: dict[str, Any]) -> None:
+    """compose install, then postprocess, then commit (the CLI, as a build pipeline runs it)."""
+    from tests.image.helpers import strata
+    treefile = _treefile(world, "split.json")
+    dest = world["work"] / "split"
+    common = ["--repo", str(world["repo"])]
+    out = strata("compose", "install", *common, "--cachedir", str(world["cache"]), str(treefile), str(dest)).stdout
+    assert f"rootfs: {dest}/rootfs" in out and (dest / "rootfs/usr/bin/bash").exists()
+    assert not (dest / "rootfs/usr/lib/passwd").exists()  # the final layout is postprocess's job
+    again = strata("compose", "install", *common, str(treefile), str(dest), check=False)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    strata("compose", "postprocess", str(dest / "rootfs"), str(treefile))
+    assert (dest / "rootfs/usr/lib/passwd").exists() and (dest / "rootfs/home").is_symlink()
+    commit_file = world["work"] / "split-commit"
+    strata("compose", "commit", *common, "--write-commitid-to", str(commit_file), str(treefile), str(dest / "rootfs"))
+    commit = Repo.open(world["repo"]).load_commit(commit_file.read_text())
+    names = [entry[0] for entry in commit.meta("rpmostree.rpmdb.pkglist")]
+    assert "keys-demo" in names and commit.meta("ostree.linux") == KERNEL
+    assert commit.meta("rpmostree.inputhash")
