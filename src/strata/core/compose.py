@@ -388,12 +388,11 @@ def _run_package_scripts(headers: list[RpmHeader], rootfs: Path, treefile: Treef
 
 
 def _write_rpmdb(rootfs: Path, headers: list[RpmHeader], log: Log) -> None:
-    log("Writing rpmdb...")
     found = fsroot.lstat_in_tree(rootfs, rpmdb.RPMDB_DIR)  # a package's symlink there would lead to the host
     if found is not None and not stat.S_ISDIR(found.st_mode):
         raise StrataError(f"/{rpmdb.RPMDB_DIR} in the tree is not a directory")
-    rpmdb.write_rpmdb_from_headers(rootfs, [h.raw for h in headers])
-    log("Writing rpmdb... done")
+    with progress.task("Writing rpmdb"):
+        rpmdb.write_rpmdb_from_headers(rootfs, [h.raw for h in headers])
 
 
 def _runs_sysusers(rootfs: Path, mode: str) -> bool:
@@ -478,10 +477,9 @@ def commit_root(repo: Repo, rootfs: Path, treefile: Treefile, state: BuildState,
                 options: ComposeOptions, log: Log) -> str:
     """Check accounts, write the commit (signed with gpg-key), move the ref or write the commit id."""
     composepasswd.check_accounts(rootfs, treefile, repo, previous, log)
-    log("Committing...")
     metadata = _commit_metadata(rootfs, treefile, state, options)
     write_options = TreeWriteOptions(mode_ro_executables=bool(treefile.get("readonly-executables", False)))
-    with repo.lock():
+    with progress.task("Committing"), repo.lock():
         root = write_tree_from_dir(repo, rootfs, write_options)
         request = CommitRequest(metadata=metadata, parent=previous, bind_refs=[treefile.ref] if treefile.ref else [])
         commit = write_commit(repo, root, request)
@@ -489,7 +487,6 @@ def commit_root(repo: Repo, rootfs: Path, treefile: Treefile, state: BuildState,
         repo.sync()
         if treefile.ref and options.write_commitid_to is None:
             repo.set_ref(treefile.ref, commit)
-    log("Committing... done")
     if options.write_commitid_to is not None:
         atomic_write(options.write_commitid_to, commit.encode(), fsync=False)
         log(f"Wrote commit: {commit}")
