@@ -64,6 +64,12 @@ def _delete(inv: Invocation) -> int:
 # ---------------------------------------------------------------- show
 
 
+def _size(size: int) -> str:
+    """GLib's g_format_size: a no-break space before a unit, a plain one before "bytes"."""
+    text = human_size(size)
+    return text if size < 1000 else text.replace(" ", "\u00a0")
+
+
 def _show(inv: Invocation) -> int:
     if not inv.positional:
         raise UsageError("DELTA must be specified")
@@ -82,17 +88,17 @@ def _show(inv: Invocation) -> int:
         print(f"  {fallback.checksum}")
     fallback_size = sum(f.size for f in parsed.fallbacks)
     fallback_usize = sum(f.unpacked_size for f in parsed.fallbacks)
-    print(f"Total Fallback Size: {fallback_size} ({human_size(fallback_size)})")
-    print(f"Total Fallback Uncompressed Size: {fallback_usize} ({human_size(fallback_usize)})")
+    print(f"Total Fallback Size: {fallback_size} ({_size(fallback_size)})")
+    print(f"Total Fallback Uncompressed Size: {fallback_usize} ({_size(fallback_usize)})")
     print(f"Number of parts: {len(parsed.parts)}")
     for index, part in enumerate(parsed.parts):
         _show_part(repo, parsed, directory, index, part)
     size = sum(p.size for p in parsed.parts)
     usize = sum(p.unpacked_size for p in parsed.parts)
-    print(f"Total Part Size: {size} ({human_size(size)})")
-    print(f"Total Part Uncompressed Size: {usize} ({human_size(usize)})")
-    print(f"Total Size: {size + fallback_size} ({human_size(size + fallback_size)})")
-    print(f"Total Uncompressed Size: {usize + fallback_usize} ({human_size(usize + fallback_usize)})")
+    print(f"Total Part Size: {size} ({_size(size)})")
+    print(f"Total Part Uncompressed Size: {usize} ({_size(usize)})")
+    print(f"Total Size: {size + fallback_size} ({_size(size + fallback_size)})")
+    print(f"Total Uncompressed Size: {usize + fallback_usize} ({_size(usize + fallback_usize)})")
     return 0
 
 
