@@ -251,3 +251,25 @@ def test_lockfile_and_langs_rules(tmp_path: Path) -> None:
     assert lang_wanted("fr", ("fr_FR",)) and lang_wanted("de|fr", ("fr",)) and lang_wanted("de", ("all",))
     assert not lang_wanted("fr_FR", ("fr",)) and not lang_wanted("de", ("fr",))
     assert next_version("7", "7", suffix="-") == "7-1"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("remove-from-packages: [strace]\n", "treefile key 'remove-from-packages' must be a list of lists of strings"),
+    ("remove-from-packages: [[strace]]\n", "entries are \\[package, regex, ...\\]"),
+    ("remove-from-packages: [[strace, '(']]\n", "invalid regular expression"),
+    ("repo-packages: [bash]\n", "treefile key 'repo-packages' must be a list of maps"),
+    ("repo-packages: [{repo: r}]\n", "need 'repo'"),
+    ("check-passwd: {type: maybe}\n", "type must be one of none, previous, file, data"),
+    ("check-groups: {type: file, filename: /etc/group}\n", "relative to the treefile directory"),
+    ("check-passwd: {type: data, entries: {bin: x}}\n", "'entries' must map names"),
+    ("variables: {v: [1]}\n", "variable 'v' must be a boolean, a number or a string"),
+])
+def test_new_keys_are_validated(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        load_treefile(write(tmp_path / "t.yaml", text))
+
+
+def test_docs_list_every_key() -> None:
+    text = (Path(__file__).parents[2] / "docs/treefile.md").read_text()
+    for key, support in DOCUMENTED_KEYS.items():
+        assert f"| `{key}` | {support.status}" in text, key

@@ -244,7 +244,17 @@ def _check_type(key: str, value: Any, source: str) -> None:
         raise InvalidInputError(f"{source}: treefile key '{key}' must be {expected}")
 
 
+_SPECIAL_TYPES = {
+    "releasever": "a string or a number", "edition": "a string or a number", "selinux-label-version": "a number",
+    "check-passwd": "a map", "check-groups": "a map", "repo-packages": "a list of maps",
+    "remove-from-packages": "a list of lists of strings", "add-files": "a list of lists of strings",
+    "include": "a string or a list of strings", "arch-include": "a map", "conditional-include": "a list of maps",
+}
+
+
 def _expected_type(key: str) -> str | None:
+    if key in _SPECIAL_TYPES:
+        return _SPECIAL_TYPES[key]
     if key in STRING_LIST_KEYS or key.startswith("packages-"):
         return "a list of strings"
     if key in LIST_KEYS:
@@ -255,22 +265,6 @@ def _expected_type(key: str) -> str | None:
         return "a boolean"
     if key in STRING_KEYS:
         return "a string"
-    if key in ("releasever", "edition"):
-        return "a string or a number"
-    if key == "selinux-label-version":
-        return "a number"
-    if key in ("check-passwd", "check-groups"):
-        return "a map"
-    if key == "repo-packages":
-        return "a list of maps"
-    if key == "remove-from-packages":
-        return "a list of lists of strings"
-    if key == "include":
-        return "a string or a list of strings"
-    if key == "arch-include":
-        return "a map"
-    if key == "conditional-include":
-        return "a list of maps"
     return None
 
 
