@@ -12,6 +12,7 @@ from strata.core.ownership import fix_ownership
 from strata.errors import StrataError
 from strata.image.checkout import checkout_tree
 from strata.image.commit import MutableTree, write_mutable_tree
+from strata.image.objects import DirTree, ObjectType
 from strata.image.repo import Repo
 from strata.packages import scripts
 from strata.packages.rpmread import RpmHeader
@@ -19,6 +20,77 @@ from strata.packages.rpmread import RpmHeader
 
 class FileConflictError(StrataError):
     pass
+
+
+class LazyTree(MutableTree):
+    """A committed directory being edited: its dirtree is read only when its entries are first used, so that
+    editing a few paths of a large tree reads and rewrites only the directories on those paths."""
+
+    def __init__(self, repo: Repo, dirtree: str, dirmeta: str) -> None:  # no super().__init__: nothing loaded
+        self.meta = dirmeta
+        self.source = dirtree  # the dirtree this directory still is while it is not loaded
+        self._repo = repo
+        self._files: dict[str, str] | None = None
+        self._dirs: dict[str, MutableTree] | None = None
+
+    @classmethod
+    def of_commit(cls, repo: Repo, commit: str) -> LazyTree:
+        loaded = repo.load_commit(commit)
+        return cls(repo, loaded.root_tree, loaded.root_meta)
+
+    @property
+    def loaded(self) -> bool:
+        return self._files is not None
+
+    def _load(self) -> None:
+        listing = self._repo.load_dirtree(self.source)
+        self._files = dict(listing.files)
+        self._dirs = {name: LazyTree(self._repo, tree, meta) for name, (tree, meta) in listing.dirs.items()}
+
+    @property
+    def files(self) -> dict[str, str]:
+        if self._files is None:
+            self._load()
+        assert self._files is not None
+        return self._files
+
+    @files.setter
+    def files(self, value: dict[str, str]) -> None:
+        if self._dirs is None:
+            self._load()
+        self._files = value
+
+    @property
+    def dirs(self) -> dict[str, MutableTree]:
+        if self._dirs is None:
+            self._load()
+        assert self._dirs is not None
+        return self._dirs
+
+    @dirs.setter
+    def dirs(self, value: dict[str, MutableTree]) -> None:
+        if self._files is None:
+            self._load()
+        self._dirs = value
+
+
+def write_edited_tree(repo: Repo, tree: MutableTree) -> tuple[str, str]:
+    """Write the dirtrees of the directories that were loaded or built (bottom-up, without recursion); a
+    directory never loaded is still its source dirtree. Returns (root dirtree, root dirmeta)."""
+    order = [tree]  # every loaded node before its descendants
+    for node in order:
+        if not (isinstance(node, LazyTree) and not node.loaded):
+            order.extend(node.dirs.values())
+    written: dict[int, tuple[str, str]] = {}
+    for node in reversed(order):
+        if not node.meta:
+            raise StrataError("directory without dirmeta in tree")
+        if isinstance(node, LazyTree) and not node.loaded:
+            written[id(node)] = node.source, node.meta
+            continue
+        listing = DirTree(dict(node.files), {name: written[id(child)] for name, child in node.dirs.items()})
+        written[id(node)] = repo.write_metadata(ObjectType.DIRTREE, listing.serialize()), node.meta
+    return written[id(tree)]
 
 
 @dataclass
@@ -76,10 +148,9 @@ def _merge_dir(repo: Repo, merged: _Owned, node: MutableTree, dirtree: str, pref
 
 def check_out_merged(repo: Repo, tree: MutableTree, dest: Path) -> tuple[str, str]:
     """Write the merged tree's dirtrees and check it out by hardlinks; returns (dirtree, dirmeta)."""
-    root = write_mutable_tree(repo, tree)
+    root = write_edited_tree(repo, tree) if isinstance(tree, LazyTree) else write_mutable_tree(repo, tree)
     checkout_tree(repo, root, dest)
     return root
-
 
 
 def run_package_scripts(rootfs: Path, headers: list[RpmHeader], log: Callable[[str], None], *,

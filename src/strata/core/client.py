@@ -9,6 +9,7 @@ else the stateroot's first; /etc comes from the booted deployment for the booted
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from strata.core.db import packages_or_none
 from strata.core.layering import (
     BaseInfo,
     LayerPlan,
+    PreviousLayer,
     build_layered_commit,
     import_local_rpm,
     plan_layer,
@@ -29,6 +31,7 @@ from strata.core.layering import (
 from strata.core.origin import LocalPackage, Origin
 from strata.core.pkgdiff import PackageDiff, diff_packages
 from strata.core.refs import base_commit, is_layered, sync_base_refs
+from strata.core.repopkgs import newest_in_repo, resolve_remote_replacements
 from strata.core.repos import RepoOptions, open_repos
 from strata.core.transaction import Progress, Transaction
 from strata.errors import InvalidInputError, NotFoundError, StrataError
@@ -190,6 +193,7 @@ class _Layer:
     sources: RepositorySet | None
     plan: LayerPlan
     etc: Path
+    origin: Origin  # what the layer is built from: repo replacements resolved to the builds they name now
 
 
 def _plan(txn: Transaction, ctx: Context, origin: Origin, base: str) -> _Layer:
@@ -199,12 +203,33 @@ def _plan(txn: Transaction, ctx: Context, origin: Origin, base: str) -> _Layer:
     with tempfile.TemporaryDirectory(prefix="strata-base-", dir=repo.tmp_dir) as tmp:
         info = read_base(repo, base, Path(tmp))
     etc = ctx.sysroot.deployment_dir(ctx.etc_merge) / "etc"
-    sources = open_repos(etc, ctx.cachedir / "rpmmd", log, ctx.options.repos) if origin.requested else None
+    sources = None
+    if origin.requested or origin.override_replace_remote:
+        sources = open_repos(etc, ctx.cachedir / "rpmmd", log, repos_for(origin, ctx.options.repos))
+    origin = _resolved_replacements(ctx, origin, sources, log)
     txn.checkpoint("after-resolve")
     plan = plan_layer(repo, origin, info, sources, log)
     if ctx.options.cache_only:
         _refuse_downloads(repo, plan)
-    return _Layer(info, sources, plan, etc)
+    return _Layer(info, sources, plan, etc, origin)
+
+
+def repos_for(origin: Origin, options: RepoOptions) -> RepoOptions:
+    """The repositories a layer uses: a repository named by a replacement override counts as enabled."""
+    named = tuple(e.repo for e in origin.override_replace_remote if e.repo not in options.enable)
+    return dataclasses.replace(options, enable=(*options.enable, *named)) if named else options
+
+
+def _resolved_replacements(ctx: Context, origin: Origin, sources: RepositorySet | None, log: Callable[[str], None]
+                           ) -> Origin:
+    if origin.override_replace_remote and ctx.options.cache_only and sources is not None:
+        for entry in origin.override_replace_remote:
+            for name in entry.packages:
+                candidate = newest_in_repo(sources, entry.repo, name)
+                if pkgcache.cached_commit(ctx.repo, candidate.nevra, candidate.checksum_text, nodocs=False) is None:
+                    raise StrataError(f"--cache-only: not in the package cache and not downloaded: "
+                                      f"{candidate.nevra.nevra}")
+    return resolve_remote_replacements(ctx.repo, origin, sources, ctx.cachedir, log)
 
 
 def _refuse_downloads(repo: Repo, plan: LayerPlan) -> None:
@@ -230,11 +255,12 @@ def _target_commit(txn: Transaction, ctx: Context, origin: Origin, base: str) ->
         return base
     repo = ctx.repo
     layer = _plan(txn, ctx, origin, base)
-    info, sources, plan, etc = layer.info, layer.sources, layer.plan, layer.etc
+    info, sources, plan, etc, origin = layer.info, layer.sources, layer.plan, layer.etc, layer.origin
     reuse = _reusable_layer(ctx, base, origin, plan)
     if reuse is not None:
         return reuse
-    commit = build_layered_commit(repo, info, origin, plan, sources, etc, ctx.cachedir, txn.log)
+    commit = build_layered_commit(repo, info, origin, plan, sources, etc, ctx.cachedir, txn.log,
+                                  previous=PreviousLayer(ctx.merge.csum, ctx.origin()))
     if plan.removals or plan.replacements or plan.local:
         check_closure(repo, base, commit)
     return commit
@@ -510,18 +536,22 @@ class _OverrideReset:
     def __call__(self, txn: Transaction, ctx: Context) -> Change | None:
         origin = ctx.origin()
         if self.reset_all:
-            return Change(origin.evolve(override_remove=(), override_replace_local=()))
+            return Change(origin.evolve(override_remove=(), override_replace_local=(), override_replace_remote=()))
         removals = list(origin.override_remove)
         replacements = list(origin.override_replace_local)
+        remote = list(origin.override_replace_remote)
         for name in self.names:
             matched = [e for e in replacements if Nevra.parse(e.nevra).name == name or e.nevra == name]
             if name in removals:
                 removals.remove(name)
             elif matched:
                 replacements = [e for e in replacements if e not in matched]
+            elif any(name in entry.packages for entry in remote):
+                remote = [entry.evolve_without(name) for entry in remote if entry.packages != (name,)]
             else:
                 raise InvalidInputError(f"No overrides for package '{name}'")
-        return Change(origin.evolve(override_remove=tuple(removals), override_replace_local=tuple(replacements)))
+        return Change(origin.evolve(override_remove=tuple(removals), override_replace_local=tuple(replacements),
+                                    override_replace_remote=tuple(remote)))
 
 
 @dataclass(frozen=True)
@@ -555,12 +585,13 @@ class _Reset:
         origin = ctx.origin()
         if self.request.everything:
             return Change(origin.evolve(requested=(), requested_local=(), requested_local_fileoverride=(),
-                                        override_remove=(), override_replace_local=(), regenerate_initramfs=False,
+                                        override_remove=(), override_replace_local=(),
+                                        override_replace_remote=(), regenerate_initramfs=False,
                                         initramfs_args=()))
         if self.request.overlays:
             origin = origin.evolve(requested=(), requested_local=(), requested_local_fileoverride=())
         if self.request.overrides:
-            origin = origin.evolve(override_remove=(), override_replace_local=())
+            origin = origin.evolve(override_remove=(), override_replace_local=(), override_replace_remote=())
         if self.request.initramfs:
             origin = origin.evolve(regenerate_initramfs=False, initramfs_args=())
         return Change(origin)

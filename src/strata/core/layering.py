@@ -16,20 +16,14 @@ from pathlib import Path
 
 from strata import fsroot, progress
 from strata.core import layout
-from strata.core.assemble import merge_package_trees, run_package_scripts
+from strata.core.assemble import LazyTree, merge_package_trees, run_package_scripts, write_edited_tree
 from strata.core.origin import Origin
 from strata.errors import NotFoundError, StrataError
+from strata.image import inspect
 from strata.image.checkout import CheckoutOptions, checkout_tree
-from strata.image.commit import (
-    CommitRequest,
-    MutableTree,
-    load_mutable_tree,
-    write_commit,
-    write_mutable_tree,
-    write_tree_from_dir,
-)
+from strata.image.commit import CommitRequest, MutableTree, write_commit, write_tree_from_dir
 from strata.image.gvariant import Variant
-from strata.image.objects import FileMeta
+from strata.image.objects import Commit, FileMeta
 from strata.image.repo import Repo
 from strata.packages import pkgcache as cache
 from strata.packages import rpmdb
@@ -73,8 +67,20 @@ class BaseInfo:
         return [p.nevra for p in self.packages if p.nevra.name == name]
 
 
+_BASES_READ: dict[tuple[Path, str], BaseInfo] = {}  # a commit never changes: read once per process
+
+
 def read_base(repo: Repo, base_commit: str, workdir: Path) -> BaseInfo:
     """The base's packages with what they provide, read from its rpmdb by the real rpm."""
+    key = (repo.path, base_commit)
+    if key not in _BASES_READ:
+        if len(_BASES_READ) >= 4:  # a long-running service sees a few bases at a time
+            del _BASES_READ[next(iter(_BASES_READ))]
+        _BASES_READ[key] = _read_base(repo, base_commit, workdir)
+    return _BASES_READ[key]
+
+
+def _read_base(repo: Repo, base_commit: str, workdir: Path) -> BaseInfo:
     loaded = repo.load_commit(base_commit)
     dbroot = workdir / "basedb"
     (dbroot / "usr" / "share").mkdir(parents=True, exist_ok=True)
@@ -163,49 +169,170 @@ def state_digest(origin: Origin, plan: LayerPlan) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class PreviousLayer:
+    """The layered commit a change starts from (the merge deployment's) and the origin it was built for."""
+
+    commit: str
+    origin: Origin
+
+
+@dataclass(frozen=True)
+class _Start:
+    """Where assembly starts: the base, or a previous layered commit whose packages are already in."""
+
+    commit: str
+    layered: frozenset[str] = frozenset()  # NEVRAs of the plan already in that commit
+    incremental: bool = False
+
+
 def build_layered_commit(repo: Repo, base: BaseInfo, origin: Origin, plan: LayerPlan, sources: RepositorySet | None,
-                         merge_etc: Path | None, cachedir: Path, log: Log) -> str:
-    """Import, assemble, run scripts, write the rpmdb and commit; returns the layered commit."""
+                         merge_etc: Path | None, cachedir: Path, log: Log, *,
+                         previous: PreviousLayer | None = None) -> str:
+    """Import, assemble, run scripts, write the rpmdb and commit; returns the layered commit.
+
+    When the change only adds packages to the previous layered commit (same base, same overrides, the
+    earlier packages still the same builds), assembly starts from that commit and only the new packages
+    are merged and have their scripts run; the result is the commit a rebuild from the base gives."""
     commits = _import_packages(repo, plan, sources, cachedir, log)
+    headers = {nevra: cache.header_of(repo, commit) for nevra, commit in commits.items()}
     base_commit = repo.load_commit(base.commit)
-    tree = load_mutable_tree(repo, base_commit.root_tree, base_commit.root_meta)
     removed_nevras = plan.removals + [old for _new, _commit, old in plan.replacements]
+    start = _start_of(repo, base, origin, plan, previous, headers, merge_etc)
+    new = [nevra for nevra in commits if nevra not in start.layered]
+    new_headers = [headers[nevra] for nevra in new]
     with tempfile.TemporaryDirectory(prefix="layer-", dir=repo.tmp_dir) as work:
         rootfs = Path(work) / "rootfs"
-        if removed_nevras:
+        tree: MutableTree = LazyTree.of_commit(repo, start.commit)
+        if start.incremental:
+            log(f"Adding to the layered commit {start.commit[:7]}: {len(new)} new of {len(commits)} packages")
+        elif removed_nevras:
             _remove_packages(repo, base.commit, tree, removed_nevras, Path(work), log)
         label = "Processing packages" if plan.removals or plan.replacements else "Checking out packages"
-        with progress.task(label):
-            merged = merge_package_trees(repo, [(nevra, commits[nevra]) for nevra in commits], base=tree,
-                                         replace_files=frozenset(new.nevra for new, _c, _o in plan.replacements),
-                                         base_owner=_BaseOwners(repo, base.commit, Path(work)))
-            headers = [cache.header_of(repo, commits[nevra]) for nevra in commits]
-            full_checkout = _needs_full_checkout(headers)
-            if full_checkout:
-                with repo.lock():
-                    root = write_mutable_tree(repo, merged)
-                checkout_tree(repo, root, rootfs)
+        log(f"{label}...")
+        merged = merge_package_trees(repo, [(nevra, commits[nevra]) for nevra in new], base=tree,
+                                     replace_files=frozenset(new.nevra for new, _c, _o in plan.replacements),
+                                     base_owner=_BaseOwners(repo, start.commit, Path(work)))
+        epoch = _install_epoch(base_commit.timestamp)
         erase = [n.nevra for n in removed_nevras]
-        if full_checkout:
-            _run_scripts(rootfs, headers, merge_etc, {old.name for _n, _c, old in plan.replacements}, log)
-            with progress.task("Writing rpmdb"):
-                rpmdb.write_rpmdb_from_headers(rootfs, [h.raw for h in headers], erase=erase)
-            with progress.task("Writing OSTree commit"):
-                tree_root = _write_dir(repo, rootfs)
-                commit = _commit(repo, tree_root, base, origin, plan, headers, removed_nevras)
+        if _needs_full_checkout(new_headers):
+            with repo.lock():
+                root = write_edited_tree(repo, merged)
+            checkout_tree(repo, root, rootfs)
+            log(f"{label}... done")
+            _run_scripts(rootfs, new_headers, merge_etc, {old.name for _n, _c, old in plan.replacements}, log)
+            log("Writing rpmdb...")
+            dbdir = _write_rpmdb(repo, base_commit, list(headers.values()), erase, epoch, Path(work))
+            log("Writing rpmdb... done")
+            log("Writing OSTree commit...")
+            tree = LazyTree(repo, *_write_dir(repo, rootfs))
         else:
             # Nothing to run and no owners to set: the tree is finished in memory, only the rpmdb is written
             # on disk, so the cost follows the layer, not the size of the base.
-            if headers:
+            log(f"{label}... done")
+            if new_headers:
                 for kind in ("pre", "post", "posttrans"):
                     log(f"Running {kind} scripts... done")
-            with progress.task("Writing rpmdb"):
-                _write_rpmdb_into_tree(repo, base.commit, merged, headers, erase, Path(work))
-            with progress.task("Writing OSTree commit"):
-                with repo.lock():
-                    tree_root = write_mutable_tree(repo, merged)
-                commit = _commit(repo, tree_root, base, origin, plan, headers, removed_nevras)
+            log("Writing rpmdb...")
+            dbdir = _write_rpmdb(repo, base_commit, list(headers.values()), erase, epoch, Path(work))
+            log("Writing rpmdb... done")
+            log("Writing OSTree commit...")
+            tree = merged
+        with repo.lock():
+            _set_rpmdb(repo, tree, dbdir)
+            tree_root = write_edited_tree(repo, tree)
+        commit = _commit(repo, tree_root, base, origin, plan, list(headers.values()), removed_nevras)
+        log("Writing OSTree commit... done")
     return commit
+
+
+def _install_epoch(base_timestamp: int) -> int:
+    """The install time recorded in the rpmdb: $SOURCE_DATE_EPOCH, else the base commit's time, never the
+    clock (the same layer always gives the same rpmdb bytes, whichever way it was assembled)."""
+    text = os.environ.get("SOURCE_DATE_EPOCH", "")
+    return int(text) if text.isdigit() and 0 < int(text) < 2**32 else base_timestamp
+
+
+def _start_of(repo: Repo, base: BaseInfo, origin: Origin, plan: LayerPlan, previous: PreviousLayer | None,
+              headers: dict[str, RpmHeader], merge_etc: Path | None) -> _Start:
+    """The previous layered commit when the change only adds packages to it, else the base."""
+    if previous is None or previous.commit == base.commit:
+        return _Start(base.commit)
+    layered = _previous_packages(repo, base, origin, plan, previous)
+    if layered is None:
+        return _Start(base.commit)
+    if any(header.transfiletriggers_in() for header in headers.values()):
+        return _Start(base.commit)  # a file trigger of the layer sees every file of the layer at once
+    earlier_ran_scripts = _needs_full_checkout([headers[nevra] for nevra in layered])
+    if earlier_ran_scripts and not _accounts_carried_over(repo, base.commit, previous.commit, merge_etc):
+        return _Start(base.commit)  # the previous layer merged this machine's accounts as they were then
+    new_run_scripts = _needs_full_checkout([h for nevra, h in headers.items() if nevra not in layered])
+    if earlier_ran_scripts and new_run_scripts and set(list(headers)[:len(layered)]) != layered:
+        return _Start(base.commit)  # a rebuild would run a new package's scripts before an earlier one's
+    return _Start(previous.commit, frozenset(layered), incremental=True)
+
+
+def _previous_packages(repo: Repo, base: BaseInfo, origin: Origin, plan: LayerPlan,
+                       previous: PreviousLayer) -> set[str] | None:
+    """The NEVRAs the previous layered commit added to the base, when the new layer is exactly those
+    packages (the same builds: the commit's state digest says so) plus new ones; None otherwise."""
+    before, after = previous.origin, origin
+    only_added = (set(before.requested) <= set(after.requested)
+                  and set(before.requested_local) <= set(after.requested_local)
+                  and before.evolve(requested=after.requested, requested_local=after.requested_local,
+                                    pinned=after.pinned) == after)
+    loaded = repo.load_commit(previous.commit)
+    if (not only_added or loaded.parent != base.commit or not loaded.meta("rpmostree.clientlayer", False)
+            or loaded.meta("rpmostree.clientlayer_version") != CLIENTLAYER_VERSION):
+        return None
+    pkglist = loaded.meta("rpmostree.rpmdb.pkglist")
+    if not isinstance(pkglist, list):
+        return None
+    layered = {Nevra.from_pkglist_entry(tuple(entry)).nevra for entry in pkglist} - {n.nevra for n in base.nevras}
+    planned = ({c.nevra.nevra for c in plan.install} | {n.nevra for n, _c in plan.local}
+               | {n.nevra for n, _c, _o in plan.replacements})
+    if not layered <= planned:
+        return None
+    earlier = LayerPlan(install=[c for c in plan.install if c.nevra.nevra in layered])
+    if state_digest(before, earlier) != loaded.meta("rpmostree.state-sha512"):
+        return None
+    return layered
+
+
+def _accounts_carried_over(repo: Repo, base_commit: str, previous_commit: str, merge_etc: Path | None) -> bool:
+    """Whether the previous layer's passwd and group begin with exactly what merging the base's accounts
+    with this machine's gives today (then its scripts' accounts follow, as in a rebuild)."""
+    base_tree, previous_tree = LazyTree.of_commit(repo, base_commit), LazyTree.of_commit(repo, previous_commit)
+    for name in ("passwd", "group"):
+        seen: dict[str, str] = {}
+        machine = fsroot.read_in_root(merge_etc.parent, f"{merge_etc.name}/{name}", _ACCOUNTS_LIMIT) \
+            if merge_etc is not None else None
+        for data in (_tree_file(repo, base_tree, f"usr/etc/{name}"), _tree_file(repo, base_tree, f"usr/lib/{name}"),
+                     machine):
+            for line in (data or b"").decode("utf-8", "replace").splitlines():
+                if line.strip():
+                    seen.setdefault(line.split(":", 1)[0], line)
+        expected = list(seen.values())
+        for relpath, wanted in ((f"usr/etc/{name}", [line for line in expected if _is_root_entry(line)]),
+                                (f"usr/lib/{name}", [line for line in expected if not _is_root_entry(line)])):
+            have = (_tree_file(repo, previous_tree, relpath) or b"").decode("utf-8", "replace").splitlines()
+            if have[:len(wanted)] != wanted:
+                return False
+    return True
+
+
+def _is_root_entry(line: str) -> bool:
+    fields = line.split(":")
+    return len(fields) > 2 and fields[2] == "0"
+
+
+def _tree_file(repo: Repo, tree: MutableTree, relpath: str) -> bytes | None:
+    parent, _, name = relpath.rpartition("/")
+    node = tree.lookup_dir(parent)
+    checksum = node.files.get(name) if node is not None else None
+    if checksum is None or inspect.content_size(repo, checksum) > _ACCOUNTS_LIMIT:
+        return None
+    return repo.read_file(checksum)[1]
 
 
 class _BaseOwners:
@@ -248,22 +375,28 @@ def _needs_full_checkout(headers: list[RpmHeader]) -> bool:
     return False
 
 
-def _write_rpmdb_into_tree(repo: Repo, base_commit: str, tree: MutableTree, headers: list[RpmHeader],
-                           erase: list[str], work: Path) -> None:
+def _write_rpmdb(repo: Repo, base_commit: Commit, headers: list[RpmHeader], erase: list[str], epoch: int,
+                 work: Path) -> Path:
+    """The layered rpmdb, always the base's plus every package of the layer in the plan's order (a layer
+    assembled from a previous layered commit gets the same bytes); returns its directory."""
     dbroot = work / "rpmdb-root"
     (dbroot / "usr" / "share").mkdir(parents=True)
-    loaded = repo.load_commit(base_commit)
-    checkout_tree(repo, (loaded.root_tree, loaded.root_meta), dbroot / rpmdb.RPMDB_DIR, _subpath(rpmdb.RPMDB_DIR))
-    rpmdb.write_rpmdb_from_headers(dbroot, [h.raw for h in headers], erase=erase)
+    checkout_tree(repo, (base_commit.root_tree, base_commit.root_meta), dbroot / rpmdb.RPMDB_DIR,
+                  _subpath(rpmdb.RPMDB_DIR))
+    rpmdb.write_rpmdb_from_headers(dbroot, [h.raw for h in headers], erase=erase, epoch=epoch)
+    return dbroot / rpmdb.RPMDB_DIR
+
+
+def _set_rpmdb(repo: Repo, tree: MutableTree, dbdir: Path) -> None:
     db_node = tree.lookup_dir(rpmdb.RPMDB_DIR)
     if db_node is None:
         raise StrataError(f"the base has no /{rpmdb.RPMDB_DIR}")
-    db_node.files.clear()
-    with repo.lock():
-        for entry in sorted((dbroot / rpmdb.RPMDB_DIR).iterdir()):
-            st = entry.lstat()
-            meta = FileMeta(st.st_uid, st.st_gid, st.st_mode)
-            db_node.files[entry.name] = repo.write_content_from_file(meta, entry, st.st_size)
+    files: dict[str, str] = {}
+    for entry in sorted(dbdir.iterdir()):
+        st = entry.lstat()
+        meta = FileMeta(st.st_uid, st.st_gid, st.st_mode)
+        files[entry.name] = repo.write_content_from_file(meta, entry, st.st_size)
+    db_node.files = files
 
 
 def _write_dir(repo: Repo, rootfs: Path) -> tuple[str, str]:

@@ -30,34 +30,40 @@ def _rpm_binary() -> tuple[str, tuple[str, ...]]:
     return rpm, ("--force-debian",) if "--force-debian" in helptext else ()
 
 
-def _rpm(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _rpm(root: Path, *args: str, epoch: int | None = None) -> subprocess.CompletedProcess[str]:
     rpm, extra = _rpm_binary()
     writing = args[:1] in (("-i",), ("-e",))
     argv = [rpm, "--root", str(root.resolve()), "--dbpath", "/" + RPMDB_DIR, *args[:1],
             *(extra if writing else ()), *args[1:]]
-    return subprocess.run(argv, text=True, capture_output=True, check=False,
-                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"})
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"}
+    if epoch is not None:
+        env["SOURCE_DATE_EPOCH"] = str(epoch)  # rpm >= 4.17 takes install times and ids from it
+    return subprocess.run(argv, text=True, capture_output=True, check=False, env=env)
 
 
-def write_rpmdb(root: Path, install: Sequence[Path], erase: Sequence[str] = ()) -> None:
-    """Record packages as installed in root's rpmdb (creating it), and erase others by NEVRA."""
+def write_rpmdb(root: Path, install: Sequence[Path], erase: Sequence[str] = (), *, epoch: int | None = None) -> None:
+    """Record packages as installed in root's rpmdb (creating it), and erase others by NEVRA. With epoch,
+    the install times and transaction ids are derived from it instead of the clock, so that the same
+    packages in the same order always give the same database bytes."""
     (root / RPMDB_DIR).mkdir(parents=True, exist_ok=True)
     _break_hardlinks(root / RPMDB_DIR)
     for start in range(0, len(erase), _BATCH):
         proc = _rpm(root, "-e", "--justdb", "--nodeps", "--noscripts", "--notriggers",
-                    *erase[start:start + _BATCH])
+                    *erase[start:start + _BATCH], epoch=epoch)
         if proc.returncode != 0:
             raise StrataError(f"Writing rpmdb: {_first_line(proc.stderr)}")
     for start in range(0, len(install), _BATCH):
         batch = [str(p) for p in install[start:start + _BATCH]]
         proc = _rpm(root, "-i", "--justdb", "--nodeps", "--noscripts", "--notriggers", "--nosignature",
-                    "--nodigest", "--ignorearch", "--ignoreos", "--replacepkgs", "--replacefiles", *batch)
+                    "--nodigest", "--ignorearch", "--ignoreos", "--replacepkgs", "--replacefiles", *batch,
+                    epoch=epoch)
         if proc.returncode != 0:
             raise StrataError(f"Writing rpmdb: {_first_line(proc.stderr)}")
     _remove_transient_files(root / RPMDB_DIR)
 
 
-def write_rpmdb_from_headers(root: Path, headers: Sequence[bytes], erase: Sequence[str] = ()) -> None:
+def write_rpmdb_from_headers(root: Path, headers: Sequence[bytes], erase: Sequence[str] = (), *,
+                             epoch: int | None = None) -> None:
     """Like write_rpmdb, from package headers (lead + signature + header, as the package cache keeps
     them): rpm records a package from its header alone when asked for the database only."""
     with tempfile.TemporaryDirectory(prefix="strata-rpmdb-") as tmp:
@@ -66,7 +72,7 @@ def write_rpmdb_from_headers(root: Path, headers: Sequence[bytes], erase: Sequen
             path = Path(tmp) / f"{index:05d}.rpm"
             path.write_bytes(header)
             paths.append(path)
-        write_rpmdb(root, paths, erase)
+        write_rpmdb(root, paths, erase, epoch=epoch)
 
 
 def installed_nevras(root: Path) -> list[str]:
