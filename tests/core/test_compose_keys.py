@@ -283,3 +283,10 @@ def test_split_compose_verbs(world: dict[str, Any], composed: dict[str, Any]) ->
     names = [entry[0] for entry in commit.meta("rpmostree.rpmdb.pkglist")]
     assert "keys-demo" in names and commit.meta("ostree.linux") == KERNEL
     assert commit.meta("rpmostree.inputhash")
+    passwd = (dest / "rootfs/usr/lib/passwd").read_text()
+    strata("compose", "postprocess", str(dest / "rootfs"), str(treefile))  # a second run changes nothing
+    assert (dest / "rootfs/usr/lib/passwd").read_text() == passwd
+    (dest / "strata-compose.json").unlink()  # without install's state, the package list comes from the rpmdb
+    strata("compose", "commit", *common, "--write-commitid-to", str(commit_file), str(treefile), str(dest / "rootfs"))
+    again_commit = Repo.open(world["repo"]).load_commit(commit_file.read_text())
+    assert again_commit.meta("rpmostree.rpmdb.pkglist") == commit.meta("rpmostree.rpmdb.pkglist")

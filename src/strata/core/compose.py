@@ -189,7 +189,7 @@ def compose_commit(treefile_path: Path, rootfs: Path, options: ComposeOptions, l
     else:
         state = BuildState("", _version(treefile, repo, previous, options), _rpmdb_pkglist(rootfs), {})
     commit = commit_root(repo, rootfs, treefile, state, previous, options, log)
-    packages = [Nevra(n, int(e or 0), v, r, a) for n, e, v, r, a in state.pkglist]
+    packages = [Nevra.from_pkglist_entry(entry) for entry in state.pkglist]
     return ComposeResult(treefile.ref or "", commit, state.version, packages, state.inputhash)
 
 

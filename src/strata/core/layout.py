@@ -169,9 +169,20 @@ def split_passwd_and_group(root: Path, etc_group_members: list[str], log: Log) -
         lib_file = root / "usr/lib" / name
         lib_file.parent.mkdir(parents=True, exist_ok=True)
         lib_lines = [line for line in lines if not _is_root_entry(line)]
-        _rewrite(lib_file, lib_lines)
+        _rewrite(lib_file, _kept_lib_entries(root, name, lib_lines) + lib_lines)
         _rewrite(etc_file, [line for line in lines if keep(line)])
     _add_altfiles(root)
+
+
+def _kept_lib_entries(root: Path, name: str, moving: list[str]) -> list[str]:
+    """Entries already in /usr/lib/NAME that /etc does not redefine (a second `compose postprocess` of the
+    same root finds /etc holding root only, and must not empty /usr/lib)."""
+    data = fsroot.read_in_root(root, f"usr/lib/{name}", _ACCOUNTS_LIMIT)
+    if data is None:
+        return []
+    names = {line.split(":", 1)[0] for line in moving}
+    return [line for line in data.decode("utf-8", "replace").splitlines()
+            if line.strip() and line.split(":", 1)[0] not in names]
 
 
 def _is_root_entry(line: str) -> bool:
