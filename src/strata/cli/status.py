@@ -245,6 +245,8 @@ def _deployment_lines(context: _Context, dep: Deployment, record: dict[str, Any]
         lines.append(_line("Initramfs", " ".join(origin.initramfs_args) or "regenerate"))
     if sysroot.is_pinned(dep):
         lines.append(_line("Pinned", "yes"))
+    if record.get("unlocked", "none") != "none":
+        lines.append(_line("Unlocked", str(record["unlocked"])))
     endoflife = record.get("endoflife")
     if endoflife:
         lines.append(_line("EndOfLife", str(endoflife)))

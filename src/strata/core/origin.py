@@ -27,6 +27,30 @@ class LocalPackage:
 
 
 @dataclass(frozen=True)
+class RemoteReplacement:
+    """`override replace --experimental --from repo=NAME PKG...`: base packages replaced by the newest builds
+    of the same names in rpm-md repository NAME, resolved again at every deployment (origin key
+    `[overrides] replace=repo=NAME,PKG,...`)."""
+
+    repo: str
+    packages: tuple[str, ...]
+
+    def serialize(self) -> str:
+        return ",".join([f"repo={self.repo}", *self.packages])
+
+    def evolve_without(self, name: str) -> RemoteReplacement:
+        return RemoteReplacement(self.repo, tuple(p for p in self.packages if p != name))
+
+    @classmethod
+    def parse(cls, text: str) -> RemoteReplacement:
+        source, *packages = text.split(",")
+        kind, sep, name = source.partition("=")
+        if kind != "repo" or not sep or not name or not packages or not all(packages):
+            raise InvalidInputError(f"Invalid repo replacement in origin: {text}")
+        return cls(name, tuple(packages))
+
+
+@dataclass(frozen=True)
 class Origin:
     refspec: str
     override_commit: str | None = None
@@ -35,6 +59,7 @@ class Origin:
     requested_local_fileoverride: tuple[LocalPackage, ...] = ()
     override_remove: tuple[str, ...] = ()
     override_replace_local: tuple[LocalPackage, ...] = ()
+    override_replace_remote: tuple[RemoteReplacement, ...] = ()
     regenerate_initramfs: bool = False
     initramfs_args: tuple[str, ...] = ()
     unconfigured_state: str | None = None
@@ -46,12 +71,13 @@ class Origin:
     @property
     def needs_local_assembly(self) -> bool:
         return bool(self.requested or self.requested_local or self.requested_local_fileoverride
-                    or self.override_remove or self.override_replace_local or self.regenerate_initramfs
+                    or self.override_remove or self.override_replace_local or self.override_replace_remote
+                    or self.regenerate_initramfs
                     or self.initramfs_args)
 
     @property
     def has_overrides(self) -> bool:
-        return bool(self.override_remove or self.override_replace_local)
+        return bool(self.override_remove or self.override_replace_local or self.override_replace_remote)
 
     def evolve(self, **changes: object) -> Origin:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -66,7 +92,7 @@ class Origin:
         known = {("origin", "refspec"), ("origin", "baserefspec"), ("origin", "override-commit"),
                  ("origin", "unconfigured-state"), ("packages", "requested"), ("packages", "requested-local"),
                  ("packages", "requested-local-fileoverride"), ("overrides", "remove"),
-                 ("overrides", "replace-local"), ("rpmostree", "regenerate-initramfs"),
+                 ("overrides", "replace-local"), ("overrides", "replace"), ("rpmostree", "regenerate-initramfs"),
                  ("rpmostree", "initramfs-args"), ("libostree-transient", "pinned"), ("origin", "custom-url"),
                  ("origin", "custom-description")}
         extra: dict[str, dict[str, str]] = {}
@@ -83,6 +109,7 @@ class Origin:
                 map(LocalPackage.parse, kf.get_list("packages", "requested-local-fileoverride"))),
             override_remove=tuple(kf.get_list("overrides", "remove")),
             override_replace_local=tuple(map(LocalPackage.parse, kf.get_list("overrides", "replace-local"))),
+            override_replace_remote=tuple(map(RemoteReplacement.parse, kf.get_list("overrides", "replace"))),
             regenerate_initramfs=kf.get_bool("rpmostree", "regenerate-initramfs", False),
             initramfs_args=tuple(kf.get_list("rpmostree", "initramfs-args")),
             unconfigured_state=kf.get("origin", "unconfigured-state"),
@@ -122,6 +149,8 @@ class Origin:
             kf.set("overrides", "remove", sorted(self.override_remove))
         if self.override_replace_local:
             kf.set("overrides", "replace-local", [p.serialize() for p in self.override_replace_local])
+        if self.override_replace_remote:
+            kf.set("overrides", "replace", [r.serialize() for r in self.override_replace_remote])
         for group, entries in self.extra.items():
             for key, value in entries.items():
                 kf.set(group, key, value)
