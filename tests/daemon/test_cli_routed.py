@@ -98,6 +98,13 @@ def test_routed_errors_and_in_process_fallback(daemon: DaemonProcess, lab_sysroo
     assert _ok(*routed, "cancel") == "No active transaction.\n"  # nothing running here or in the daemon
     kargs = _ok(*routed, "kargs")  # a query: read in-process from the daemon's sysroot
     assert "rw" in kargs.split()
+
+    booted = _status(routed)["deployments"][0]
+    out = _ok(*routed, "rebase", booted["origin"], booted["checksum"], "--install", "htop", "-y")
+    assert "Added:\n  htop-3.2.2-2.x86_64" in out, out  # UpdateDeployment: set-refspec + install-packages
+    pending = _status(routed)["deployments"][0]
+    assert pending["requested-packages"] == ["htop"] and pending["base-checksum"] == booted["checksum"]
+    assert _strata(*routed, "deploy", booted["checksum"], "--unchanged-exit-77").returncode == 77
     assert _strata(*routed, "reload").returncode == 0
     bad = _strata(*routed, "status", "-J", "$.deployments[?(@.booted)]")
     assert bad.returncode == 1 and "While compiling jsonpath" in bad.stderr

@@ -20,7 +20,8 @@ from strata.errors import InvalidInputError
 ADDRESS_ENV = "STRATA_DAEMON_ADDRESS"
 # Attributes every verb may carry that say nothing about what the daemon should do.
 NEUTRAL = {"func", "verb", "sysroot", "stateroot", "debug", "global_quiet", "daemon_address", "known_verbs",
-           "override_verb", "ex_verb"}
+           "override_verb", "ex_verb", "assumeyes", "unchanged_exit_77"}
+EXIT_UNCHANGED = 77
 
 
 def route(args: argparse.Namespace) -> int | None:
@@ -101,10 +102,14 @@ class _Session:
         """The in-process closing lines; the daemon already rebooted when asked, and said "No change."."""
         from strata.cli import client as cli_client
         if not outcome.changed:
-            return 0
+            return self.unchanged()
         shown = copy.copy(self.args)
         shown.reboot = False
         return int(cli_client._finish(shown, self.sysroot(), outcome, **kwargs) or 0)
+
+
+    def unchanged(self) -> int:
+        return EXIT_UNCHANGED if getattr(self.args, "unchanged_exit_77", False) else 0
 
 
 def _options(args: argparse.Namespace, *, command_line: bool = True, **extra: Any) -> dict[str, Any]:
@@ -196,25 +201,53 @@ def _upgrade(session: _Session) -> int | None:
         return 0
     if getattr(args, "check", False) or getattr(args, "preview", False):
         return None  # a read-only look at the remote: in-process
-    outcome = session.transaction("Upgrade", "(a{sv})", (_options(args, download_only=args.download_only),))
+    options = _options(args, download_only=args.download_only, allow_downgrade=getattr(args, "allow_downgrade", False))
+    outcome = session.transaction("Upgrade", "(a{sv})", (options,))
     if args.download_only:
         print("Update downloaded.", flush=True)
         return 0
     return session.finish(outcome, queued=False)
 
 
-def _deploy(session: _Session) -> int:
+def _new_base(session: _Session, modifiers: dict[str, Any], **kwargs: Any) -> int:
+    """rebase/deploy with packages to (un)install in the same change: UpdateDeployment, as rpm-ostree's client."""
+    from gi.repository import GLib
     args = session.args
+    for key, names in (("install-packages", getattr(args, "install", [])),
+                       ("uninstall-packages", getattr(args, "uninstall", []))):
+        if names:
+            modifiers[key] = GLib.Variant("as", list(names))
+    options = _options(args, cache_only=getattr(args, "cache_only", False),
+                       lock_finalization=getattr(args, "lock_finalization", False))
+    return session.finish(_update_deployment(session, modifiers, options), **kwargs)
+
+
+def _deploy(session: _Session) -> int:
+    from gi.repository import GLib
+    args = session.args
+    if _change_requested(args):
+        return _new_base(session, {"set-revision": GLib.Variant("s", args.revision)}, queued=False)
     outcome = session.transaction("Deploy", "(sa{sv})", (args.revision, _options(args)))
     return session.finish(outcome, queued=False)
 
 
-def _rebase(session: _Session) -> int:
+def _rebase(session: _Session) -> int | None:
     from gi.repository import GLib
     args = session.args
+    if not args.refspec:
+        return None
+    if _change_requested(args):
+        modifiers = {"set-refspec": GLib.Variant("s", args.refspec)}
+        if args.revision:
+            modifiers["set-revision"] = GLib.Variant("s", args.revision)
+        return _new_base(session, modifiers)
     extra = {"revision": GLib.Variant("s", args.revision)} if args.revision else {}
     outcome = session.transaction("Rebase", "(a{sv}sas)", (_options(args, **extra), args.refspec, []))
     return session.finish(outcome)
+
+
+def _change_requested(args: argparse.Namespace) -> bool:
+    return any(getattr(args, name, None) for name in ("install", "uninstall", "cache_only", "lock_finalization"))
 
 
 def _rollback(session: _Session) -> int:
@@ -239,9 +272,10 @@ def _kargs(session: _Session) -> int | None:
         return None  # a query: read in-process
     outcome = session.transaction("KernelArgs", "(sasasasa{sv})",
                                   ("", args.append, args.replace, args.delete, _options(args)))
-    if outcome.changed:
-        print("Kernel arguments updated.", flush=True)
-        print(cli_client._closing(session.sysroot(), outcome, args.stateroot), flush=True)
+    if not outcome.changed:
+        return session.unchanged()
+    print("Kernel arguments updated.", flush=True)
+    print(cli_client._closing(session.sysroot(), outcome, args.stateroot), flush=True)
     return 0
 
 
@@ -302,12 +336,13 @@ ROUTES: dict[str, tuple[Callable[[_Session], int | None], frozenset[str]]] = {
     "override remove": (_override_remove, _handled("packages", "reboot")),
     "override reset": (_override_reset, _handled("packages", "all", "reboot")),
     "reset": (_reset, _handled("reboot")),
-    "upgrade": (_upgrade, _handled("download_only", "reboot", "check", "preview",
+    "upgrade": (_upgrade, _handled("download_only", "reboot", "check", "preview", "allow_downgrade",
                                    "trigger_automatic_update_policy")),
-    "update": (_upgrade, _handled("download_only", "reboot", "check", "preview",
+    "update": (_upgrade, _handled("download_only", "reboot", "check", "preview", "allow_downgrade",
                                   "trigger_automatic_update_policy")),
-    "deploy": (_deploy, _handled("revision", "reboot")),
-    "rebase": (_rebase, _handled("refspec", "revision", "reboot")),
+    "deploy": (_deploy, _handled("revision", "reboot", "install", "uninstall", "cache_only", "lock_finalization")),
+    "rebase": (_rebase, _handled("refspec", "revision", "reboot", "install", "uninstall", "cache_only",
+                                 "lock_finalization")),
     "rollback": (_rollback, _handled("reboot")),
     "kargs": (_kargs, _handled("append", "delete", "replace", "reboot")),
     "cleanup": (_cleanup, _handled("pending", "rollback", "base", "repomd")),

@@ -55,7 +55,22 @@ def _pkg_change(params: GLib.Variant, job: Job) -> Request:
 
 def _upgrade(params: GLib.Variant, job: Job) -> Request:
     options = unpack("Upgrade", params.get_child_value(0))
-    return _finish(job, "upgrade", options, "upgrade", **{"download-only": options.get("download-only", False)})
+    return _finish(job, "upgrade", options, "upgrade", **_change_args(options))
+
+
+# Options of the base-changing methods that become the engine's ChangeOptions (strata.core.client).
+CHANGE_OPTION_KEYS = ("allow-downgrade", "download-only", "dry-run", "cache-only", "lock-finalization")
+
+
+def _change_args(options: dict[str, Any], install: list[str] | None = None,
+                 uninstall: list[str] | None = None) -> dict[str, Any]:
+    """The worker's arguments for the engine's ChangeOptions: packages to (un)install with the change, and
+    the options given (absent ones keep the verb's default)."""
+    values: dict[str, Any] = {key: options[key] for key in CHANGE_OPTION_KEYS if key in options}
+    values.update({"install": install or [], "uninstall": uninstall or [],
+                   "idempotent": options.get("idempotent-layering", False),
+                   "allow-inactive": options.get("allow-inactive-requests", False)})
+    return values
 
 
 def _deploy(params: GLib.Variant, job: Job) -> Request:
@@ -63,15 +78,15 @@ def _deploy(params: GLib.Variant, job: Job) -> Request:
     options = unpack("Deploy", params.get_child_value(1))
     if not revision:
         raise InvalidInputError("Deploy: a revision is required")
-    return _finish(job, "deploy", options, f"deploy {revision}", revision=revision)
+    return _finish(job, "deploy", options, f"deploy {revision}", revision=revision, **_change_args(options))
 
 
 def _rebase(params: GLib.Variant, job: Job) -> Request:
     options = unpack("Rebase", params.get_child_value(0))
     refspec = params.get_child_value(1).get_string()
-    if params.get_child_value(2).n_children():
-        raise UnknownOptionError("Rebase: installing packages while rebasing is not implemented")
-    return _finish(job, "rebase", options, f"rebase {refspec}", refspec=refspec, revision=options.get("revision"))
+    packages = params.get_child_value(2).unpack()  # rpm-ostree's: packages to install with the new base
+    return _finish(job, "rebase", options, f"rebase {refspec}", refspec=refspec, revision=options.get("revision"),
+                   **_change_args(options, install=packages))
 
 
 def _rollback(params: GLib.Variant, job: Job) -> Request:
@@ -122,15 +137,16 @@ def _modifier_request(modifiers: dict[str, Any], options: dict[str, Any], job: J
     kinds = {"base" if key in ("set-refspec", "set-revision") else
              "packages" if key.endswith("install-packages") else "overrides" for key in modifiers}
     kinds |= {"reset" for key in ("no-layering", "no-overrides") if options.get(key)}
-    if len(kinds) > 1:
+    if len(kinds - {"base", "packages"}) + bool(kinds & {"base", "packages"}) > 1:
         raise UnknownOptionError(f"UpdateDeployment: combining {' and '.join(sorted(kinds))} is not implemented")
-    if "set-refspec" in modifiers:
-        refspec = modifiers["set-refspec"]
-        return _finish(job, "rebase", options, f"rebase {refspec}", refspec=refspec,
-                       revision=modifiers.get("set-revision"))
-    if "set-revision" in modifiers:
+    if "base" in kinds:  # a new base, perhaps with packages to (un)install in the same change
+        change = _change_args(options, modifiers.get("install-packages"), modifiers.get("uninstall-packages"))
+        if "set-refspec" in modifiers:
+            refspec = modifiers["set-refspec"]
+            return _finish(job, "rebase", options, f"rebase {refspec}", refspec=refspec,
+                           revision=modifiers.get("set-revision"), **change)
         revision = modifiers["set-revision"]
-        return _finish(job, "deploy", options, f"deploy {revision}", revision=revision)
+        return _finish(job, "deploy", options, f"deploy {revision}", revision=revision, **change)
     if kinds == {"packages"}:
         add, remove = modifiers.get("install-packages", []), modifiers.get("uninstall-packages", [])
         words = [*(["install", *add] if add else []), *(["uninstall", *remove] if remove else [])]
@@ -143,7 +159,7 @@ def _modifier_request(modifiers: dict[str, Any], options: dict[str, Any], job: J
                        reset=reset)
     if kinds == {"reset"}:
         return _finish(job, "reset", options, "reset")
-    return _finish(job, "upgrade", options, "upgrade", **{"download-only": options.get("download-only", False)})
+    return _finish(job, "upgrade", options, "upgrade", **_change_args(options))
 
 
 def automatic_request(mode: str, job: Job, fleetlock: FleetLockConfig | None) -> Request:

@@ -113,12 +113,27 @@ def _pkg_change(sysroot: Sysroot, job: Job, progress: PipeProgress) -> None:
                                       _PkgChange(add, remove, options)))
 
 
+def _change_options(job: Job, **defaults: Any) -> client.ChangeOptions:
+    """The engine's ChangeOptions from the job (strata.daemon.requests._change_args); DEFAULTS for what the
+    caller did not say (upgrade refuses downgrades unless asked)."""
+    args = job.args
+    values: dict[str, Any] = {**defaults, "install": tuple(args.get("install", [])),
+                              "uninstall": tuple(args.get("uninstall", [])),
+                              "idempotent": bool(args.get("idempotent")),
+                              "allow_inactive": bool(args.get("allow-inactive"))}
+    for key in ("allow-downgrade", "download-only", "dry-run", "cache-only", "lock-finalization"):
+        if key in args:
+            values[key.replace("-", "_")] = bool(args[key])
+    return client.ChangeOptions(**values)
+
+
 def _upgrade(sysroot: Sysroot, job: Job, progress: PipeProgress) -> None:
-    if job.args.get("download-only"):
+    options = _change_options(job, allow_downgrade=False)
+    if options.download_only and not (options.install or options.uninstall):
         upgrades.download_update(sysroot, job.stateroot, progress)
         return
     try:
-        outcome = upgrades.upgrade(sysroot, job.stateroot, progress)
+        outcome = upgrades.upgrade(sysroot, job.stateroot, progress, options)
     except upgrades.PinnedError as exc:
         progress.message(str(exc))
         return
@@ -126,11 +141,13 @@ def _upgrade(sysroot: Sysroot, job: Job, progress: PipeProgress) -> None:
 
 
 def _deploy(sysroot: Sysroot, job: Job, progress: PipeProgress) -> None:
-    _report(progress, upgrades.deploy_revision(sysroot, job.stateroot, job.args["revision"], progress))
+    outcome = upgrades.deploy_revision(sysroot, job.stateroot, job.args["revision"], progress, _change_options(job))
+    _report(progress, outcome)
 
 
 def _rebase(sysroot: Sysroot, job: Job, progress: PipeProgress) -> None:
-    outcome = upgrades.rebase(sysroot, job.stateroot, job.args["refspec"], job.args.get("revision"), progress)
+    outcome = upgrades.rebase(sysroot, job.stateroot, job.args["refspec"], job.args.get("revision"), progress,
+                              _change_options(job))
     _report(progress, outcome)
 
 
