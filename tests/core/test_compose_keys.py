@@ -212,9 +212,17 @@ def test_documentation_recommends_and_exclude(world: dict[str, Any], composed: d
 
 
 def test_without_lockfile_the_newest_build_wins(world: dict[str, Any]) -> None:
-    result, _lines = _compose(world, _treefile(world, "plain.json"), dry_run=True)
+    written = world["tf"] / "written-lock.json"
+    result, _lines = _compose(world, _treefile(world, "plain.json"), dry_run=True, write_lockfile_to=written)
     versions = {n.name: n.version for n in result.packages}
     assert versions["pinme"] == "3.0" and versions["locked"] == "2.0"
+    lock = json.loads(written.read_text())
+    assert lock["packages"]["pinme"]["evra"] == "3.0-1.noarch"
+    assert lock["packages"]["pinme"]["digest"].startswith("sha256:")
+    assert set(lock["metadata"]["rpmmd_repos"]) == {"custom", "newer"}
+    relocked, _lines = _compose(world, _treefile(world, "plain.json"), dry_run=True, lockfiles=[written],
+                                lockfile_strict=True)
+    assert sorted(n.nevra for n in relocked.packages) == sorted(n.nevra for n in result.packages)
 
 
 def test_preserve_passwd_and_boot_location_modules(world: dict[str, Any], composed: dict[str, Any]) -> None:

@@ -135,6 +135,16 @@ def test_included_file_sees_the_includers_variables(tmp_path: Path) -> None:
     assert treefile.packages == ["strace", "bash"]  # the includer's prod (false) wins over common's own
 
 
+def test_includer_conditions_see_included_variables(tmp_path: Path) -> None:
+    write(tmp_path / "vars.yaml", "variables: {flavor: dev}\n")
+    write(tmp_path / "dev.yaml", "packages: [strace]\n")
+    top = write(tmp_path / "top.yaml", "include: vars.yaml\nconditional-include:\n"
+                                       "  - if: flavor == \"dev\"\n    include: dev.yaml\npackages: [bash]\n")
+    assert load_treefile(top).packages == ["strace", "bash"]
+    with pytest.raises(InvalidInputError, match="unknown variable in condition: nope"):
+        load_treefile(write(tmp_path / "bad.yaml", "conditional-include:\n  - if: nope == 1\n    include: dev.yaml\n"))
+
+
 def test_edition_and_container_imply_defaults(tmp_path: Path) -> None:
     edition = load_treefile(write(tmp_path / "e.yaml", "edition: '2024'\n"))
     assert edition.get("boot-location") == "modules" and edition.get("tmp-is-dir") is True

@@ -73,6 +73,7 @@ def _install_options(p: argparse.ArgumentParser) -> None:
                    help="Read lockfile from FILE (repeatable; later files win)")
     p.add_argument("--ex-lockfile-strict", action="store_true",
                    help="With --ex-lockfile, only allow installing locked packages")
+    p.add_argument("--ex-write-lockfile-to", metavar="FILE", help="Write lockfile to FILE")
 
 
 def _commit_options(p: argparse.ArgumentParser) -> None:
@@ -101,7 +102,8 @@ def _options(args: argparse.Namespace) -> ComposeOptions:
         previous_inputhash=getattr(args, "previous_inputhash", None),
         previous_version=getattr(args, "previous_version", None),
         lockfiles=[Path(p) for p in getattr(args, "ex_lockfile", [])],
-        lockfile_strict=getattr(args, "ex_lockfile_strict", False))
+        lockfile_strict=getattr(args, "ex_lockfile_strict", False),
+        write_lockfile_to=Path(args.ex_write_lockfile_to) if getattr(args, "ex_write_lockfile_to", None) else None)
 
 
 def _with_progress(step: Callable[[Log], object]) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 from strata import bwrap, fsroot, progress
 from strata.core import composepasswd, layout
 from strata.core.assemble import merge_package_trees, run_package_scripts
-from strata.core.lockfile import load_lockfiles
+from strata.core.lockfile import load_lockfiles, write_lockfile
 from strata.core.packagefilter import PackageFilter, filter_package
 from strata.core.treefile import Treefile, host_basearch, load_treefile
 from strata.core.version import next_version
@@ -60,6 +60,7 @@ class ComposeOptions:
     previous_version: str | None = None
     lockfiles: list[Path] = field(default_factory=list)
     lockfile_strict: bool = False
+    write_lockfile_to: Path | None = None
 
 
 @dataclass
@@ -221,6 +222,9 @@ def plan_compose(treefile_path: Path, options: ComposeOptions, log: Log) -> Comp
     log(f"Installing {len(solution)} packages:")
     for pkg in solution:
         log(f"  {pkg.nevra.nevra} ({pkg.repo_id})")
+    if options.write_lockfile_to is not None:
+        write_lockfile(options.write_lockfile_to, solution, sources.repo_timestamps())
+        log(f"Wrote lockfile to {options.write_lockfile_to}")
     layers = _layer_commits(repo, treefile)
     inputhash = input_hash(treefile, solution, layers)
     log(f"Input state hash: {inputhash}")

@@ -1,16 +1,19 @@
 """rpm-ostree's lockfiles (`compose tree --ex-lockfile FILE`): JSON or YAML mapping package names to the
-exact build a compose may install. Later files override earlier ones."""
+exact build a compose may install. Later files override earlier ones. `--ex-write-lockfile-to` writes one."""
 
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from strata.errors import InvalidInputError
-from strata.packages.solver import LockedPackage
+from strata.image.fsutil import atomic_write
+from strata.packages.solver import Candidate, LockedPackage
 
 MAX_LOCKFILE_SIZE = 16 << 20
 _ENTRY_KEYS = {"evr", "evra", "digest", "metadata"}
@@ -70,3 +73,21 @@ def _evr(path: Path, name: str, evr: Any) -> str:
     if not isinstance(evr, str) or "-" not in evr:
         raise InvalidInputError(f"Parsing {path}: package {name}: malformed evr {evr!r}")
     return evr.removeprefix("0:")
+
+
+def write_lockfile(path: Path, solution: list[Candidate], repo_timestamps: dict[str, int]) -> None:
+    """rpm-ostree's `--ex-write-lockfile-to`: the solved set as a lockfile (JSON), replaced atomically."""
+    packages = {pkg.nevra.name: {"evra": f"{_solv_evr(pkg)}.{pkg.nevra.arch}", "digest": pkg.checksum_text}
+                for pkg in sorted(solution, key=lambda p: p.nevra.name)}
+    repos = {repo_id: {"generated": _rfc3339(stamp)} for repo_id, stamp in sorted(repo_timestamps.items())}
+    data = {"packages": packages, "metadata": {"generated": _rfc3339(int(time.time())), "rpmmd_repos": repos}}
+    atomic_write(path, (json.dumps(data, indent=2) + "\n").encode(), fsync=False)
+
+
+def _solv_evr(pkg: Candidate) -> str:
+    nevra = pkg.nevra
+    return f"{nevra.epoch}:{nevra.version}-{nevra.release}" if nevra.epoch else f"{nevra.version}-{nevra.release}"
+
+
+def _rfc3339(stamp: int) -> str:
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -126,7 +126,9 @@ def load_treefile(path: str | os.PathLike[str], *, basearch: str | None = None) 
 class _Loader:
     """rpm-ostree's include walk: a file's own values win over what it includes; list values of included
     files come first (of several includes, the later ones first); variables live in one map shared along
-    the walk, where the includer's values win, so an included file's conditions see its includer's."""
+    the walk, where the includer's values win, so an included file's conditions see its includer's
+    variables. The plain and arch includes are read before the conditions are evaluated, so the
+    includer's conditions also see the variables its included files declare (the spec's rule)."""
 
     def __init__(self, basearch: str) -> None:
         self.basearch = basearch
@@ -144,19 +146,18 @@ class _Loader:
     def expand(self, raw: dict[str, Any], directory: Path, depth: int, source: str) -> dict[str, Any]:
         own = _normalise_keys(raw, source)
         self._fold_variables(own, source)
-        includes = _as_list(own.pop("include", None))
-        arch_includes = own.pop("arch-include", None) or {}
-        includes += _as_list(arch_includes.get(self.basearch))
+        plain = _as_list(own.pop("include", None)) + _as_list((own.pop("arch-include", None) or {}).get(self.basearch))
+        included = [self._include(include, directory, depth) for include in plain]
         for cond in own.pop("conditional-include", None) or []:
             if not _condition_holds(cond.get("if"), self.variables, source):
                 continue
             for include in _as_list(cond.get("include")):
-                if isinstance(include, dict):
-                    own = _merge(self.expand(include, directory, depth + 1, "inline include"), own)
+                if isinstance(include, dict):  # an inline treefile merges at once, before any file
+                    own = _merge(self._include(include, directory, depth), own)
                 else:
-                    includes.append(include)
-        for include in includes:
-            own = _merge(self._include(include, directory, depth), own)
+                    included.append(self._include(include, directory, depth))
+        for data in included:
+            own = _merge(data, own)
         return own
 
     def _fold_variables(self, own: dict[str, Any], source: str) -> None:
