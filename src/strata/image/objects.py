@@ -134,15 +134,19 @@ class DirTree:
     dirs: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (dirtree, dirmeta)
 
     def serialize(self) -> bytes:
-        files = [(name, bytes.fromhex(self.files[name])) for name in sorted(self.files, key=_name_key)]
-        dirs = [(name, bytes.fromhex(t), bytes.fromhex(m))
+        files = [(name.encode("utf-8"), bytes.fromhex(self.files[name])) for name in sorted(self.files, key=_name_key)]
+        dirs = [(name.encode("utf-8"), bytes.fromhex(t) + bytes.fromhex(m))
                 for name, (t, m) in sorted(self.dirs.items(), key=lambda kv: _name_key(kv[0]))]
-        return gvariant.encode(DIRTREE_TYPE, (files, dirs))
+        return encode_dirtree(files, dirs)
 
     @classmethod
     def parse(cls, data: bytes, *, strict: bool = True) -> DirTree:
         """strict also checks normal form: always for data from elsewhere (pull, fsck)."""
-        files_raw, dirs_raw = gvariant.decode(DIRTREE_TYPE, data, strict=strict)
+        fast = decode_dirtree_fast(data)
+        if fast is not None:
+            files_raw, dirs_raw = fast
+        else:
+            files_raw, dirs_raw = gvariant.decode(DIRTREE_TYPE, data, strict=strict)
         tree = cls()
         previous = ""  # sorts before every valid name
         for name, csum in files_raw:
@@ -160,6 +164,86 @@ class DirTree:
             tree.dirs[name] = (tcsum.hex(), mcsum.hex())
             previous = name
         return tree
+
+
+_OFFSET_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
+def _gv_offsets(body_len: int, ends: list[int]) -> bytes:
+    width = gvariant.offset_width(body_len, len(ends))
+    return struct.pack(f"<{len(ends)}{_OFFSET_FORMATS[width]}", *ends)
+
+
+def _gv_entry_array(entries: list[tuple[bytes, bytes]], checksums: int) -> bytes:
+    """An array of (s ay...) entries whose ay members are checksums of 32 bytes each, in normal form."""
+    if not entries:
+        return b""
+    parts: list[bytes] = []
+    ends: list[int] = []
+    total = 0
+    small = 254 - 33 * checksums  # longest name whose framing offsets fit in one byte each
+    for name, raw in entries:
+        n = len(name)
+        if n <= small:  # the end of every variable member but the last, last one first
+            tail = bytes([n + 33, n + 1]) if checksums == 2 else bytes([n + 1])
+        else:
+            tail = _gv_offsets(n + 1 + 32 * checksums, [n + 1 + 32 * i for i in range(checksums - 1, -1, -1)])
+        element = b"".join((name, b"\0", raw, tail))
+        parts.append(element)
+        total += len(element)
+        ends.append(total)
+    parts.append(_gv_offsets(total, ends))
+    return b"".join(parts)
+
+
+def encode_dirtree(files: list[tuple[bytes, bytes]], dirs: list[tuple[bytes, bytes]]) -> bytes:
+    """(a(say)a(sayay)) in normal form from sorted (name, raw checksum) and (name, raw tree + raw meta)
+    entries: what gvariant.encode(DIRTREE_TYPE, ...) gives, without the generic codec (commit, checkout and
+    fsck handle one per directory)."""
+    for name, _raw in files + dirs:
+        if b"\0" in name:
+            raise ValueError("string contains NUL")
+    first = _gv_entry_array(files, 1)
+    body = first + _gv_entry_array(dirs, 2)
+    return body + _gv_offsets(len(body), [len(first)])
+
+
+def _gv_width(size: int) -> int:
+    return 1 if size <= 0xFF else 2 if size <= 0xFFFF else 4 if size <= 0xFFFFFFFF else 8
+
+
+def _gv_fast_entries(data: bytes, start: int, stop: int, raw_len: int) -> list[tuple[Any, ...]]:
+    if start == stop:
+        return []
+    width = _gv_width(stop - start)
+    table = start + int.from_bytes(data[stop - width:stop], "little")
+    entries: list[tuple[Any, ...]] = []
+    pos = start
+    for off in range(table, stop, width):
+        end = start + int.from_bytes(data[off:off + width], "little")
+        nul = data.index(0, pos, end)
+        raw = data[nul + 1:nul + 1 + raw_len]
+        name = data[pos:nul].decode("utf-8")
+        entries.append((name, raw) if raw_len == 32 else (name, raw[:32], raw[32:]))
+        pos = end
+    return entries
+
+
+def decode_dirtree_fast(data: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]] | None:
+    """A dirtree in normal form decoded without the generic codec; None for anything else (the caller then
+    uses the generic decoder, which explains what is wrong). Normal form is proven by re-encoding: the
+    normal form of a value is unique, so bytes that re-encode to themselves were decoded correctly."""
+    try:
+        size = len(data)
+        width = _gv_width(size)
+        split = int.from_bytes(data[size - width:], "little")
+        files = _gv_fast_entries(data, 0, split, 32)
+        dirs = _gv_fast_entries(data, split, size - width, 64)
+        again = encode_dirtree([(n.encode("utf-8"), r) for n, r in files],
+                               [(n.encode("utf-8"), t + m) for n, t, m in dirs])
+    except (ValueError, IndexError, UnicodeError):
+        return None
+    return (files, dirs) if again == data else None
 
 
 def _check_entry_order(previous: str, name: str) -> None:
