@@ -10,6 +10,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from strata.cli.ostree import Invocation, UsageError, Verb, dispatch
 from strata.cli.ostree_options import array, flag, integer, string
@@ -26,6 +27,9 @@ from strata.image.prune import prune as prune_repo
 from strata.image.repo import Repo
 from strata.image.summary import parse_summary, summary_metadata, update_summary
 from strata.image.transfer import pull_local as copy_local
+
+if TYPE_CHECKING:
+    from strata.image.pull import PullStats
 from strata.image.traverse import commit_objects, history
 from strata.units import human_size
 
@@ -182,12 +186,13 @@ def pull(inv: Invocation) -> int:
     if remote_url.startswith("file://") and not pinned:
         return _pull_from_directory(repo, name, ref_args, mirror=a.flag("mirror"),
                                     depth=a.number("depth", 0))
-    before = _object_counts(repo)
+    bareuseronly = a.flag("bareuseronly-files")
+    before = _object_counts(repo) if bareuseronly else (set(), set())
     refs_before = repo.list_refs()
     started = time.monotonic()
     stats = pull_remote(repo, name, ref_args, options)
     elapsed = int(time.monotonic() - started)
-    if a.flag("bareuseronly-files"):
+    if bareuseronly:
         _undo_unless_bareuseronly(repo, before, refs_before)
     with repo.lock():
         for ref, checksum in pinned.items():
@@ -200,8 +205,7 @@ def pull(inv: Invocation) -> int:
     _drop_tombstones_of_present(repo)
     if a.flag("mirror"):
         _mirror_summary(repo, name)
-    print(_pull_status(repo, before, stats.fetched_bytes, elapsed,
-                       local=remotes.get_remote(repo, name).url.startswith("file:")))
+    print(_pull_status(stats, elapsed))
     return 0
 
 
@@ -321,18 +325,20 @@ def _object_counts(repo: Repo) -> tuple[set[str], set[str]]:
     return metadata, contents
 
 
-def _pull_status(repo: Repo, before: tuple[set[str], set[str]], transferred: int, elapsed: int, *,
-                 local: bool) -> str:
+def _pull_status(stats: PullStats, elapsed: int) -> str:
     """ostree's closing line of a pull: objects fetched, bytes transferred, content written."""
-    after = _object_counts(repo)
-    new_metadata, new_contents = after[0] - before[0], after[1] - before[1]
-    verb = "imported" if local else "fetched"
-    status = f"{len(new_metadata)} metadata, {len(new_contents)} content objects {verb}"
-    if transferred > 0 and not local:
+    if stats.fetched_delta_parts:
+        status = (f"{stats.fetched_delta_parts} delta parts, "
+                  f"{stats.fetched_metadata + stats.fetched_content} loose fetched")
+    else:
+        status = f"{stats.fetched_metadata} metadata, {stats.fetched_content} content objects fetched"
+    if stats.imported_metadata or stats.imported_content:
+        status += f" ({stats.imported_metadata} meta, {stats.imported_content} content local)"
+    transferred = stats.fetched_bytes
+    if transferred > 0:
         amount = f"{transferred} B" if transferred < 1024 else f"{transferred // 1024} KiB"
         status += f"; {amount} transferred in {elapsed} seconds"
-    written = sum(_content_bytes(repo, checksum) for checksum in new_contents)
-    return status + f"; {human_size(written)} content written"
+    return status + f"; {human_size(stats.content_written)} content written"
 
 
 def pull_local(inv: Invocation) -> int:

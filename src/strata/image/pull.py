@@ -70,6 +70,12 @@ class PullStats:
     fetched_objects: int = 0
     fetched_bytes: int = 0
     refs: dict[str, str] = field(default_factory=dict)
+    fetched_metadata: int = 0  # commits, dirtrees and dirmetas fetched one by one
+    fetched_content: int = 0  # content objects fetched one by one
+    content_written: int = 0  # uncompressed bytes of the content objects stored (ostree's "content written")
+    fetched_delta_parts: int = 0
+    imported_metadata: int = 0  # objects copied from a --localcache-repo instead of fetched
+    imported_content: int = 0
 
 
 class Fetcher:
@@ -232,6 +238,10 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
         stats.refs[ref] = checksum
     stats.fetched_objects = session.fetched
     stats.fetched_bytes = fetcher.bytes
+    stats.fetched_metadata = session.fetched_metadata
+    stats.fetched_content = session.fetched_content
+    stats.content_written = session.content_written
+    stats.fetched_delta_parts = session.fetched_delta_parts
     session.report(final=True)
     session.transfer.end()
     return stats
@@ -277,6 +287,10 @@ class _Session:
         self.remote = remote
         self.opts = opts
         self.fetched = 0
+        self.fetched_metadata = 0
+        self.fetched_content = 0
+        self.content_written = 0
+        self.fetched_delta_parts = 0
         self.count_lock = threading.Lock()
         self.last_report = 0.0
         self.started = time.monotonic()
@@ -335,6 +349,7 @@ class _Session:
                 if hashlib.sha256(data).digest() != part.checksum:
                     raise CorruptionError(f"static delta {name}: part {index} is corrupt")
                 self.fetched += apply_part(self.repo, data, part)
+                self.fetched_delta_parts += 1
             self.repo.sync()
         if not self.opts.commit_metadata_only:
             self._fetch_tree(commit)  # fills in anything the delta did not carry (normally nothing)
@@ -372,7 +387,7 @@ class _Session:
         actual = hashlib.sha256(data).hexdigest()
         if actual != checksum:
             raise CorruptionError(f"Corrupted {objtype.value} object {checksum} from the server (actual {actual})")
-        self._count()
+        self._count(metadata=1)
         return data
 
     def _fetch_tree(self, commit: Commit) -> None:
@@ -414,8 +429,8 @@ class _Session:
         list(pool.map(fetch, missing))
 
     def _fetch_content(self, checksum: str) -> None:
-        store_content_object(self.repo, self.fetcher, checksum)
-        self._count()
+        _received, written = store_content_object(self.repo, self.fetcher, checksum)
+        self._count(content=1, written=written)
 
     def _fetch_contents(self, pool: ThreadPoolExecutor, checksums: list[str]) -> None:
         """Many objects go to worker processes (the GIL would cap threads at one core); few to threads."""
@@ -427,15 +442,17 @@ class _Session:
                                                  initargs=(str(self.repo.path), self.fetcher.base_url,
                                                            self.fetcher.timeout))
         batches = [checksums[i:i + _BATCH] for i in range(0, len(checksums), _BATCH)]
-        for count, size in self.processes.map(_fetch_batch, batches):
+        for count, size, written in self.processes.map(_fetch_batch, batches):
             with self.count_lock:
-                self.fetched += count
                 self.fetcher.bytes += size
-            self.report()
+            self._count(content=count, written=written)
 
-    def _count(self) -> None:
+    def _count(self, *, metadata: int = 0, content: int = 0, written: int = 0) -> None:
         with self.count_lock:
-            self.fetched += 1
+            self.fetched += metadata + content
+            self.fetched_metadata += metadata
+            self.fetched_content += content
+            self.content_written += written
         self.report()
 
     def report(self, final: bool = False) -> None:
@@ -457,9 +474,10 @@ def _parsed(parse: Callable[[Any], _T], data: Any, checksum: str, objtype: Objec
         raise CorruptionError(f"Invalid {objtype.value} object {checksum} from the server: {exc}") from None
 
 
-def store_content_object(repo: Repo, fetcher: Fetcher, checksum: str) -> int:
-    """Fetch one .filez, check it against its name, store it; returns the bytes received. Memory stays
-    bounded whatever the object's size: the body spools to disk when large and is inflated in chunks."""
+def store_content_object(repo: Repo, fetcher: Fetcher, checksum: str) -> tuple[int, int]:
+    """Fetch one .filez, check it against its name, store it; returns the bytes received and the object's
+    uncompressed size. Memory stays bounded whatever the object's size: the body spools to disk when large
+    and is inflated in chunks."""
     with fetcher.get_spooled(O.object_relpath(checksum, ObjectType.FILE, True), repo.tmp_dir) as body:
         received = body.seek(0, os.SEEK_END)
         body.seek(0)
@@ -476,7 +494,7 @@ def store_content_object(repo: Repo, fetcher: Fetcher, checksum: str) -> int:
                 _store_large_content(repo, meta, size, body, checksum)
         except CorruptionError as exc:
             raise CorruptionError(f"Corrupted file object {checksum} from the server: {exc}") from None
-    return received
+    return received, 0 if meta.is_symlink else size
 
 
 def _verify_filez(meta: O.FileMeta, size: int, deflated: BinaryIO, checksum: str) -> None:
@@ -522,7 +540,8 @@ def _init_worker(repo_path: str, base_url: str, timeout: float) -> None:
     _worker_state = (Repo.open(repo_path), Fetcher(base_url, timeout), ThreadPoolExecutor(max_workers=_WORKERS // 2))
 
 
-def _fetch_batch(checksums: list[str]) -> tuple[int, int]:
+def _fetch_batch(checksums: list[str]) -> tuple[int, int, int]:
+    """Objects stored, bytes received, uncompressed bytes written."""
     assert _worker_state is not None
     repo, fetcher, pool = _worker_state
     try:
@@ -531,7 +550,7 @@ def _fetch_batch(checksums: list[str]) -> tuple[int, int]:
         raise CorruptionError(str(exc)) from None
     except StrataError as exc:  # FetchError and friends do not pickle with their extra fields
         raise StrataError(str(exc)) from None
-    return len(sizes), sum(sizes)
+    return len(sizes), sum(received for received, _ in sizes), sum(written for _, written in sizes)
 
 
 def terminal_progress(line: str) -> None:
