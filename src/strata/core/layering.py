@@ -209,40 +209,32 @@ def build_layered_commit(repo: Repo, base: BaseInfo, origin: Origin, plan: Layer
         elif removed_nevras:
             _remove_packages(repo, base.commit, tree, removed_nevras, Path(work), log)
         label = "Processing packages" if plan.removals or plan.replacements else "Checking out packages"
-        log(f"{label}...")
-        merged = merge_package_trees(repo, [(nevra, commits[nevra]) for nevra in new], base=tree,
-                                     replace_files=frozenset(new.nevra for new, _c, _o in plan.replacements),
-                                     base_owner=_BaseOwners(repo, start.commit, Path(work)))
+        full_checkout = _needs_full_checkout(new_headers)
+        with progress.task(label):
+            merged = merge_package_trees(repo, [(nevra, commits[nevra]) for nevra in new], base=tree,
+                                         replace_files=frozenset(new.nevra for new, _c, _o in plan.replacements),
+                                         base_owner=_BaseOwners(repo, start.commit, Path(work)))
+            if full_checkout:
+                with repo.lock():
+                    root = write_edited_tree(repo, merged)
+                checkout_tree(repo, root, rootfs)
         epoch = _install_epoch(base_commit.timestamp)
         erase = [n.nevra for n in removed_nevras]
-        if _needs_full_checkout(new_headers):
-            with repo.lock():
-                root = write_edited_tree(repo, merged)
-            checkout_tree(repo, root, rootfs)
-            log(f"{label}... done")
+        if full_checkout:
             _run_scripts(rootfs, new_headers, merge_etc, {old.name for _n, _c, old in plan.replacements}, log)
-            log("Writing rpmdb...")
-            dbdir = _write_rpmdb(repo, base_commit, list(headers.values()), erase, epoch, Path(work))
-            log("Writing rpmdb... done")
-            log("Writing OSTree commit...")
-            tree = LazyTree(repo, *_write_dir(repo, rootfs))
-        else:
+        elif new_headers:
             # Nothing to run and no owners to set: the tree is finished in memory, only the rpmdb is written
             # on disk, so the cost follows the layer, not the size of the base.
-            log(f"{label}... done")
-            if new_headers:
-                for kind in ("pre", "post", "posttrans"):
-                    log(f"Running {kind} scripts... done")
-            log("Writing rpmdb...")
+            for kind in ("pre", "post", "posttrans"):
+                log(f"Running {kind} scripts... done")
+        with progress.task("Writing rpmdb"):
             dbdir = _write_rpmdb(repo, base_commit, list(headers.values()), erase, epoch, Path(work))
-            log("Writing rpmdb... done")
-            log("Writing OSTree commit...")
-            tree = merged
-        with repo.lock():
-            _set_rpmdb(repo, tree, dbdir)
-            tree_root = write_edited_tree(repo, tree)
-        commit = _commit(repo, tree_root, base, origin, plan, list(headers.values()), removed_nevras)
-        log("Writing OSTree commit... done")
+        with progress.task("Writing OSTree commit"):
+            tree = LazyTree(repo, *_write_dir(repo, rootfs)) if full_checkout else merged
+            with repo.lock():
+                _set_rpmdb(repo, tree, dbdir)
+                tree_root = write_edited_tree(repo, tree)
+            commit = _commit(repo, tree_root, base, origin, plan, list(headers.values()), removed_nevras)
     return commit
 
 
