@@ -266,10 +266,14 @@ def test_gpg_key_signs_the_commit(world: dict[str, Any], composed: dict[str, Any
     subprocess.run(["gpg", "--homedir", str(home), "--batch", "--passphrase", "", "--quick-gen-key",
                     "compose <compose@example.invalid>", "ed25519", "sign", "never"], check=True, capture_output=True)
     monkeypatch.setenv("GNUPGHOME", str(home))
+    extra = world["tf"] / "extra-metadata.json"
+    extra.write_text(json.dumps({"from.json": 3, "keys.demo": "overridden"}))
     result, _lines = _compose(world, _treefile(world, "signed.json", **{"gpg-key": "compose@example.invalid"}),
-                              force_nocache=True)
+                              force_nocache=True, add_metadata_from_json=[extra])
     assert result.commit is not None
-    assert len(gpg.signatures(Repo.open(world["repo"]).read_detached_metadata(result.commit))) == 1
+    repo = Repo.open(world["repo"])
+    assert len(gpg.signatures(repo.read_detached_metadata(result.commit))) == 1
+    assert repo.load_commit(result.commit).meta("from.json") == 3
 
 
 def test_split_compose_verbs(world: dict[str, Any], composed: dict[str, Any]) -> None:
@@ -278,7 +282,8 @@ def test_split_compose_verbs(world: dict[str, Any], composed: dict[str, Any]) ->
     treefile = _treefile(world, "split.json")
     dest = world["work"] / "split"
     common = ["--repo", str(world["repo"])]
-    out = strata("compose", "install", *common, "--cachedir", str(world["cache"]), str(treefile), str(dest)).stdout
+    out = strata("compose", "install", *common, "--cachedir", str(world["cache"]), "--force-nocache", str(treefile),
+                 str(dest)).stdout
     assert f"rootfs: {dest}/rootfs" in out and (dest / "rootfs/usr/bin/bash").exists()
     assert not (dest / "rootfs/usr/lib/passwd").exists()  # the final layout is postprocess's job
     again = strata("compose", "install", *common, str(treefile), str(dest), check=False)
@@ -298,3 +303,21 @@ def test_split_compose_verbs(world: dict[str, Any], composed: dict[str, Any]) ->
     strata("compose", "commit", *common, "--write-commitid-to", str(commit_file), str(treefile), str(dest / "rootfs"))
     again_commit = Repo.open(world["repo"]).load_commit(commit_file.read_text())
     assert again_commit.meta("rpmostree.rpmdb.pkglist") == commit.meta("rpmostree.rpmdb.pkglist")
+
+
+def test_compose_options(world: dict[str, Any], composed: dict[str, Any]) -> None:
+    treefile = _treefile(world, "options.json", **{"ostree-layers": ["layers/elsewhere"]})
+    other = world["work"] / "layer-repo"
+    Repo.init(other, RepoMode.ARCHIVE)
+    (world["work"] / "elsewhere/usr/share/elsewhere").mkdir(parents=True)
+    commit_directory(Repo.open(other), world["work"] / "elsewhere", "layers/elsewhere", CommitRequest())
+    with pytest.raises(StrataError, match="ostree layer 'layers/elsewhere' not found"):
+        _compose(world, treefile, dry_run=True)
+    stamp = world["work"] / "changed"
+    _result, lines = _compose(world, treefile, dry_run=True, layer_repo=other, touch_if_changed=stamp, cache_only=True)
+    assert stamp.exists() and lines[-1] == f"--dry-run complete, updating --touch-if-changed={stamp}; exiting"
+    with pytest.raises(StrataError, match="no cached metadata"):
+        compose_tree(treefile, ComposeOptions(repo=world["repo"], cachedir=world["work"] / "empty-cache",
+                                              dry_run=True, cache_only=True, layer_repo=other), lambda _line: None)
+    with pytest.raises(StrataError, match="--download-only can only be used with --cachedir"):
+        compose_tree(treefile, ComposeOptions(repo=world["repo"], download_only=True), lambda _line: None)

@@ -74,11 +74,23 @@ def _install_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ex-lockfile-strict", action="store_true",
                    help="With --ex-lockfile, only allow installing locked packages")
     p.add_argument("--ex-write-lockfile-to", metavar="FILE", help="Write lockfile to FILE")
+    p.add_argument("--layer-repo", metavar="REPO", help="Repository holding the ostree-layers refs "
+                                                        "(default: --repo)")
+    p.add_argument("--cache-only", action="store_true", help="Assume cache is present, do not attempt to update it")
+    p.add_argument("--download-only", action="store_true", help="Like --dry-run, but download and import RPMs "
+                                                                "as well; requires --cachedir")
+    p.add_argument("--touch-if-changed", metavar="FILE", help="Update the modification time on FILE if a new "
+                                                              "commit was created")
+    p.add_argument("--previous-commit", metavar="COMMIT", help="Use this commit for change detection")
+    p.add_argument("--workdir", metavar="WORKDIR", help="Working directory")
+    p.add_argument("--disable-selinux", action="store_true", help="Disable SELinux labeling (strata never labels)")
 
 
 def _commit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--add-metadata-string", action="append", default=[], metavar="KEY=VALUE",
                    help="Append given key and value (in string format) to metadata")
+    p.add_argument("--add-metadata-from-json", action="append", default=[], metavar="JSON",
+                   help="Parse the given JSON file as object, convert to GVariant, append to OSTree commit")
     p.add_argument("--parent", metavar="REV", help="Commit with specific parent (default: the ref's commit)")
     p.add_argument("--no-parent", action="store_true", help="Always commit without a parent")
     p.add_argument("--write-commitid-to", metavar="FILE", help="File to write the composed commitid to "
@@ -103,7 +115,16 @@ def _options(args: argparse.Namespace) -> ComposeOptions:
         previous_version=getattr(args, "previous_version", None),
         lockfiles=[Path(p) for p in getattr(args, "ex_lockfile", [])],
         lockfile_strict=getattr(args, "ex_lockfile_strict", False),
-        write_lockfile_to=Path(args.ex_write_lockfile_to) if getattr(args, "ex_write_lockfile_to", None) else None)
+        write_lockfile_to=_path(args, "ex_write_lockfile_to"), previous_commit=getattr(args, "previous_commit", None),
+        layer_repo=_path(args, "layer_repo"), touch_if_changed=_path(args, "touch_if_changed"),
+        add_metadata_from_json=[Path(p) for p in getattr(args, "add_metadata_from_json", [])],
+        download_only=getattr(args, "download_only", False), cache_only=getattr(args, "cache_only", False),
+        workdir=_path(args, "workdir"))
+
+
+def _path(args: argparse.Namespace, name: str) -> Path | None:
+    value = getattr(args, name, None)
+    return Path(value) if value else None
 
 
 def _with_progress(step: Callable[[Log], object]) -> int:

@@ -61,6 +61,13 @@ class ComposeOptions:
     lockfiles: list[Path] = field(default_factory=list)
     lockfile_strict: bool = False
     write_lockfile_to: Path | None = None
+    previous_commit: str | None = None  # change detection, versions and accounts compare against it
+    layer_repo: Path | None = None  # where ostree-layers refs are (default: the target repository)
+    touch_if_changed: Path | None = None
+    add_metadata_from_json: list[Path] = field(default_factory=list)
+    download_only: bool = False
+    cache_only: bool = False
+    workdir: Path | None = None
 
 
 @dataclass
@@ -85,6 +92,7 @@ class ComposePlan:
     solution: list[Candidate]
     inputhash: str
     version: str | None = None
+    parent: str | None = None
 
 
 @dataclass
@@ -124,35 +132,56 @@ def compose_tree(treefile_path: Path, options: ComposeOptions, log: Log) -> Comp
     if _unchanged(plan.repo, plan.previous, plan.inputhash, options, log):
         return result
     if options.dry_run:
-        log("--dry-run complete; exiting")
+        touch = f", updating --touch-if-changed={options.touch_if_changed}" if options.touch_if_changed else ""
+        log(f"--dry-run complete{touch}; exiting")
+        _touch(options.touch_if_changed)
         return result
     pkgcache = Repo.init(plan.cachedir / PKGCACHE_REPO, RepoMode.BARE)
-    with tempfile.TemporaryDirectory(prefix="compose-", dir=pkgcache.tmp_dir) as work:
+    if options.download_only:
+        _import_all(pkgcache, plan.sources, plan.solution, plan.cachedir, plan.treefile, log, result)
+        return result
+    with tempfile.TemporaryDirectory(prefix="compose-", dir=options.workdir or pkgcache.tmp_dir) as work:
         rootfs = Path(work) / "rootfs"
         install_root(plan, pkgcache, rootfs, options, log, result)
         postprocess_root(rootfs, plan.treefile, log)
         state = BuildState(plan.inputhash, plan.version, sorted(p.nevra.pkglist_entry() for p in plan.solution),
                            plan.sources.repo_timestamps())
-        commit = commit_root(plan.repo, rootfs, plan.treefile, state, plan.previous, options, log)
+        commit = commit_root(plan.repo, rootfs, plan.treefile, state, plan.previous, options, log,
+                             parent=plan.parent)
     result.commit, result.version = commit, plan.version
+    _touch(options.touch_if_changed)
     return result
+
+
+def _touch(path: Path | None) -> None:
+    """--touch-if-changed: the file's mtime moves (it is created when missing) when there is a new tree."""
+    if path is not None:
+        path.touch()
+        os.utime(path)
 
 
 def compose_install(treefile_path: Path, destdir: Path, options: ComposeOptions, log: Log, *,
                     postprocess: bool = False) -> ComposeResult:
     """rpm-ostree's `compose install`: DESTDIR/rootfs holds the installed tree (treefile postprocessing
     done; with postprocess=True also the final layout), built aside and renamed into place."""
-    plan = plan_compose(treefile_path, options, log)
-    result = ComposeResult(plan.treefile.ref or "", None, plan.version, [p.nevra for p in plan.solution],
-                           plan.inputhash)
-    if options.dry_run:
-        log("--dry-run complete; exiting")
-        return result
+    if options.workdir is not None:
+        raise InvalidInputError("--workdir is ignored with install-root")
     final = destdir / "rootfs"
     if final.exists() or final.is_symlink():
         raise InvalidInputError(f"{final} already exists")
-    destdir.mkdir(parents=True, exist_ok=True)
+    plan = plan_compose(treefile_path, options, log)
+    result = ComposeResult(plan.treefile.ref or "", None, plan.version, [p.nevra for p in plan.solution],
+                           plan.inputhash)
+    if _unchanged(plan.repo, plan.previous, plan.inputhash, options, log):
+        return result
+    if options.dry_run:
+        log("--dry-run complete; exiting")
+        return result
     pkgcache = Repo.init(plan.cachedir / PKGCACHE_REPO, RepoMode.BARE)
+    if options.download_only:
+        _import_all(pkgcache, plan.sources, plan.solution, plan.cachedir, plan.treefile, log, result)
+        return result
+    destdir.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=".rootfs-", dir=destdir))
     try:
         install_root(plan, pkgcache, partial / "rootfs", options, log, result)
@@ -164,6 +193,7 @@ def compose_install(treefile_path: Path, destdir: Path, options: ComposeOptions,
     finally:
         fsroot.remove_tree(partial)
     log(f"rootfs: {final}")
+    _touch(options.touch_if_changed)
     return result
 
 
@@ -183,13 +213,14 @@ def compose_commit(treefile_path: Path, rootfs: Path, options: ComposeOptions, l
     if not rootfs.is_dir() or rootfs.is_symlink():
         raise InvalidInputError(f"{rootfs} is not a directory")
     repo = Repo.open(options.repo)
-    previous = _previous_commit(repo, treefile.ref, options)
+    parent = _previous_commit(repo, treefile.ref, options)
+    previous = repo.resolve_rev(options.previous_commit) if options.previous_commit else parent
     state_path = rootfs.parent / STATE_FILE
     if state_path.exists():
         state = BuildState.load(state_path)
     else:
         state = BuildState("", _version(treefile, repo, previous, options), _rpmdb_pkglist(rootfs), {})
-    commit = commit_root(repo, rootfs, treefile, state, previous, options, log)
+    commit = commit_root(repo, rootfs, treefile, state, previous, options, log, parent=parent)
     packages = [Nevra.from_pkglist_entry(entry) for entry in state.pkglist]
     return ComposeResult(treefile.ref or "", commit, state.version, packages, state.inputhash)
 
@@ -204,14 +235,17 @@ def plan_compose(treefile_path: Path, options: ComposeOptions, log: Log) -> Comp
     if not ref and options.write_commitid_to is None:
         raise InvalidInputError("treefile has no 'ref'")
     repo = Repo.open(options.repo)
-    previous = _previous_commit(repo, ref, options)
+    parent = _previous_commit(repo, ref, options)
+    previous = repo.resolve_rev(options.previous_commit) if options.previous_commit else parent
     log(f"Previous commit: {previous}" if previous else f"No previous commit for {ref}")
+    if options.download_only and options.cachedir is None:
+        raise InvalidInputError("--download-only can only be used with --cachedir")
     cachedir = options.cachedir or repo.path / "extensions" / "strata" / "compose-cache"
     cachedir.mkdir(parents=True, exist_ok=True)
     locked = load_lockfiles(options.lockfiles)
     lockfile_repos = list(treefile.get("lockfile-repos") or []) if locked else []
     sources = open_repositories(treefile.directory, treefile.repos, cachedir / "rpmmd", log,
-                                repo_variables(treefile), extra=lockfile_repos)
+                                repo_variables(treefile), extra=lockfile_repos, cache_only=options.cache_only)
     restrictions = Restrictions(
         repo_packages=[(pkg, entry["repo"]) for entry in treefile.get("repo-packages") or []
                        for pkg in entry["packages"]],
@@ -225,11 +259,15 @@ def plan_compose(treefile_path: Path, options: ComposeOptions, log: Log) -> Comp
     if options.write_lockfile_to is not None:
         write_lockfile(options.write_lockfile_to, solution, sources.repo_timestamps())
         log(f"Wrote lockfile to {options.write_lockfile_to}")
-    layers = _layer_commits(repo, treefile)
+    layers = _layer_commits(_layer_repo(repo, options), treefile)
     inputhash = input_hash(treefile, solution, layers)
     log(f"Input state hash: {inputhash}")
     version = _version(treefile, repo, previous, options)
-    return ComposePlan(treefile, repo, previous, cachedir, sources, solution, inputhash, version)
+    return ComposePlan(treefile, repo, previous, cachedir, sources, solution, inputhash, version, parent)
+
+
+def _layer_repo(repo: Repo, options: ComposeOptions) -> Repo:
+    return Repo.open(options.layer_repo) if options.layer_repo is not None else repo
 
 
 def repo_variables(treefile: Treefile) -> dict[str, str]:
@@ -252,7 +290,7 @@ def install_root(plan: ComposePlan, pkgcache: Repo, rootfs: Path, options: Compo
         with pkgcache.lock():
             commits = {nevra: filter_package(pkgcache, commit, headers[nevra], rules, log)
                        for nevra, commit in commits.items()}
-    _assemble(pkgcache, plan.repo, treefile, plan.solution, commits, rootfs, log)
+    _assemble(pkgcache, _layer_repo(plan.repo, options), treefile, plan.solution, commits, rootfs, log)
     composepasswd.preserve_accounts(rootfs, treefile, plan.repo, plan.previous, log)
     _run_package_scripts([headers[p.nevra.nevra] for p in plan.solution], rootfs, treefile, log)
     _treefile_changes(rootfs, treefile, plan.version, log)
@@ -478,14 +516,14 @@ def _check_kernel(rootfs: Path, *, require_initramfs: bool = True) -> str:
 
 
 def commit_root(repo: Repo, rootfs: Path, treefile: Treefile, state: BuildState, previous: str | None,
-                options: ComposeOptions, log: Log) -> str:
+                options: ComposeOptions, log: Log, *, parent: str | None) -> str:
     """Check accounts, write the commit (signed with gpg-key), move the ref or write the commit id."""
     composepasswd.check_accounts(rootfs, treefile, repo, previous, log)
     metadata = _commit_metadata(rootfs, treefile, state, options)
     write_options = TreeWriteOptions(mode_ro_executables=bool(treefile.get("readonly-executables", False)))
     with progress.task("Committing"), repo.lock():
         root = write_tree_from_dir(repo, rootfs, write_options)
-        request = CommitRequest(metadata=metadata, parent=previous, bind_refs=[treefile.ref] if treefile.ref else [])
+        request = CommitRequest(metadata=metadata, parent=parent, bind_refs=[treefile.ref] if treefile.ref else [])
         commit = write_commit(repo, root, request)
         _detached_metadata(repo, commit, treefile, state)
         repo.sync()
@@ -504,9 +542,12 @@ def _commit_metadata(rootfs: Path, treefile: Treefile, state: BuildState,
     metadata: list[tuple[str, str, object]] = []
     if state.version is not None:
         metadata.append(("version", "s", state.version))
+    from_json = _metadata_from_json(options.add_metadata_from_json)
+    overridden = {k for k, _ in options.add_metadata} | set(from_json)
     for key, value in (treefile.get("add-commit-metadata") or {}).items():
-        if key not in {k for k, _ in options.add_metadata}:
+        if key not in overridden:
             metadata.append((key, *_json_to_variant(value)))
+    metadata += [(k, *_json_to_variant(v)) for k, v in from_json.items() if k not in dict(options.add_metadata)]
     metadata += [(k, "s", v) for k, v in options.add_metadata if k != "version"]
     if state.inputhash:
         metadata.append(("rpmostree.inputhash", "s", state.inputhash))
@@ -522,6 +563,20 @@ def _commit_metadata(rootfs: Path, treefile: Treefile, state: BuildState,
         kernel = _check_kernel(rootfs, require_initramfs=not treefile.get("no-initramfs", False))
         metadata += [("ostree.bootable", "b", True), ("ostree.linux", "s", kernel)]
     return metadata
+
+
+def _metadata_from_json(paths: list[Path]) -> dict[str, object]:
+    """--add-metadata-from-json: JSON objects whose members become commit metadata (later files win)."""
+    merged: dict[str, object] = {}
+    for path in paths:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise InvalidInputError(f"--add-metadata-from-json: {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise InvalidInputError(f"--add-metadata-from-json: {path}: not a JSON object")
+        merged.update(data)
+    return merged
 
 
 def _detached_metadata(repo: Repo, commit: str, treefile: Treefile, state: BuildState) -> None:

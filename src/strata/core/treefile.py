@@ -120,7 +120,18 @@ def load_treefile(path: str | os.PathLike[str], *, basearch: str | None = None) 
     loader = _Loader(arch)
     merged = loader.load(top, depth=0)
     data = _finalize(merged, loader.variables, arch)
+    if str(data.get("edition", "2014")) == "2024":
+        _refuse_associated_directories(loader.seen)
     return Treefile(top, data, arch, loader.seen)
+
+
+def _refuse_associated_directories(sources: list[Path]) -> None:
+    """Edition 2024 runs finalize.d executables next to each manifest on the host; strata runs nothing
+    outside its sandbox, so it refuses them rather than leaving them out."""
+    for source in sources:
+        if (source.parent / "finalize.d").is_dir():
+            raise InvalidInputError(f"{source.parent / 'finalize.d'}: associated directories (finalize.d) "
+                                    "are not supported by strata")
 
 
 class _Loader:
@@ -181,6 +192,8 @@ class _Loader:
 
 
 def _read_file(path: Path) -> dict[str, Any]:
+    if path.suffix == ".ks":
+        raise InvalidInputError(f"{path}: kickstart treefiles are not supported by strata (use YAML or JSON)")
     try:
         text = path.read_text()
     except FileNotFoundError:

@@ -230,10 +230,14 @@ def _algorithm(name: str) -> str:
     return algo
 
 
-def load_metadata(config: RepoConfig, cachedir: Path, log: Log, *, force: bool = False) -> RepoMetadata:
-    """Fetch (or reuse) repomd.xml and the primary and filelists data of a repository."""
+def load_metadata(config: RepoConfig, cachedir: Path, log: Log, *, force: bool = False,
+                  cache_only: bool = False) -> RepoMetadata:
+    """Fetch (or reuse) repomd.xml and the primary and filelists data of a repository; with cache_only,
+    only what the cache holds (nothing is fetched, however old)."""
     repo_cache = cache_path(cachedir, config.id, "repository id")
     repomd_path = repo_cache / "repomd.xml"
+    if cache_only:
+        return _cached_metadata(config, repo_cache, repomd_path)
     fresh = (not force and repomd_path.exists() and config.metadata_expire != 0
              and (config.metadata_expire < 0 or time.time() - repomd_path.stat().st_mtime < config.metadata_expire))
     if not fresh or config.is_local:
@@ -258,6 +262,26 @@ def load_metadata(config: RepoConfig, cachedir: Path, log: Log, *, force: bool =
         files[kind] = target
     _drop_stale(repo_cache, {repomd_path.name, REPOMD_SIGNATURE, *(p.name for p in files.values())})
     return RepoMetadata(config, revision, timestamp, files, repomd_path, cached=fresh)
+
+
+def _cached_metadata(config: RepoConfig, repo_cache: Path, repomd_path: Path) -> RepoMetadata:
+    if not repomd_path.exists():
+        raise NotFoundError(f"repository '{config.id}': no cached metadata (cache only)")
+    if config.repo_gpgcheck:
+        _verify_repomd(config, repomd_path, repo_cache / REPOMD_SIGNATURE)
+    revision, timestamp, data = _parse_repomd(repomd_path)
+    files: dict[str, Path] = {}
+    for kind in ("primary", "filelists"):
+        if kind not in data:
+            continue
+        href, algo, hexsum, _size = data[kind]
+        target = cache_path(repo_cache, href.rsplit("/", 1)[-1], f"repository '{config.id}' metadata file")
+        if not (target.exists() and _file_digest(target, algo) == hexsum):
+            raise NotFoundError(f"repository '{config.id}': cached {kind} metadata missing (cache only)")
+        files[kind] = target
+    if "primary" not in files:
+        raise CorruptionError(f"repository '{config.id}' has no primary metadata")
+    return RepoMetadata(config, revision, timestamp, files, repomd_path, cached=True)
 
 
 def _refresh_repomd(config: RepoConfig, repomd_path: Path) -> bool:

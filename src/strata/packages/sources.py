@@ -77,7 +77,7 @@ def _iso(timestamp: int) -> str:
 
 def open_repositories(directory: Path, wanted: list[str] | None, cachedir: Path, log: Log,
                       variables: dict[str, str] | None = None, *, force: bool = False,
-                      extra: list[str] | None = None) -> RepositorySet:
+                      extra: list[str] | None = None, cache_only: bool = False) -> RepositorySet:
     """The wanted repositories (every enabled one for None) plus the extra ones, enabled or not."""
     found = parse_repo_files(directory, variables)
     configs = select_repos(found, wanted)
@@ -88,7 +88,7 @@ def open_repositories(directory: Path, wanted: list[str] | None, cachedir: Path,
     log(f"Enabled rpm-md repositories: {' '.join(c.id for c in configs)}")
     metadata = []
     for config in configs:
-        meta = load_metadata(config, cachedir, log, force=force)
+        meta = load_metadata(config, cachedir, log, force=force, cache_only=cache_only)
         count = _count_packages(meta)
         if meta.cached:
             log(f"rpm-md repo '{config.id}' (cached); generated: {_iso(meta.timestamp)} solvables: {count}")
