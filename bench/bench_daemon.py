@@ -4,7 +4,8 @@ On the lab sysroot (the embedded lab distribution composed into a base, deployed
 `strata daemon` on a private dbus-daemon:
 - status in-process: the deployments as `status --json` computes them, in this process (median of N);
 - status through the daemon: Sysroot.Deployments + ActiveTransaction read over D-Bus (median of N);
-- status as a command: `strata status` against `busctl get-property ... Deployments` (median of N processes);
+- status as a command: `strata status`, the same routed through the daemon (`--daemon-address`), and
+  `busctl get-property ... Deployments` (median of N processes);
 - the daemon's RSS when idle, and its peak (with its transaction worker) during `PkgChange install htop`.
 
     .venv/bin/python bench/bench_daemon.py
@@ -117,12 +118,15 @@ def report(root: Path, address: str, pid: int) -> None:
                                  get_property(client, SYSROOT_PATH, SYSROOT_IFACE, "ActiveTransaction")))
     cli = median_ms(lambda: subprocess.run([*STRATA, "status", "--sysroot", str(root)], check=True,
                                            stdout=subprocess.DEVNULL), runs=10)
+    routed = median_ms(lambda: subprocess.run([*STRATA, "--daemon-address", address, "status"], check=True,
+                                              stdout=subprocess.DEVNULL), runs=10)
     busctl = median_ms(lambda: subprocess.run(
         ["busctl", f"--address={address}", "get-property", "org.projectatomic.rpmostree1", SYSROOT_PATH,
          SYSROOT_IFACE, "Deployments"], check=True, stdout=subprocess.DEVNULL), runs=10)
     print(f"status in-process:            {in_process:8.1f} ms (median of {RUNS})")
     print(f"status through the daemon:    {through:8.1f} ms (median of {RUNS}; target <= 150 ms)")
     print(f"`strata status` process:      {cli:8.1f} ms (median of 10)")
+    print(f"`strata status` via daemon:   {routed:8.1f} ms (median of 10; the CLI routed over D-Bus)")
     print(f"busctl get-property process:  {busctl:8.1f} ms (median of 10)")
     time.sleep(1)
     print(f"daemon RSS idle:              {rss_mb(pid):8.1f} MB (target < 80 MB)")
@@ -144,6 +148,8 @@ def report(root: Path, address: str, pid: int) -> None:
     sampler.join()
     print(f"install htop through daemon:  {elapsed:8.2f} s, finished={finished}")
     print(f"daemon + worker RSS peak:     {peak[0]:8.1f} MB")
+    time.sleep(1)
+    print(f"daemon RSS after the install: {rss_mb(pid):8.1f} MB")
 
 
 if __name__ == "__main__":

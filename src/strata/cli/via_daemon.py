@@ -9,9 +9,10 @@ option the daemon does not take runs in-process (route answers None)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ ADDRESS_ENV = "STRATA_DAEMON_ADDRESS"
 NEUTRAL = {"func", "verb", "sysroot", "stateroot", "debug", "global_quiet", "daemon_address", "known_verbs",
            "override_verb", "ex_verb", "assumeyes", "unchanged_exit_77"}
 EXIT_UNCHANGED = 77
+OVERRIDE_HINT = 'Use "strata override reset" to undo overrides'
 
 
 def route(args: argparse.Namespace) -> int | None:
@@ -86,7 +88,7 @@ class _Session:
         from strata.cli import client as cli_client
         return cli_client._progress()
 
-    def transaction(self, method: str, signature: str, values: tuple[Any, ...]) -> Any:
+    def transaction(self, method: str, signature: str, values: tuple[Any, ...], fds: list[int] | None = None) -> Any:
         """Call an OS method that starts a transaction, follow it; the in-process Outcome it amounts to."""
         from gi.repository import GLib
 
@@ -94,7 +96,7 @@ class _Session:
         sysroot = self.sysroot()
         before = sysroot.deployments()
         stateroot = getattr(self.args, "stateroot", None)
-        address = daemon_client.call_os(self.bus, stateroot, method, GLib.Variant(signature, values))[0]
+        address = daemon_client.call_os(self.bus, stateroot, method, GLib.Variant(signature, values), fds)[0]
         daemon_client.follow(str(address), self.progress())
         return daemon_client.outcome_after(self.sysroot(), before)
 
@@ -151,15 +153,47 @@ def _status(session: _Session) -> int:
 
 
 def _is_local_file(spec: str) -> bool:
-    return spec.endswith(".rpm") or "/" in spec
+    return spec.endswith(".rpm") or spec.startswith("file://")
 
 
 def _install(session: _Session) -> int | None:
+    from gi.repository import GLib
     args = session.args
-    if any(_is_local_file(p) for p in args.packages):
-        return None  # local RPMs would travel as file descriptors (install-local-packages); in-process for now
     options = _options(args, idempotent_layering=args.idempotent, allow_inactive_requests=args.allow_inactive)
-    return session.finish(session.transaction("PkgChange", "(a{sv}asas)", (options, args.packages, [])))
+    local = [p for p in args.packages if _is_local_file(p)]
+    if not local:
+        return session.finish(session.transaction("PkgChange", "(a{sv}asas)", (options, args.packages, [])))
+    names = [p for p in args.packages if not _is_local_file(p)]
+    modifiers = {"install-packages": GLib.Variant("as", names)} if names else {}
+    with _opened(local) as fds:  # rpm-ostree's install-local-packages: the files travel as descriptors
+        modifiers["install-local-packages"] = GLib.Variant("ah", list(range(len(fds))))
+        outcome = session.transaction("UpdateDeployment", "(a{sv}a{sv})", (modifiers, options), fds)
+    return session.finish(outcome)
+
+
+def _override_replace(session: _Session) -> int | None:
+    from gi.repository import GLib
+    args = session.args
+    if not all(_is_local_file(p) for p in args.packages):
+        return None
+    modifiers = {"override-remove-packages": GLib.Variant("as", list(args.remove))} if args.remove else {}
+    with _opened(args.packages) as fds:
+        modifiers["override-replace-local-packages"] = GLib.Variant("ah", list(range(len(fds))))
+        outcome = session.transaction("UpdateDeployment", "(a{sv}a{sv})", (modifiers, _options(args)), fds)
+    return session.finish(outcome, queued=False, closing=OVERRIDE_HINT)
+
+
+@contextlib.contextmanager
+def _opened(paths: list[str]) -> Iterator[list[int]]:
+    """The files, opened for reading (file:// URLs as paths), closed afterwards."""
+    fds: list[int] = []
+    try:
+        for path in paths:
+            fds.append(os.open(path.removeprefix("file://"), os.O_RDONLY | os.O_CLOEXEC))
+        yield fds
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _uninstall(session: _Session) -> int:
@@ -176,7 +210,7 @@ def _override_remove(session: _Session) -> int:
     from gi.repository import GLib
     outcome = _update_deployment(session, {"override-remove-packages": GLib.Variant("as", session.args.packages)},
                                  _options(session.args))
-    return session.finish(outcome, queued=False, closing='Use "rpm-ostree override reset" to undo overrides')
+    return session.finish(outcome, queued=False, closing=OVERRIDE_HINT)
 
 
 def _override_reset(session: _Session) -> int | None:
@@ -334,6 +368,7 @@ ROUTES: dict[str, tuple[Callable[[_Session], int | None], frozenset[str]]] = {
     "install": (_install, _handled("packages", "idempotent", "allow_inactive", "reboot")),
     "uninstall": (_uninstall, _handled("packages", "idempotent", "reboot")),
     "override remove": (_override_remove, _handled("packages", "reboot")),
+    "override replace": (_override_replace, _handled("packages", "remove", "reboot")),
     "override reset": (_override_reset, _handled("packages", "all", "reboot")),
     "reset": (_reset, _handled("reboot")),
     "upgrade": (_upgrade, _handled("download_only", "reboot", "check", "preview", "allow_downgrade",

@@ -23,6 +23,7 @@ MODIFIER_ACTIONS = {
     "set-refspec": "rebase", "set-revision": "deploy", "install-packages": "install-uninstall-packages",
     "uninstall-packages": "install-uninstall-packages", "override-remove-packages": "override",
     "override-reset-packages": "override", "no-layering": "install-uninstall-packages", "no-overrides": "override",
+    "install-local-packages": "install-uninstall-packages", "override-replace-local-packages": "override",
 }
 
 

@@ -61,8 +61,20 @@ def os_object(bus: Gio.DBusConnection, stateroot: str | None) -> str:
     return str(_call(bus, BUS_NAME, SYSROOT_PATH, SYSROOT_IFACE, "GetOS", GLib.Variant("(s)", (stateroot or "",)))[0])
 
 
-def call_os(bus: Gio.DBusConnection, stateroot: str | None, method: str, params: GLib.Variant) -> Any:
-    return _call(bus, BUS_NAME, os_object(bus, stateroot), OS_IFACE, method, params)
+def call_os(bus: Gio.DBusConnection, stateroot: str | None, method: str, params: GLib.Variant,
+            fds: list[int] | None = None) -> Any:
+    """An OS method; FDS go along as the message's file descriptors (the `h` values index them)."""
+    if not fds:
+        return _call(bus, BUS_NAME, os_object(bus, stateroot), OS_IFACE, method, params)
+    fd_list = Gio.UnixFDList.new()
+    for fd in fds:
+        fd_list.append(fd)  # a duplicate: the caller keeps (and closes) its own
+    try:
+        reply, _out = bus.call_with_unix_fd_list_sync(BUS_NAME, os_object(bus, stateroot), OS_IFACE, method, params,
+                                                      None, Gio.DBusCallFlags.NONE, CALL_TIMEOUT_MS, fd_list, None)
+    except GLib.Error as exc:
+        raise DaemonError(remote_message(exc.message)) from None
+    return reply.unpack()
 
 
 def follow(address: str, progress: Progress) -> None:

@@ -26,7 +26,9 @@ METHOD_OPTIONS: dict[str, dict[str, str]] = {
                          "no-pull-base": "b"},
 }
 MODIFIERS = {"set-refspec": "s", "set-revision": "s", "install-packages": "as", "uninstall-packages": "as",
-             "override-remove-packages": "as", "override-reset-packages": "as"}
+             "override-remove-packages": "as", "override-reset-packages": "as",
+             "install-local-packages": "ah", "override-replace-local-packages": "ah"}
+LOCAL_PACKAGE_MODIFIERS = {"install-local-packages": "add-local", "override-replace-local-packages": "replace-local"}
 
 
 class UnknownOptionError(InvalidInputError):

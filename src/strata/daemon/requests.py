@@ -10,7 +10,7 @@ from gi.repository import GLib
 
 from strata.daemon.authority import METHOD_ACTIONS, MODIFIER_ACTIONS
 from strata.daemon.config import FleetLockConfig
-from strata.daemon.options import MODIFIERS, UnknownOptionError, unpack
+from strata.daemon.options import LOCAL_PACKAGE_MODIFIERS, MODIFIERS, UnknownOptionError, unpack
 from strata.daemon.worker import Job
 from strata.errors import InvalidInputError
 
@@ -22,6 +22,8 @@ class Request:
     job: Job
     title: str
     actions: list[str] = field(default_factory=list)
+    # RPMs passed as file descriptors: the job argument that receives their copies -> indices in the fd list
+    local_fds: dict[str, list[int]] = field(default_factory=dict)
 
 
 def build_request(method: str, params: GLib.Variant, sysroot: str, stateroot: str) -> Request:
@@ -129,13 +131,16 @@ def _update_deployment(params: GLib.Variant, job: Job) -> Request:
                      ("no-layering", "no-overrides") if options.get(key)}) or ["upgrade"]
     request = _modifier_request(modifiers, options, job)
     request.actions = actions
+    request.local_fds = {arg: list(modifiers[key]) for key, arg in LOCAL_PACKAGE_MODIFIERS.items()
+                         if modifiers.get(key)}
     return request
 
 
 def _modifier_request(modifiers: dict[str, Any], options: dict[str, Any], job: Job) -> Request:
     """UpdateDeployment runs one kind of change per call in strata."""
     kinds = {"base" if key in ("set-refspec", "set-revision") else
-             "packages" if key.endswith("install-packages") else "overrides" for key in modifiers}
+             "packages" if key.endswith(("install-packages", "install-local-packages")) else "overrides"
+             for key in modifiers}
     kinds |= {"reset" for key in ("no-layering", "no-overrides") if options.get(key)}
     if len(kinds - {"base", "packages"}) + bool(kinds & {"base", "packages"}) > 1:
         raise UnknownOptionError(f"UpdateDeployment: combining {' and '.join(sorted(kinds))} is not implemented")
@@ -149,14 +154,17 @@ def _modifier_request(modifiers: dict[str, Any], options: dict[str, Any], job: J
         return _finish(job, "deploy", options, f"deploy {revision}", revision=revision, **change)
     if kinds == {"packages"}:
         add, remove = modifiers.get("install-packages", []), modifiers.get("uninstall-packages", [])
-        words = [*(["install", *add] if add else []), *(["uninstall", *remove] if remove else [])]
+        local = len(modifiers.get("install-local-packages", []))
+        words = [*(["install", *add] if add or local else []), *([f"({local} local packages)"] if local else []),
+                 *(["uninstall", *remove] if remove else [])]
         return _finish(job, "pkgchange", options, " ".join(words), add=add, remove=remove,
                        idempotent=options.get("idempotent-layering", False),
                        **{"allow-inactive": options.get("allow-inactive-requests", False)})
     if kinds == {"overrides"}:
         remove, reset = modifiers.get("override-remove-packages", []), modifiers.get("override-reset-packages", [])
-        return _finish(job, "override", options, " ".join(["override", *remove, *reset]), remove=remove,
-                       reset=reset)
+        local = len(modifiers.get("override-replace-local-packages", []))
+        words = ["override", *remove, *reset, *([f"({local} local packages)"] if local else [])]
+        return _finish(job, "override", options, " ".join(words), remove=remove, reset=reset)
     if kinds == {"reset"}:
         return _finish(job, "reset", options, "reset")
     return _finish(job, "upgrade", options, "upgrade", **_change_args(options))

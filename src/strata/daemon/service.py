@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -19,6 +20,7 @@ from strata.core.transaction import active_transaction
 from strata.daemon import automatic
 from strata.daemon.authority import METHOD_ACTIONS, authorized
 from strata.daemon.config import DaemonConfig, read_config
+from strata.daemon.localrpms import receive_packages
 from strata.daemon.options import unpack
 from strata.daemon.requests import Request, automatic_request, build_request
 from strata.daemon.txserver import TransactionServer
@@ -201,10 +203,12 @@ class Daemon:
     def _os_call(self, stateroot: str) -> Any:
         def call(_conn: Gio.DBusConnection, sender: str, _path: str, _iface: str, method: str,
                  params: GLib.Variant, invocation: Gio.DBusMethodInvocation) -> None:
-            self._answer(invocation, lambda: self._os_method(stateroot, sender, method, params))
+            self._answer(invocation, lambda: self._os_method(stateroot, sender, method, params,
+                                                             invocation.get_message().get_unix_fd_list()))
         return call
 
-    def _os_method(self, stateroot: str, sender: str, method: str, params: GLib.Variant) -> GLib.Variant | None:
+    def _os_method(self, stateroot: str, sender: str, method: str, params: GLib.Variant,
+                   fd_list: Gio.UnixFDList | None = None) -> GLib.Variant | None:
         if method == "GetPackages":
             return self._get_packages(stateroot, params.unpack()[0])
         if method == "GetDeploymentsRpmDiff":
@@ -213,7 +217,7 @@ class Daemon:
             return self._automatic_trigger(stateroot, sender, params)
         request = build_request(method, params, str(self.state.sysroot_path), stateroot)
         self._require(sender, request.actions, method)
-        return GLib.Variant("(s)", (self._start_transaction(request, method, sender, stateroot),))
+        return GLib.Variant("(s)", (self._start_transaction(request, method, sender, stateroot, fd_list),))
 
     def _require(self, sender: str, actions: list[str], method: str) -> None:
         if not authorized(self.bus, sender, actions):
@@ -259,7 +263,8 @@ class Daemon:
 
     # ------------------------------------------------------------ transactions
 
-    def _start_transaction(self, request: Request, method: str, sender: str, stateroot: str) -> str:
+    def _start_transaction(self, request: Request, method: str, sender: str, stateroot: str,
+                           fd_list: Gio.UnixFDList | None = None) -> str:
         current = self.state.transaction
         if current is not None and current.running:
             raise _busy(current.title)
@@ -267,6 +272,7 @@ class Daemon:
         if record is not None:
             raise _busy(record.title)
         self.state.serial += 1
+        self._receive_local_packages(request, fd_list)
         socket = self.state.runtime_dir / f"transaction-{self.state.serial}.sock"
         initiator = f"client(dbus:{sender})"
         txn = TransactionServer(self.node.lookup_interface(TX_IFACE), socket, request.job, request.title,
@@ -276,7 +282,20 @@ class Daemon:
         self._properties_changed()
         return txn.address
 
+    def _local_packages_dir(self) -> Path:
+        return self.state.runtime_dir / f"local-packages-{self.state.serial}"
+
+    def _receive_local_packages(self, request: Request, fd_list: Gio.UnixFDList | None) -> None:
+        """Copy RPMs passed as file descriptors (after authorization, before the worker runs)."""
+        try:
+            for arg, indices in request.local_fds.items():
+                request.job.args[arg] = receive_packages(fd_list, indices, self._local_packages_dir(), arg)
+        except (OSError, InvalidInputError) as exc:
+            shutil.rmtree(self._local_packages_dir(), ignore_errors=True)
+            raise InvalidInputError(f"receiving local packages: {exc}") from None
+
     def _transaction_done(self, _txn: TransactionServer) -> None:
+        shutil.rmtree(self._local_packages_dir(), ignore_errors=True)
         self._properties_changed()
         self._arm_idle_exit()
 

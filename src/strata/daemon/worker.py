@@ -104,7 +104,8 @@ def _report(progress: PipeProgress, outcome: client.Outcome, none_text: str = "N
 
 
 def _pkg_change(sysroot: Sysroot, job: Job, progress: PipeProgress) -> None:
-    add, remove = list(job.args.get("add", [])), list(job.args.get("remove", []))
+    add = [*job.args.get("add", []), *job.args.get("add-local", [])]
+    remove = list(job.args.get("remove", []))
     options = client.InstallOptions(idempotent=bool(job.args.get("idempotent")),
                                     allow_inactive=bool(job.args.get("allow-inactive")))
     verb = "uninstall" if not add else "install" if not remove else "pkgchange"
@@ -176,6 +177,10 @@ def _refresh_md(sysroot: Sysroot, job: Job, progress: PipeProgress) -> None:
 
 def _override(sysroot: Sysroot, job: Job, progress: PipeProgress) -> None:
     remove, reset = list(job.args.get("remove", [])), list(job.args.get("reset", []))
+    replace = list(job.args.get("replace-local", []))
+    if replace:  # with the removals in the same change
+        _report(progress, client.override_replace(sysroot, job.stateroot, replace, progress, remove))
+        remove = []
     if remove:
         _report(progress, client.override_remove(sysroot, job.stateroot, remove, progress))
     if reset:
