@@ -283,3 +283,31 @@ def test_docs_list_every_key() -> None:
     text = (Path(__file__).parents[2] / "docs/treefile.md").read_text()
     for key, support in DOCUMENTED_KEYS.items():
         assert f"| `{key}` | {support.status}" in text, key
+
+
+def test_kickstart_and_finalize_d_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="kickstart treefiles are not supported by strata"):
+        load_treefile(write(tmp_path / "t.ks", "%packages\nbash\n%end\n"))
+    (tmp_path / "finalize.d").mkdir()
+    top = write(tmp_path / "e.yaml", "edition: '2024'\n")
+    with pytest.raises(InvalidInputError, match=r"associated directories \(finalize\.d\) are not supported"):
+        load_treefile(top)
+
+
+def test_layout_writes_never_follow_a_package_link_out_of_the_tree(tmp_path: Path) -> None:
+    outside = tmp_path / "host-etc"
+    outside.mkdir()
+    (outside / "passwd").write_text("host:x:0:0::/:/bin/sh\n")
+    root = _tiny_root(tmp_path, initramfs=True)
+    (root / "usr/etc/passwd").unlink()
+    (root / "usr/etc").rmdir()
+    (root / "usr/etc").symlink_to(outside)
+    with pytest.raises(StrataError, match="/usr/etc in the tree is not a directory"):
+        compose_postprocess(root, None, lambda _line: None)
+    assert sorted(p.name for p in outside.iterdir()) == ["passwd"]
+    assert (outside / "passwd").read_text() == "host:x:0:0::/:/bin/sh\n"
+    boot_root = _tiny_root(tmp_path / "b", initramfs=True)
+    (boot_root / "usr/lib/ostree-boot").symlink_to(outside)
+    with pytest.raises(StrataError, match="/usr/lib/ostree-boot in the tree is not a directory"):
+        layout.copy_kernel_to_ostree_boot(boot_root, "5.0", lambda _line: None)
+    assert sorted(p.name for p in outside.iterdir()) == ["passwd"]

@@ -70,6 +70,9 @@ def preserve_accounts(rootfs: Path, treefile: Treefile, repo: Repo, previous: st
         seed = _seed_text(treefile, repo, previous, kind)
         if not seed:
             continue
+        if fsroot.lstat_in_tree(rootfs, "usr/etc") is None:
+            (rootfs / "usr/etc").mkdir(parents=True, mode=0o755)
+        fsroot.require_real_dir(rootfs, "usr/etc")  # a package's /etc link must not lead the writes out
         origin = "the check file" if _check_type(treefile, kind) == "file" else "the previous commit"
         log(f"Preserving /etc/{kind} accounts from {origin}")
         current = fsroot.read_in_root(rootfs, f"usr/etc/{kind}", _LIMIT) or b""

@@ -159,6 +159,10 @@ def add_files(root: Path, treefile_dir: Path, entries: list[list[str]], log: Log
 
 def split_passwd_and_group(root: Path, etc_group_members: list[str], log: Log) -> None:
     """System accounts move to /usr/lib/{passwd,group}; /etc keeps root (and the listed groups)."""
+    if fsroot.lstat_in_tree(root, "usr/etc") is not None:
+        fsroot.require_real_dir(root, "usr/etc")  # a package's /etc link must not lead the writes out
+    if fsroot.lstat_in_tree(root, "usr/lib") is not None:
+        fsroot.require_real_dir(root, "usr/lib")
     for name, keep in (("passwd", _is_root_entry), ("group", _group_keeper(etc_group_members))):
         etc_file = root / "usr/etc" / name
         data = fsroot.read_in_root(root, f"usr/etc/{name}", _ACCOUNTS_LIMIT)  # never the host's own file
@@ -357,22 +361,33 @@ def remove_device_nodes(root: Path, log: Log) -> None:
 def copy_kernel_to_ostree_boot(root: Path, kernel: str, log: Log) -> None:
     """boot-location new: the kernel and initramfs also in /usr/lib/ostree-boot, named with the boot
     checksum (SHA-256 of kernel then initramfs) as rpm-ostree names them."""
-    modules = root / "usr/lib/modules" / kernel
-    kernel_file = fsroot.resolve_path(root, f"usr/lib/modules/{kernel}/vmlinuz")
-    initramfs = modules / "initramfs.img"
+    kernel_file = fsroot.real_path_in_root(root, f"usr/lib/modules/{kernel}/vmlinuz")
+    initramfs = fsroot.real_path_in_root(root, f"usr/lib/modules/{kernel}/initramfs.img")
+    if kernel_file is None:
+        raise StrataError(f"kernel {kernel} has no vmlinuz")
     digest = hashlib.sha256(kernel_file.read_bytes())
-    if initramfs.is_file() and not initramfs.is_symlink():
+    if initramfs is not None and initramfs.is_file():
         digest.update(initramfs.read_bytes())
+    if fsroot.lstat_in_tree(root, "usr/lib/ostree-boot") is None:
+        (root / "usr/lib/ostree-boot").mkdir(mode=0o755)
+    fsroot.require_real_dir(root, "usr/lib/ostree-boot")  # never a package's link out of the tree
     bootdir = root / "usr/lib/ostree-boot"
-    bootdir.mkdir(parents=True, exist_ok=True)
     for old in bootdir.iterdir():
         if old.name.startswith(("vmlinuz-", "initramfs-")):
             old.unlink()
     checksum = digest.hexdigest()
     log(f"Kernel {kernel} also in /usr/lib/ostree-boot")
-    shutil.copy2(kernel_file, bootdir / f"vmlinuz-{kernel}-{checksum}")
-    if initramfs.is_file() and not initramfs.is_symlink():
-        shutil.copy2(initramfs, bootdir / f"initramfs-{kernel}.img-{checksum}")
+    _link_or_copy(kernel_file, bootdir / f"vmlinuz-{kernel}-{checksum}")
+    if initramfs is not None and initramfs.is_file():
+        _link_or_copy(initramfs, bootdir / f"initramfs-{kernel}.img-{checksum}")
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A second name for the same content, as rpm-ostree links it (the commit stores one object)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def defines_rpm_macro(root: Path, name: str) -> bool:
