@@ -311,3 +311,19 @@ def test_layout_writes_never_follow_a_package_link_out_of_the_tree(tmp_path: Pat
     with pytest.raises(StrataError, match="/usr/lib/ostree-boot in the tree is not a directory"):
         layout.copy_kernel_to_ostree_boot(boot_root, "5.0", lambda _line: None)
     assert sorted(p.name for p in outside.iterdir()) == ["passwd"]
+
+
+def test_container_commit_is_not_bootable(tmp_path: Path) -> None:
+    from strata.core.compose import STATE_FILE, BuildState, ComposeOptions, compose_commit
+    from strata.image.repo import Repo, RepoMode
+    root = _tiny_root(tmp_path, initramfs=False)
+    (root / "usr/lib/modules/5.0/vmlinuz").unlink()
+    treefile = write(tmp_path / "t.json", json.dumps({"ref": "box", "container": True}))
+    compose_postprocess(root, treefile, lambda _line: None)
+    BuildState("hash", None, [("bash", "0", "5.2", "1", "x86_64")], {}).save(root.parent / STATE_FILE)
+    Repo.init(tmp_path / "repo", RepoMode.ARCHIVE)
+    result = compose_commit(treefile, root, ComposeOptions(repo=tmp_path / "repo"), lambda _line: None)
+    commit = Repo.open(tmp_path / "repo").load_commit(result.commit)
+    assert commit.meta("ostree.bootable") is None and commit.meta("ostree.linux") is None
+    assert commit.meta("rpmostree.rpmdb.pkglist") == [("bash", "0", "5.2", "1", "x86_64")]
+    assert Repo.open(tmp_path / "repo").read_ref("box") == result.commit
