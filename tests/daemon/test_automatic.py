@@ -87,9 +87,9 @@ def test_none_check_stage(auto_daemon: DaemonProcess, served: tuple[Lab, Path], 
     assert cached["rpm-diff"]["added"][0][1] == "htop"
     _check_status_shows_update(auto_daemon, box, new)
 
-    _set_policy(auto_daemon, bus, "stage")
-    enabled, address = _trigger(bus, path)
-    assert enabled and run_transaction(address).finished == (True, "")
+    _set_policy(auto_daemon, bus, "stage")  # the timer's command, routed: AutomaticUpdateTrigger
+    out = strata_env({}, "--daemon-address", auto_daemon.address, "upgrade", "--trigger-automatic-update-policy")
+    assert "Update staged." in out.stdout, out.stdout
     deployments = Sysroot.open(box.root).deployments()
     assert deployments[0].staged and deployments[0].csum == new
     assert get_property(bus, path, OS_IFACE, "CachedUpdate") == {}

@@ -105,6 +105,33 @@ def test_routed_errors_and_in_process_fallback(daemon: DaemonProcess, lab_sysroo
     pending = _status(routed)["deployments"][0]
     assert pending["requested-packages"] == ["htop"] and pending["base-checksum"] == booted["checksum"]
     assert _strata(*routed, "deploy", booted["checksum"], "--unchanged-exit-77").returncode == 77
+
+    rpm = next((lab_sysroot.distro / "lab" / "Packages").glob("nano-*.rpm"))
+    out = _ok(*routed, "install", str(rpm))  # the file travels as a descriptor (install-local-packages)
+    assert "\n  nano-7.2" in out, out
+    assert _status(routed)["deployments"][0]["requested-local-packages"][0].startswith("nano-")
+    assert list(daemon.runtime_dir.glob("local-packages-*")) == []  # the daemon's copies are gone
     assert _strata(*routed, "reload").returncode == 0
     bad = _strata(*routed, "status", "-J", "$.deployments[?(@.booted)]")
     assert bad.returncode == 1 and "While compiling jsonpath" in bad.stderr
+
+
+def test_passed_descriptor_must_be_a_regular_file(daemon: DaemonProcess) -> None:
+    from gi.repository import GLib
+
+    from strata.daemon import client as daemon_client
+    bus = daemon_client.connect(daemon.address)
+    modifiers = {"install-local-packages": GLib.Variant("ah", [0])}
+    with open("/dev/null", "rb") as device:
+        try:
+            daemon_client.call_os(bus, None, "UpdateDeployment", GLib.Variant("(a{sv}a{sv})", (modifiers, {})),
+                                  [device.fileno()])
+            raise AssertionError("a character device was accepted as a package")
+        except daemon_client.DaemonError as exc:
+            assert "not a regular file" in str(exc)
+    modifiers = {"install-local-packages": GLib.Variant("ah", [3])}
+    try:
+        daemon_client.call_os(bus, None, "UpdateDeployment", GLib.Variant("(a{sv}a{sv})", (modifiers, {})))
+        raise AssertionError("an index without descriptors was accepted")
+    except daemon_client.DaemonError as exc:
+        assert "no file descriptors were passed" in str(exc)

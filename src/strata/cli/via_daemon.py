@@ -33,9 +33,15 @@ def route(args: argparse.Namespace) -> int | None:
     if address is None and (handler is None or _unhandled_options(args, handler[1]) or not _booted_host(args)):
         return None
     from strata.daemon import client as daemon_client
-    bus = daemon_client.connect(address)
-    if address is None and not daemon_client.service_available(bus):
-        return None
+    if address is None:
+        try:
+            bus = daemon_client.connect(None)
+            if not daemon_client.service_available(bus):
+                return None
+        except daemon_client.DaemonError:
+            return None  # no system bus: the engine runs in-process
+    else:
+        bus = daemon_client.connect(address)
     session = _Session(args, bus, daemon_client.served_sysroot(bus))
     if address is not None:
         session.adopt_sysroot()  # what still runs in-process works on the daemon's sysroot
