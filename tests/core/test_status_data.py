@@ -3,6 +3,7 @@ shape, commit metadata as rpm-ostree serialises it, `--pending-exit-77` and the 
 
 from __future__ import annotations
 
+import struct
 import sys
 
 import pytest
@@ -81,6 +82,7 @@ def test_commit_metadata_as_rpm_ostree_serialises_it() -> None:
     assert json_value(Variant("ay", b"\x01\x02")) == [1, 2]
     assert json_value(Variant("(sb)", ("a", True))) == ["a", True]
     assert json_value(Variant("mi", None)) is None
+    assert json_value(Variant("d", 1.5)) == struct.unpack("=d", struct.pack(">d", 1.5))[0]
 
 
 def test_pending_exit_77_and_policy_line() -> None:

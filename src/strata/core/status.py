@@ -5,6 +5,7 @@ automatic-updates header line, and the subset of JSONPath that `status -J` under
 from __future__ import annotations
 
 import re
+import struct
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +62,8 @@ def _typed_json(t: Any, value: Any) -> Any:
         size = INT_SIZES[t.code]
         signed = t.code in "nix"
         return int.from_bytes(value.to_bytes(size, "big", signed=signed), sys.byteorder, signed=signed)
+    if t.code == "d" and isinstance(value, float):
+        return struct.unpack("=d", struct.pack(">d", value))[0]
     if t.kind == "maybe":
         return None if value is None else _typed_json(t.children[0], value)
     if t.kind == "array":
@@ -92,8 +95,11 @@ def _signatures(sysroot: Sysroot, origin: Origin, checksum: str) -> tuple[bool |
         remote = get_remote(sysroot.repo, remote_name)
     except StrataError:
         return None, []
-    detached = sysroot.repo.read_detached_metadata(checksum)
-    found = gpg.signatures(detached)
+    try:
+        detached = sysroot.repo.read_detached_metadata(checksum)
+        found = gpg.signatures(detached)
+    except StrataError:  # damaged detached metadata: no signature status can show
+        return remote.gpg_verify, []
     if not remote.gpg_verify or not found:
         return remote.gpg_verify, []
     try:
