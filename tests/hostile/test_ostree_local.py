@@ -80,7 +80,7 @@ def test_timestamps_past_year_9999(tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     tree.mkdir()
     (tree / "f").write_text("f\n")
-    for stamp in ("@99999999999999", "@253402300800", "@-5"):
+    for stamp in ("@99999999999999", "@253402300800", "@-62135596801"):  # dates before 1970 are fine, as in ostree
         proc = strata("repo", "commit", "--repo", str(repo.path), "-b", "x", f"--tree=dir={tree}",
                       f"--timestamp={stamp}", check=False)
         assert f"Invalid timestamp: {stamp[1:]}" in one_line_error(proc)

@@ -176,11 +176,13 @@ def pull(inv: Invocation) -> int:
         name, _, first = name.partition(":")
         ref_args = [first, *ref_args]
     options = PullOptions(depth=a.number("depth", 0), commit_metadata_only=a.flag("commit-metadata-only"),
-                          mirror=a.flag("mirror"), disable_static_deltas=a.flag("disable-static-deltas"))
+                          mirror=a.flag("mirror"), disable_static_deltas=a.flag("disable-static-deltas"),
+                          trusted=a.flag("http-trusted"))
     _check_pull_request(repo, name, inv)
     pinned = dict(_split_at(ref) for ref in ref_args if "@" in ref)  # REF@COMMIT: that commit, REF moved to it
     ref_args = [ref.partition("@")[2] if "@" in ref else ref for ref in ref_args]
-    if a.flag("mirror") and not ref_args and not _find_remote(repo, name).branches:
+    mirror_all = a.flag("mirror") and not ref_args and not _find_remote(repo, name).branches
+    if mirror_all:
         ref_args = sorted(remote_refs(repo, name))  # a mirror with no refs named takes every ref of the summary
     remote_url = _find_remote(repo, name).url
     if remote_url.startswith("file://") and not pinned:
@@ -203,7 +205,7 @@ def pull(inv: Invocation) -> int:
             for checksum in stats.refs.values():
                 repo.mark_partial(checksum)
     _drop_tombstones_of_present(repo)
-    if a.flag("mirror"):
+    if mirror_all:  # a mirror of some refs keeps its own summary (ostree issue 846)
         _mirror_summary(repo, name)
     print(_pull_status(stats, elapsed))
     return 0
@@ -363,7 +365,7 @@ def pull_local(inv: Invocation) -> int:
         for checksum in sorted(contents):
             _verify_or_raise(source, checksum)
     _link_objects(source, target, metadata, contents)
-    copy_local(source, target, refs, remote=a.string("remote"), depth=depth)
+    copy_local(source, target, refs, remote=a.string("remote"), depth=depth, trusted=not a.flag("untrusted"))
     print(f"{len(metadata)} metadata, {len(contents)} content objects imported; {human_size(written)} content written")
     return 0
 

@@ -32,6 +32,7 @@ _CHUNK = 1 << 20
 _MAX_HEADER = 10 << 20  # a file header holds owner, mode, symlink target and xattrs
 # 9999-12-31 23:59:59 UTC: the last second GLib's GDateTime (ostree log/show) and Python's datetime represent.
 MAX_TIMESTAMP = 253402300799
+MIN_TIMESTAMP = -62135596800  # 0001-01-01: ostree stores dates before 1970 as two's complement in the uint64
 
 
 class ObjectType(Enum):
@@ -61,7 +62,7 @@ def is_checksum(text: str) -> bool:
 
 def check_timestamp(timestamp: int) -> int:
     """A commit timestamp that dates can be shown for; ostree's wording for the others."""
-    if not 0 <= timestamp <= MAX_TIMESTAMP:
+    if not MIN_TIMESTAMP <= timestamp <= MAX_TIMESTAMP:
         raise InvalidInputError(f"Invalid timestamp: {timestamp}")
     return timestamp
 
@@ -281,7 +282,8 @@ class Commit:
     def serialize(self) -> bytes:
         parent = bytes.fromhex(self.parent) if self.parent else b""
         return gvariant.encode(COMMIT_TYPE, (
-            self.metadata, parent, self.related, self.subject, self.body, check_timestamp(self.timestamp),
+            self.metadata, parent, self.related, self.subject, self.body,
+            check_timestamp(self.timestamp) & 0xFFFF_FFFF_FFFF_FFFF,
             bytes.fromhex(self.root_tree), bytes.fromhex(self.root_meta)))
 
     @classmethod
@@ -293,7 +295,8 @@ class Commit:
         _check_raw_checksum(dmeta)
         if any(not key for key, _ in meta):
             raise CorruptionError("commit metadata has an empty key")
-        return cls(meta, parent.hex() if parent else None, subject, body, ts, tree.hex(), dmeta.hex(),
+        signed_ts = ts - (1 << 64) if ts >= 1 << 63 else ts
+        return cls(meta, parent.hex() if parent else None, subject, body, signed_ts, tree.hex(), dmeta.hex(),
                    related)
 
     def meta(self, key: str, default: Any = None) -> Any:

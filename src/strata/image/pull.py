@@ -63,6 +63,7 @@ class PullOptions:
     mirror: bool = False
     disable_static_deltas: bool = False
     progress: Progress | None = None
+    trusted: bool = False  # --http-trusted: archive objects are stored as served, unchecked (mirroring)
 
 
 @dataclass
@@ -429,7 +430,8 @@ class _Session:
         list(pool.map(fetch, missing))
 
     def _fetch_content(self, checksum: str) -> None:
-        _received, written = store_content_object(self.repo, self.fetcher, checksum)
+        _received, written = store_content_object(self.repo, self.fetcher, checksum,
+                                                         trusted=self.opts.trusted)
         self._count(content=1, written=written)
 
     def _fetch_contents(self, pool: ThreadPoolExecutor, checksums: list[str]) -> None:
@@ -440,7 +442,7 @@ class _Session:
         if self.processes is None:
             self.processes = ProcessPoolExecutor(max_workers=_PROCESSES, initializer=_init_worker,
                                                  initargs=(str(self.repo.path), self.fetcher.base_url,
-                                                           self.fetcher.timeout))
+                                                           self.fetcher.timeout, self.opts.trusted))
         batches = [checksums[i:i + _BATCH] for i in range(0, len(checksums), _BATCH)]
         for count, size, written in self.processes.map(_fetch_batch, batches):
             with self.count_lock:
@@ -474,7 +476,8 @@ def _parsed(parse: Callable[[Any], _T], data: Any, checksum: str, objtype: Objec
         raise CorruptionError(f"Invalid {objtype.value} object {checksum} from the server: {exc}") from None
 
 
-def store_content_object(repo: Repo, fetcher: Fetcher, checksum: str) -> tuple[int, int]:
+def store_content_object(repo: Repo, fetcher: Fetcher, checksum: str, *,
+                         trusted: bool = False) -> tuple[int, int]:
     """Fetch one .filez, check it against its name, store it; returns the bytes received and the object's
     uncompressed size. Memory stays bounded whatever the object's size: the body spools to disk when large
     and is inflated in chunks."""
@@ -484,7 +487,8 @@ def store_content_object(repo: Repo, fetcher: Fetcher, checksum: str) -> tuple[i
         try:
             meta, size = O.read_archive_header(body.read)
             if repo.is_archive:
-                _verify_filez(meta, size, body, checksum)
+                if not trusted:
+                    _verify_filez(meta, size, body, checksum)
                 body.seek(0)
                 repo.write_archive_object(checksum, body)  # verified: keep the compressed bytes
             elif meta.is_symlink or size < _INFLATE_IN_MEMORY:
@@ -532,20 +536,21 @@ class _Tee:
         self.out.write(data)
 
 
-_worker_state: tuple[Repo, Fetcher, ThreadPoolExecutor] | None = None
+_worker_state: tuple[Repo, Fetcher, ThreadPoolExecutor, bool] | None = None
 
 
-def _init_worker(repo_path: str, base_url: str, timeout: float) -> None:
+def _init_worker(repo_path: str, base_url: str, timeout: float, trusted: bool) -> None:
     global _worker_state
-    _worker_state = (Repo.open(repo_path), Fetcher(base_url, timeout), ThreadPoolExecutor(max_workers=_WORKERS // 2))
+    _worker_state = (Repo.open(repo_path), Fetcher(base_url, timeout), ThreadPoolExecutor(max_workers=_WORKERS // 2),
+                     trusted)
 
 
 def _fetch_batch(checksums: list[str]) -> tuple[int, int, int]:
     """Objects stored, bytes received, uncompressed bytes written."""
     assert _worker_state is not None
-    repo, fetcher, pool = _worker_state
+    repo, fetcher, pool, trusted = _worker_state
     try:
-        sizes = list(pool.map(lambda c: store_content_object(repo, fetcher, c), checksums))
+        sizes = list(pool.map(lambda c: store_content_object(repo, fetcher, c, trusted=trusted), checksums))
     except CorruptionError as exc:
         raise CorruptionError(str(exc)) from None
     except StrataError as exc:  # FetchError and friends do not pickle with their extra fields

@@ -1,10 +1,12 @@
-"""Copying commits between local repositories (`pull-local`): only missing objects, each verified."""
+"""Copying commits between local repositories (`pull-local`): only missing objects, each verified unless the
+caller trusts the source (ostree's pull-local without --untrusted: a repository on this machine)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from strata.image import objects as O
 from strata.image.objects import ObjectType
 from strata.image.repo import Repo
 from strata.image.traverse import commit_objects, history
@@ -12,9 +14,10 @@ from strata.image.traverse import commit_objects, history
 Progress = Callable[[str], None]
 
 
-def copy_commit(source: Repo, target: Repo, commit: str, *, depth: int = 0) -> int:
+def copy_commit(source: Repo, target: Repo, commit: str, *, depth: int = 0, trusted: bool = False) -> int:
     """Copy commit (and up to depth parents) with every object target lacks; returns objects copied.
-    Content is re-checksummed on the way in, so a corrupt source cannot poison the target."""
+    Content is re-checksummed on the way in, so a corrupt source cannot poison the target; a trusted copy into
+    an archive repository keeps the source's names unchecked, as ostree does for local sources."""
     copied = 0
     with target.lock():
         for current in history(source, commit, depth):
@@ -25,7 +28,7 @@ def copy_commit(source: Repo, target: Repo, commit: str, *, depth: int = 0) -> i
             for checksum, objtype in metadata:
                 target.write_metadata(objtype, source.read_metadata(checksum, objtype), expected=checksum)
             with ThreadPoolExecutor(max_workers=4) as pool:
-                list(pool.map(lambda c: _copy_content(source, target, c), contents))
+                list(pool.map(lambda c: _copy_content(source, target, c, trusted), contents))
             detached = source.read_detached_metadata(current)
             if detached is not None:
                 target.write_detached_metadata(current, detached)
@@ -38,19 +41,24 @@ def copy_commit(source: Repo, target: Repo, commit: str, *, depth: int = 0) -> i
     return copied
 
 
-def _copy_content(source: Repo, target: Repo, checksum: str) -> None:
+def _copy_content(source: Repo, target: Repo, checksum: str, trusted: bool) -> None:
     meta, content = source.read_file(checksum, verify=False)
+    if trusted and target.is_archive:
+        header = O.archive_header(meta, 0 if meta.is_symlink else len(content))
+        body = b"" if meta.is_symlink else O.archive_compress(content, target.zlib_level)
+        target.write_archive_object(checksum, header + body)
+        return
     target.write_content(meta, content, expected=checksum)
 
 
 def pull_local(source: Repo, target: Repo, refs: list[str], *, remote: str | None = None,
-               depth: int = 0) -> dict[str, str]:
+               depth: int = 0, trusted: bool = False) -> dict[str, str]:
     """Copy refs (names in source) with their commits; refs move only after their commit is complete."""
     moved: dict[str, str] = {}
     for ref in refs:
         commit = source.resolve_rev(ref)
         assert commit is not None
-        copy_commit(source, target, commit, depth=depth)
+        copy_commit(source, target, commit, depth=depth, trusted=trusted)
         if ":" not in ref and not _is_checksum(ref):
             with target.lock():
                 target.set_ref(ref, commit, remote=remote)
