@@ -4,6 +4,8 @@ logs and pipes, and the signals the lower layers send (the ones the daemon forwa
 from __future__ import annotations
 
 import fcntl
+import io
+import json
 import os
 import pty
 import re
@@ -102,6 +104,24 @@ def test_line_progress_drops_a_failed_phase() -> None:
     out.finished(False, "disk full")
     out.message("next")
     assert lines == ["next"]
+
+
+def test_a_transaction_forwards_lower_layer_progress_as_daemon_signals(tmp_path: Path) -> None:
+    from strata.core.transaction import Transaction
+    from strata.daemon.worker import PipeProgress
+
+    stream = io.StringIO()
+    root = Sysroot.init_fs(tmp_path / "sysroot")
+    with Transaction(root, "install", ["demo"], PipeProgress(stream), check=False):
+        with progress.task("Writing rpmdb"):
+            pass
+        with progress.items("Running post scripts", 1) as bar:
+            bar.advance()
+    assert progress.current() is None
+    signals = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert signals == [["TaskBegin", "Writing rpmdb"], ["TaskEnd", "done"],
+                       ["PercentProgress", "Running post scripts (0/1)", 0],
+                       ["PercentProgress", "Running post scripts (1/1)", 100], ["ProgressEnd"]]
 
 
 # ------------------------------------------------------------------ the CLI on a lab sysroot
