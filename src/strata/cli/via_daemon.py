@@ -115,7 +115,6 @@ class _Session:
         shown.reboot = False
         return int(cli_client._finish(shown, self.sysroot(), outcome, **kwargs) or 0)
 
-
     def unchanged(self) -> int:
         return EXIT_UNCHANGED if getattr(self.args, "unchanged_exit_77", False) else 0
 
@@ -373,6 +372,9 @@ ROUTES: dict[str, tuple[Callable[[_Session], int | None], frozenset[str]]] = {
                                  "pretty")),
     "install": (_install, _handled("packages", "idempotent", "allow_inactive", "reboot")),
     "uninstall": (_uninstall, _handled("packages", "idempotent", "reboot")),
+    "pkg-add": (_install, _handled("packages", "idempotent", "allow_inactive", "reboot")),
+    "pkg-remove": (_uninstall, _handled("packages", "idempotent", "reboot")),
+    "remove": (_uninstall, _handled("packages", "idempotent", "reboot")),
     "override remove": (_override_remove, _handled("packages", "reboot")),
     "override replace": (_override_replace, _handled("packages", "remove", "reboot")),
     "override reset": (_override_reset, _handled("packages", "all", "reboot")),
