@@ -88,7 +88,11 @@ class Items:
         self._last_report = 0.0
 
     def begin(self) -> None:
-        if self.reporter is not None:
+        if self.reporter is None:
+            return
+        if self.total == 0:  # nothing to count: a plain task, as rpm-ostree's daemon sends it
+            self.reporter.task_begin(self.text)
+        else:
             self.reporter.percent(f"{self.text} (0/{self.total})", 0)
 
     def advance(self, count: int = 1, nbytes: int = 0) -> None:
@@ -101,13 +105,17 @@ class Items:
             if self.done < self.total and now - self._last_report < UPDATE_INTERVAL:
                 return
             self._last_report = now
-            percentage = 100 if self.done >= self.total else self.done * 100 // self.total
-            self.reporter.percent(f"{self.text} ({self.done}/{self.total})", percentage)
             if self.bytes:
                 self.reporter.download(self.done, self.bytes)
+            percentage = 100 if self.done >= self.total else self.done * 100 // self.total
+            self.reporter.percent(f"{self.text} ({self.done}/{self.total})", percentage)
 
     def end(self) -> None:
-        if self.reporter is not None:
+        if self.reporter is None:
+            return
+        if self.total == 0:
+            self.reporter.task_end("done")
+        else:
             self.reporter.progress_end()
 
 

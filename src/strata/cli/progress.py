@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
 DEFAULT_SIZE = os.terminal_size((80, 24))
-COUNTED_FORMAT = "{desc}: {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]"
-COUNTED_BYTES_FORMAT = "{desc}: {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+COUNTED_FORMAT = "{desc}: {percentage:3.0f}%|{bar:16}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]"
+COUNTED_BYTES_FORMAT = "{desc}: {percentage:3.0f}%|{bar:16}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 TRANSFER_FORMAT = "{desc}: {n_fmt}B [{elapsed}, {rate_fmt}{postfix}]"
 
 
