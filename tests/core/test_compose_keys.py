@@ -319,5 +319,10 @@ def test_compose_options(world: dict[str, Any], composed: dict[str, Any]) -> Non
     with pytest.raises(StrataError, match="no cached metadata"):
         compose_tree(treefile, ComposeOptions(repo=world["repo"], cachedir=world["work"] / "empty-cache",
                                               dry_run=True, cache_only=True, layer_repo=other), lambda _line: None)
+    bad_digest = world["tf"] / "bad-digest.json"
+    bad_digest.write_text(json.dumps({"packages": {"locked": {"evra": "2.0-1.noarch", "digest": "sha256:00"}}}))
+    with pytest.raises(StrataError, match=r"locked package 'locked-2\.0-1\.noarch' \(pkgs matching NEVRA: 1; "
+                                          r"mismatched checksums: 1\)"):
+        _compose(world, _treefile(world, "plain.json"), dry_run=True, lockfiles=[bad_digest])
     with pytest.raises(StrataError, match="--download-only can only be used with --cachedir"):
         compose_tree(treefile, ComposeOptions(repo=world["repo"], download_only=True), lambda _line: None)

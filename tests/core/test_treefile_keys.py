@@ -327,3 +327,28 @@ def test_container_commit_is_not_bootable(tmp_path: Path) -> None:
     assert commit.meta("ostree.bootable") is None and commit.meta("ostree.linux") is None
     assert commit.meta("rpmostree.rpmdb.pkglist") == [("bash", "0", "5.2", "1", "x86_64")]
     assert Repo.open(tmp_path / "repo").read_ref("box") == result.commit
+
+
+def test_preserve_passwd_seeds_from_the_check_file(tmp_path: Path) -> None:
+    root = _tiny_root(tmp_path, initramfs=True)
+    (tmp_path / "passwd.ref").write_text("bin:x:1:1::/:/sbin/nologin\nsvc:x:555:555::/:/sbin/nologin\n")
+    (tmp_path / "group.ref").write_text("bin:x:1:\nsvc:x:555:\n")
+    data = {"check-passwd": {"type": "file", "filename": "passwd.ref"},
+            "check-groups": {"type": "file", "filename": "group.ref"}}
+    lines: list[str] = []
+    treefile = Treefile(tmp_path / "t.json", data, "x86_64")
+    composepasswd.preserve_accounts(root, treefile, None, None, lines.append)  # type: ignore[arg-type]
+    passwd = (root / "usr/etc/passwd").read_text().splitlines()
+    assert passwd == ["bin:x:1:1::/:/sbin/nologin", "svc:x:555:555::/:/sbin/nologin", "root:x:0:0::/root:/bin/sh"]
+    assert "svc:x:555:" in (root / "usr/etc/group").read_text()
+    assert lines == ["Preserving /etc/passwd accounts from the check file",
+                     "Preserving /etc/group accounts from the check file"]
+
+
+def test_sysusers_auto_follows_the_trees_rpm_macro(tmp_path: Path) -> None:
+    macros = tmp_path / "usr/lib/rpm/macros.d"
+    macros.mkdir(parents=True)
+    (macros / "macros.other").write_text("%__other /bin/true\n")
+    assert not layout.defines_rpm_macro(tmp_path, "__systemd_sysusers")
+    (macros / "macros.systemd").write_text("%__systemd_sysusers /usr/bin/systemd-sysusers\n")
+    assert layout.defines_rpm_macro(tmp_path, "__systemd_sysusers")
