@@ -34,6 +34,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: list[tuple[object, ...]] = []
+        self.downloads: list[tuple[int, int]] = []
 
     def message(self, text: str) -> None:
         self.calls.append(("message", text))
@@ -49,6 +50,7 @@ class Recorder:
 
     def download(self, fetched_objects: int, fetched_bytes: int) -> None:
         self.calls.append(("download", fetched_objects, fetched_bytes))
+        self.downloads.append((fetched_objects, fetched_bytes))
 
     def progress_end(self) -> None:
         self.calls.append(("progress_end",))
@@ -125,6 +127,29 @@ def test_a_transaction_forwards_lower_layer_progress_as_daemon_signals(tmp_path:
     assert signals == [["TaskBegin", "Writing rpmdb"], ["TaskEnd", "done"],
                        ["PercentProgress", "Running post scripts (0/1)", 0],
                        ["PercentProgress", "Running post scripts (1/1)", 100], ["ProgressEnd"]]
+
+
+def test_http_pull_reports_objects_and_bytes_then_ends(lab_repo: Path, tmp_path: Path) -> None:
+    from strata.image.pull import pull
+    from strata.image.repo import RepoMode
+    from tests.pull.nginx import start_nginx, stop_nginx
+
+    url, pid_file = start_nginx(lab_repo.parent, tmp_path / "nginx")
+    try:
+        client = Repo.init(tmp_path / "client", RepoMode.BARE_USER)
+        client.config.set('remote "lab"', "url", f"{url}/{lab_repo.name}")
+        client.config.set('remote "lab"', "gpg-verify", "false")
+        client.save_config()
+        recorder = Recorder()
+        with progress.reporting_to(recorder):
+            stats = pull(client, "lab", [LAB_REF])
+            again = pull(Repo.open(client.path), "lab", [LAB_REF])
+    finally:
+        stop_nginx(pid_file)
+    assert recorder.downloads[-1] == (stats.fetched_objects, stats.fetched_bytes) and stats.fetched_objects > 100
+    assert recorder.downloads == sorted(recorder.downloads)  # the counts only grow
+    assert recorder.calls[-1] == ("progress_end",) and recorder.calls.count(("progress_end",)) == 1
+    assert again.fetched_objects == 0  # the second pull fetched nothing and showed nothing
 
 
 # ------------------------------------------------------------------ the CLI on a lab sysroot
