@@ -76,11 +76,20 @@ def preserve_accounts(rootfs: Path, treefile: Treefile, repo: Repo, previous: st
         origin = "the check file" if _check_type(treefile, kind) == "file" else "the previous commit"
         log(f"Preserving /etc/{kind} accounts from {origin}")
         current = fsroot.read_in_root(rootfs, f"usr/etc/{kind}", _LIMIT) or b""
-        seeded = parse_accounts(seed, kind)
-        lines = [line for line in seed.splitlines() if line.strip()]
-        lines += [line for line in current.decode("utf-8", "replace").splitlines()
-                  if line.strip() and line.split(":", 1)[0] not in seeded]
+        lines = _unique_by_name([*seed.splitlines(), *current.decode("utf-8", "replace").splitlines()])
         _replace_file(rootfs / "usr/etc" / kind, "".join(f"{line}\n" for line in lines))
+
+
+def _unique_by_name(lines: list[str]) -> list[str]:
+    """The first line of each account name (etc-group-members groups are in both /usr/lib and /etc)."""
+    seen: set[str] = set()
+    kept = []
+    for line in lines:
+        name = line.split(":", 1)[0]
+        if line.strip() and name not in seen:
+            seen.add(name)
+            kept.append(line)
+    return kept
 
 
 def _seed_text(treefile: Treefile, repo: Repo, previous: str | None, kind: str) -> str:
