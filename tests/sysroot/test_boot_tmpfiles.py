@@ -63,7 +63,7 @@ def test_first_boot_creates_var_as_systemd_tmpfiles_does(sysroot: Sysroot, tmp_p
     config = INTEGRATION_LINES + PACKAGE_LINES
     _root, var = deployed(sysroot, config)
     assert not (var / "roothome").exists()
-    admin(sysroot, "boot")
+    assert "tmpfiles:" not in admin(sysroot, "boot").stdout  # every line applied
     ours = describe(var, CREATED)
     assert ours["roothome"] == ("dir", "0o700", 0, 0)
     assert ours["lib/demo/state"] == ("file", "0o640", 0, 0, b"first boot")
@@ -116,3 +116,10 @@ def test_bad_lines_are_skipped_with_a_message(sysroot: Sysroot, line: str) -> No
     out = admin(sysroot, "boot").stdout
     assert "tmpfiles: /etc/tmpfiles.d/test.conf:1:" in out
     assert (var / "after").is_dir() and not (var / "x").exists()
+
+
+def test_unknown_owner_creates_nothing(sysroot: Sysroot) -> None:
+    _root, var = deployed(sysroot, "d /var/lib/owned 0755 no-such-user root - -\nd /var/lib/fine 0755 root root - -\n")
+    out = admin(sysroot, "boot").stdout
+    assert "tmpfiles: /var/lib/owned: unknown user 'no-such-user'; skipped" in out
+    assert not (var / "lib/owned").exists() and (var / "lib/fine").is_dir()

@@ -28,6 +28,7 @@ Log = Callable[[str], None]
 CONFIG_DIRS = ("etc/tmpfiles.d", "usr/lib/tmpfiles.d")
 PACKAGE_CONFIG_DIR = "usr/lib/rpm-ostree/tmpfiles.d"  # merged after the others, as rpm-ostree's autovar file
 ACCOUNT_FILES = {"passwd": ("etc/passwd", "usr/lib/passwd"), "group": ("etc/group", "usr/lib/group")}
+SYNTHETIC_IDS = {"root": 0, "nobody": 65534}  # known to systemd without any passwd or group file
 MAX_CONFIG_SIZE = 1 << 20
 MAX_ACCOUNTS_SIZE = 16 << 20
 SUPPORTED_TYPES = frozenset("dDLfz")
@@ -189,6 +190,8 @@ class _Accounts:
         ids = self._ids.get(database)
         if ids is None:
             ids = self._ids[database] = self._read(database)
+        if name not in ids and name in SYNTHETIC_IDS:
+            return SYNTHETIC_IDS[name]
         if name not in ids:
             raise StrataError(f"unknown {'user' if database == 'passwd' else 'group'} {name!r}")
         return ids[name]
@@ -204,16 +207,24 @@ class _Accounts:
         return ids
 
 
+@dataclass(frozen=True)
+class _Owner:
+    uid: int | None  # None: keep
+    gid: int | None
+
+
 def _apply(var: Path, line: Line, accounts: _Accounts) -> bool:
+    owner = _Owner(None if line.user is None else accounts.uid(line.user),
+                   None if line.group is None else accounts.gid(line.group))  # unknown names: nothing created
     *parents, name = line.path.split("/")
     with _parent_dir(var, parents) as parent:
         if line.kind in "dD":
-            return _directory(parent, name, line, accounts)
+            return _directory(parent, name, line.mode, owner)
         if line.kind == "L":
             return _symlink(parent, name, line.argument)
         if line.kind == "f":
-            return _file(parent, name, line, accounts)
-        return _adjust_existing(parent, name, line, accounts)
+            return _file(parent, name, line, owner)
+        return _adjust_existing(parent, name, line.mode, owner)
 
 
 @contextlib.contextmanager
@@ -222,11 +233,16 @@ def _parent_dir(var: Path, parents: list[str]) -> Iterator[int]:
     fd = os.open(var, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         for part in parents:
-            with contextlib.suppress(FileExistsError):
+            created = True
+            try:
                 os.mkdir(part, 0o755, dir_fd=fd)
+            except FileExistsError:
+                created = False
             child = _open_dir(fd, part)
             os.close(fd)
             fd = child
+            if created:
+                os.fchmod(fd, 0o755)  # whatever the umask, as systemd-tmpfiles (which sets 0022)
         yield fd
     finally:
         os.close(fd)
@@ -241,16 +257,15 @@ def _open_dir(parent: int, name: str) -> int:
         raise
 
 
-def _directory(parent: int, name: str, line: Line, accounts: _Accounts) -> bool:
-    mode = 0o755 if line.mode is None else line.mode
+def _directory(parent: int, name: str, mode: int | None, owner: _Owner) -> bool:
     created = True
     try:
-        os.mkdir(name, mode, dir_fd=parent)
+        os.mkdir(name, 0o700, dir_fd=parent)
     except FileExistsError:
         created = False
     fd = _open_dir(parent, name)
     try:
-        return _set_owner_and_mode(fd, line, accounts, mode if created else line.mode) or created
+        return _set_owner_and_mode(fd, owner, 0o755 if created and mode is None else mode) or created
     finally:
         os.close(fd)
 
@@ -263,21 +278,20 @@ def _symlink(parent: int, name: str, target: str) -> bool:
     return True
 
 
-def _file(parent: int, name: str, line: Line, accounts: _Accounts) -> bool:
-    mode = 0o644 if line.mode is None else line.mode
+def _file(parent: int, name: str, line: Line, owner: _Owner) -> bool:
     try:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=parent)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
     except FileExistsError:
-        return _adjust_existing(parent, name, line, accounts)
+        return _adjust_existing(parent, name, line.mode, owner)
     try:
         os.write(fd, line.argument.encode("utf-8", "surrogateescape"))
-        _set_owner_and_mode(fd, line, accounts, mode)
+        _set_owner_and_mode(fd, owner, 0o644 if line.mode is None else line.mode)
     finally:
         os.close(fd)
     return True
 
 
-def _adjust_existing(parent: int, name: str, line: Line, accounts: _Accounts) -> bool:
+def _adjust_existing(parent: int, name: str, mode: int | None, owner: _Owner) -> bool:
     """`z` (and `f` on an existing file): owner and mode of a directory or regular file; anything else, a
     symlink above all, is left as it is."""
     try:
@@ -290,20 +304,19 @@ def _adjust_existing(parent: int, name: str, line: Line, accounts: _Accounts) ->
     try:
         if (os.fstat(fd).st_ino, os.fstat(fd).st_dev) != (st.st_ino, st.st_dev):
             return False  # replaced since the stat
-        return _set_owner_and_mode(fd, line, accounts, line.mode)
+        return _set_owner_and_mode(fd, owner, mode)
     finally:
         os.close(fd)
 
 
-def _set_owner_and_mode(fd: int, line: Line, accounts: _Accounts, mode: int | None) -> bool:
+def _set_owner_and_mode(fd: int, owner: _Owner, mode: int | None) -> bool:
     st = os.fstat(fd)
     changed = False
-    if line.user is not None or line.group is not None:
-        uid = accounts.uid(line.user) if line.user is not None else st.st_uid
-        gid = accounts.gid(line.group) if line.group is not None else st.st_gid
-        if (uid, gid) != (st.st_uid, st.st_gid):
-            os.fchown(fd, uid, gid)
-            changed = True
+    uid = st.st_uid if owner.uid is None else owner.uid
+    gid = st.st_gid if owner.gid is None else owner.gid
+    if (uid, gid) != (st.st_uid, st.st_gid):
+        os.fchown(fd, uid, gid)
+        changed = True
     if mode is not None and stat.S_IMODE(os.fstat(fd).st_mode) != mode:
         os.fchmod(fd, mode)
         changed = True
