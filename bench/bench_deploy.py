@@ -3,9 +3,10 @@
 Everything happens inside a tmpfs this script mounts (the real ostree freezes the filesystem holding
 /boot, which a tmpfs refuses harmlessly). Each tool gets its own sysroot with the same tree committed
 into its bare repo; timed: a first deploy, and a second deploy of a commit that shares all but 10 files.
-Page caches are dropped before each timed run.
+Page caches are dropped before each timed run; the whole sequence runs --reps times (fresh sysroots) and the
+median, the spread and the median ratio are printed.
 
-    .venv/bin/python bench/bench_deploy.py [--source DIR]
+    .venv/bin/python bench/bench_deploy.py [--source DIR] [--reps N]
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchlib import timed
+from benchlib import Figure, print_figures, timed_run
 
 STRATA = [sys.executable, "-m", "strata.cli.main"]
 KVER = "6.1.0-bench"
@@ -39,9 +40,9 @@ def make_tree(source: Path, tree: Path) -> int:
     return sum(len(files) for _, _, files in os.walk(tree))
 
 
-def change_files(tree: Path, count: int) -> None:
+def change_files(tree: Path, count: int, round_number: int) -> None:
     for path in sorted(tree.rglob("*.txt"))[:count]:
-        path.write_bytes(path.read_bytes() + b"\nchanged\n")
+        path.write_bytes(path.read_bytes() + f"\nchanged {round_number}\n".encode())
 
 
 def prepare(tool: str, sysroot: Path, tree: Path) -> None:
@@ -79,6 +80,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--source", type=Path, default=Path("/"), help="where usr/share and usr/bin come from")
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/strata-bench-deploy"))
+    parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
     mount = args.work / "tmpfs"
     mount.mkdir(parents=True, exist_ok=True)
@@ -86,27 +88,34 @@ def main() -> int:
     try:
         tree = mount / "tree"
         files = make_tree(args.source, tree)
-        results: dict[str, list[float]] = {}
-        for tool in ("ostree", "strata"):
-            sysroot = mount / f"sysroot-{tool}"
-            prepare(tool, sysroot, tree)
-            first = timed(deploy_argv(tool, sysroot))
-            results[tool] = [first]
-        change_files(tree, 10)
-        for tool in ("ostree", "strata"):
-            sysroot = mount / f"sysroot-{tool}"
-            recommit(tool, sysroot, tree)
-            results[tool].append(timed(deploy_argv(tool, sysroot)))
+        figures = [Figure("first deploy"), Figure("second deploy (10 files changed)")]
+        for round_number in range(args.reps):
+            one_round(mount, tree, figures, round_number)
         print(f"tree: {files} files")
-        print(f"{'deploy':<34}{'strata s':>10}{'ostree s':>10}{'ratio':>8}")
-        for index, name in enumerate(("first deploy", "second deploy (10 files changed)")):
-            ours, theirs = results["strata"][index], results["ostree"][index]
-            print(f"{name:<34}{ours:>10.2f}{theirs:>10.2f}{ours / theirs:>8.2f}")
-        print("target: ratio <= 1.5")
+        print_figures(figures)
+        print("target: ratio <= 1.0")
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
         shutil.rmtree(args.work, ignore_errors=True)
     return 0
+
+
+def one_round(mount: Path, tree: Path, figures: list[Figure], round_number: int) -> None:
+    """Fresh sysroots with the tree committed; a first deploy, then one of the tree with 10 files changed."""
+    times: dict[str, list[tuple[float, float]]] = {}
+    for tool in ("ostree", "strata"):
+        sysroot = mount / f"sysroot-{tool}"
+        shutil.rmtree(sysroot, ignore_errors=True)
+        prepare(tool, sysroot, tree)
+        times[tool] = [timed_run(deploy_argv(tool, sysroot))]
+    change_files(tree, 10, round_number)
+    for tool in ("ostree", "strata"):
+        sysroot = mount / f"sysroot-{tool}"
+        recommit(tool, sysroot, tree)
+        times[tool].append(timed_run(deploy_argv(tool, sysroot)))
+    for index, figure in enumerate(figures):
+        (ours, rss), (theirs, _) = times["strata"][index], times["ostree"][index]
+        figure.add(ours, theirs, rss)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Benchmark: strata's image store vs the real ostree on the same tree, in one run.
 
 Lines: commit into a bare-user repo, commit into an archive repo, hardlink checkout (bare-user, user mode),
-fsck (archive), and a recommit of the checked-out tree after changing 10 files (bare-user, device/inode
-cache). Page caches are dropped before every timed run. Prints seconds, the strata/ostree ratio and
-strata's peak RSS.
+fsck (archive and bare-user), and a recommit of the checked-out tree after changing 10 files (bare-user,
+device/inode cache). Page caches are dropped before every timed run; each line is measured --reps times
+(fresh repositories each time), ostree and strata alternating. Prints the median seconds, their spread, the
+median strata/ostree ratio and strata's peak RSS.
 
-    .venv/bin/python bench/bench_image.py [--tree DIR] [--work DIR]
+    .venv/bin/python bench/bench_image.py [--tree DIR] [--work DIR] [--reps N]
 
 The default tree is a copy of this machine's /usr/share and /usr/bin (tens of thousands of files).
 """
@@ -19,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchlib import timed_run
+from benchlib import Figure, print_figures, timed_run
 
 STRATA = [sys.executable, "-m", "strata.cli.main"]
 
@@ -50,22 +51,32 @@ def change_files(tree: Path, count: int) -> None:
             changed += 1
 
 
-def run_pair(name: str, ours: list[str], theirs: list[str], rows: list[tuple[str, float, float, float]]) -> None:
+def run_pair(figures: dict[str, Figure], name: str, ours: list[str], theirs: list[str]) -> None:
     ostree_time, _ = timed_run(theirs)
     strata_time, rss = timed_run(ours)
-    rows.append((name, strata_time, ostree_time, rss))
+    figures.setdefault(name, Figure(name)).add(strata_time, ostree_time, rss)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tree", type=Path)
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/strata-bench-image"))
+    parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
     tree = args.tree or make_tree(work)
     files = sum(len(f) for _, _, f in os.walk(tree))
-    runs = work / "runs"
+    figures: dict[str, Figure] = {}
+    for _ in range(args.reps):
+        one_round(work / "runs", tree, figures)
+    print(f"tree: {tree} ({files} files)")
+    print_figures(list(figures.values()))
+    print("targets: ratio <= 1.0 on every line, peak RSS < 300 MB")
+    return 0
+
+
+def one_round(runs: Path, tree: Path, figures: dict[str, Figure]) -> None:
     shutil.rmtree(runs, ignore_errors=True)
     runs.mkdir()
     repos = {f"{tool}-{mode}": runs / f"{tool}-{mode}" for tool in ("strata", "ostree")
@@ -76,29 +87,23 @@ def main() -> int:
             subprocess.run([*STRATA, "repo", "init", "--repo", str(path), "--mode", mode], check=True)
         else:
             subprocess.run(["ostree", f"--repo={path}", "init", f"--mode={mode}"], check=True)
-    rows: list[tuple[str, float, float, float]] = []
     for mode in ("bare-user", "archive"):
-        run_pair(f"commit ({mode})",
+        run_pair(figures, f"commit ({mode})",
                  [*STRATA, "repo", "commit", "--repo", str(repos[f"strata-{mode}"]), "-b", "b", f"--tree=dir={tree}"],
-                 ["ostree", f"--repo={repos[f'ostree-{mode}']}", "commit", "-b", "b", f"--tree=dir={tree}"], rows)
+                 ["ostree", f"--repo={repos[f'ostree-{mode}']}", "commit", "-b", "b", f"--tree=dir={tree}"])
     co_s, co_o = runs / "co-strata", runs / "co-ostree"
-    run_pair("checkout (hardlinks, -U)",
+    run_pair(figures, "checkout (hardlinks, -U -H)",
              [*STRATA, "repo", "checkout", "--repo", str(repos["strata-bare-user"]), "-U", "-H", "b", str(co_s)],
-             ["ostree", f"--repo={repos['ostree-bare-user']}", "checkout", "-U", "-H", "b", str(co_o)], rows)
-    run_pair("fsck (archive)", [*STRATA, "repo", "fsck", "--repo", str(repos["strata-archive"])],
-             ["ostree", f"--repo={repos['ostree-archive']}", "fsck"], rows)
+             ["ostree", f"--repo={repos['ostree-bare-user']}", "checkout", "-U", "-H", "b", str(co_o)])
+    for mode in ("archive", "bare-user"):
+        run_pair(figures, f"fsck ({mode})", [*STRATA, "repo", "fsck", "--repo", str(repos[f"strata-{mode}"])],
+                 ["ostree", f"--repo={repos[f'ostree-{mode}']}", "fsck"])
     change_files(co_s, 10)
     change_files(co_o, 10)
-    run_pair("recommit, 10 changed files",
+    run_pair(figures, "recommit, 10 changed files",
              [*STRATA, "repo", "commit", "--repo", str(repos["strata-bare-user"]), "-b", "b", f"--tree=dir={co_s}"],
              ["ostree", f"--repo={repos['ostree-bare-user']}", "commit", "--link-checkout-speedup", "-b", "b",
-              f"--tree=dir={co_o}"], rows)
-    print(f"tree: {tree} ({files} files)")
-    print(f"{'operation':<30}{'strata s':>10}{'ostree s':>10}{'ratio':>8}{'strata RSS MB':>15}")
-    for name, ours, theirs, rss in rows:
-        print(f"{name:<30}{ours:>10.2f}{theirs:>10.2f}{ours / theirs:>8.2f}{rss:>15.0f}")
-    print("targets: ratio <= 1.5 on every line, peak RSS < 300 MB")
-    return 0
+              f"--tree=dir={co_o}"])
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
-"""What every benchmark needs: cold caches before a timed run, and the run's time and peak memory."""
+"""What every benchmark needs: cold caches before a timed run, the run's time and peak memory, and the median
+and spread of repeated figures (the machine is shared, so a single run means little)."""
 
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -27,3 +30,36 @@ def timed_run(argv: list[str], cwd: Path | None = None) -> tuple[float, float]:
 
 def timed(argv: list[str]) -> float:
     return timed_run(argv)[0]
+
+
+@dataclass
+class Figure:
+    """One benchmark line measured several times: strata's and the reference's seconds, strata's RSS."""
+
+    name: str
+    ours: list[float] = field(default_factory=list)
+    theirs: list[float] = field(default_factory=list)
+    rss: list[float] = field(default_factory=list)
+
+    def add(self, ours: float, theirs: float, rss: float = 0.0) -> None:
+        self.ours.append(ours)
+        self.theirs.append(theirs)
+        self.rss.append(rss)
+
+    @property
+    def ratios(self) -> list[float]:
+        return [o / t for o, t in zip(self.ours, self.theirs, strict=True)]
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}"
+
+
+def print_figures(figures: list[Figure], *, reference: str = "ostree") -> None:
+    """Median of every figure, its spread (min-max), and the median of the per-run ratios."""
+    print(f"{'operation':<34}{'strata s':>9}{'(spread)':>13}{reference + ' s':>10}{'(spread)':>13}"
+          f"{'ratio':>7}{'(spread)':>12}{'RSS MB':>8}  runs")
+    for fig in figures:
+        print(f"{fig.name:<34}{statistics.median(fig.ours):>9.2f}{spread(fig.ours):>13}"
+              f"{statistics.median(fig.theirs):>10.2f}{spread(fig.theirs):>13}"
+              f"{statistics.median(fig.ratios):>7.2f}{spread(fig.ratios):>12}{max(fig.rss):>8.0f}  {len(fig.ours)}")

@@ -17,6 +17,9 @@ from strata.errors import StrataError
 MAX_ERROR_CHARS = 2000
 VERB_MODULES = ("strata.cli.repo", "strata.cli.admin", "strata.cli.compose", "strata.cli.db", "strata.cli.client",
                 "strata.cli.status", "strata.cli.lab", "strata.cli.daemon", "strata.cli.ostree")
+# Verbs whose module alone defines them: only that module is imported (with cold caches, importing every verb
+# module costs seconds, more than many repo and admin operations themselves).
+OWN_MODULE_VERBS = {"repo": "strata.cli.repo", "admin": "strata.cli.admin"}
 
 
 QUIET_FLAGS = ("-q", "--quiet")
@@ -28,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="strata", description="Hybrid image/package system for OS updates")
     parser.add_argument("--version", action="store_true", help="print version information and exit")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -36,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="suppress progress and informational output (errors and results still print)")
     parser.add_argument("--daemon-address", help=argparse.SUPPRESS)  # a private bus (tests); $STRATA_DAEMON_ADDRESS
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
-    for name in VERB_MODULES:
+    own = OWN_MODULE_VERBS.get(verb or "")
+    for name in (own,) if own else VERB_MODULES:
         module = import_optional(name)
         if module is not None:
             module.register(sub)
@@ -116,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--version" in words[:words.index(verb) if verb in words else len(words)]:
         print(version_text())
         return 0
-    parser = build_parser()
+    parser = build_parser(verb)
     if verb is None and "-h" not in words and "--help" not in words:
         return _usage_error(parser, "No command specified")
     known_verbs = parser.get_default("known_verbs") or ()
