@@ -352,3 +352,27 @@ def test_sysusers_auto_follows_the_trees_rpm_macro(tmp_path: Path) -> None:
     assert not layout.defines_rpm_macro(tmp_path, "__systemd_sysusers")
     (macros / "macros.systemd").write_text("%__systemd_sysusers /usr/bin/systemd-sysusers\n")
     assert layout.defines_rpm_macro(tmp_path, "__systemd_sysusers")
+
+
+def test_treefile_edits_never_follow_a_package_link_out_of_the_tree(tmp_path: Path) -> None:
+    outside = tmp_path / "host"
+    outside.mkdir()
+    (outside / "keep").write_text("host file\n")
+    root = _tiny_root(tmp_path, initramfs=True)
+    (root / "usr/share").symlink_to(outside)
+    (root / "usr/etc/systemd").symlink_to(outside)
+    (root / "usr/bin").mkdir()
+    (root / "bin").symlink_to("usr/bin")
+    (tmp_path / "motd").write_text("hello\n")
+    log: list[str] = []
+    with pytest.raises(StrataError, match="/usr/share in the tree is not a directory"):
+        layout.add_files(root, tmp_path, [["motd", "/usr/share/motd"]], log.append)
+    with pytest.raises(StrataError, match="/usr/share in the tree is not a directory"):
+        layout.remove_files(root, ["usr/share/keep"], log.append)
+    with pytest.raises(StrataError, match="/usr/etc/systemd in the tree is not a directory"):
+        layout.enable_units(root, ["x.service"], log.append)
+    assert sorted(p.name for p in outside.iterdir()) == ["keep"]
+    layout.add_files(root, tmp_path, [["motd", "/bin/motd"], ["motd", "/etc/motd"]], log.append)
+    assert (root / "usr/bin/motd").read_text() == "hello\n" and (root / "usr/etc/motd").read_text() == "hello\n"
+    layout.remove_files(root, ["bin/motd", "etc/motd"], log.append)
+    assert not (root / "usr/bin/motd").exists() and not (root / "usr/etc/motd").exists()

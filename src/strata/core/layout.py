@@ -49,11 +49,26 @@ OPT_USRLOCAL_LINES = "".join([
 _UNIT_DIRS = ("usr/lib/systemd/system", "usr/etc/systemd/system")
 
 
+def real_dirs(root: Path, relpath: str) -> Path:
+    """root/relpath as a chain of real directories of the tree, made where missing; a package's symlink
+    (or file) on the way is refused, so writes below never leave the tree."""
+    path = root
+    for index, part in enumerate(p for p in relpath.split("/") if p):
+        path = path / part
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            path.mkdir(mode=0o755)
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise StrataError(f"/{'/'.join(relpath.split('/')[:index + 1])} in the tree is not a directory")
+    return path
+
+
 def enable_units(root: Path, units: list[str], log: Log) -> None:
-    wants = root / "usr/etc/systemd/system/multi-user.target.wants"
     for unit in units:
         log(f"Adding {unit} to multi-user.target.wants")
-        wants.mkdir(parents=True, exist_ok=True)
+        wants = real_dirs(root, "usr/etc/systemd/system/multi-user.target.wants")
         link = wants / unit
         if link.is_symlink() or link.exists():
             link.unlink()
@@ -61,8 +76,7 @@ def enable_units(root: Path, units: list[str], log: Log) -> None:
 
 
 def set_default_target(root: Path, target: str) -> None:
-    unit_dir = root / "usr/lib/systemd/system"
-    unit_dir.mkdir(parents=True, exist_ok=True)
+    unit_dir = real_dirs(root, "usr/lib/systemd/system")
     link = unit_dir / "default.target"
     if link.is_symlink() or link.exists():
         link.unlink()
@@ -131,13 +145,25 @@ def _os_release_path(root: Path) -> Path:
     return path
 
 
+_USRMOVE = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64", "etc": "usr/etc"}
+
+
+def _in_usr(rel: str) -> str:
+    """/bin, /sbin, /lib, /lib64 are links into /usr in a composed tree, and /etc is /usr/etc."""
+    top, _, rest = rel.partition("/")
+    return f"{_USRMOVE[top]}/{rest}" if top in _USRMOVE and rest else rel
+
+
 def remove_files(root: Path, paths: list[str], log: Log) -> None:
     for rel in paths:
-        target = root / rel
         log(f"Deleting: {rel}")
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.is_symlink() or target.exists():
+        found = fsroot.lstat_in_tree(root, _in_usr(rel))  # refuses a package's link on the way
+        if found is None:
+            continue
+        target = root / _in_usr(rel)
+        if stat.S_ISDIR(found.st_mode):
+            fsroot.remove_tree(target)
+        else:
             target.unlink()
 
 
@@ -146,12 +172,9 @@ def add_files(root: Path, treefile_dir: Path, entries: list[list[str]], log: Log
         source = treefile_dir / src
         if not source.is_file():
             raise InvalidInputError(f"add-files: {src} not found next to the treefile")
-        rel = dest.lstrip("/")
-        if rel.startswith("etc/"):
-            rel = "usr/" + rel
-        target = root / rel
+        rel = _in_usr(dest.lstrip("/"))
         log(f"Adding file {dest}")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = real_dirs(root, rel.rsplit("/", 1)[0]) / rel.rsplit("/", 1)[1]
         if target.is_symlink() or target.exists():
             target.unlink()
         shutil.copy2(source, target)
