@@ -212,7 +212,7 @@ def test_signed_deltas_verified_both_ways(commits: tuple[Path, str, str], tmp_pa
     directory = next((repo / "deltas").glob("*/*-*"))
     client = bare_client(tmp_path / "client", repo, old)
     refused = strata_ostree(f"--repo={client}", "static-delta", "apply-offline", str(directory), wrong, check=False)
-    assert refused.stderr == "error: Delta signature verification failed\n"
+    assert refused.stderr.startswith("error: ed25519: Signature couldn't be verified with: key '")
     assert not (client / "objects" / new[:2] / f"{new[2:]}.commit").exists()
     strata_ostree(f"--repo={client}", "static-delta", "apply-offline", str(directory), public)
     assert "no errors found" in run_ostree(f"--repo={client}", "fsck").stdout

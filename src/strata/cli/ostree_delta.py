@@ -216,38 +216,52 @@ def _public_keys(inv: Invocation, sign_type: str) -> list[str]:
             raise NotFoundError(f"Can't open file '{keys_file}' with public keys") from None
     keys_dir = inv.args.string("keys-dir")
     if not keys and keys_dir:
-        base = Path(keys_dir)
-        for path in [base / f"trusted.{sign_type}", *sorted((base / f"trusted.{sign_type}.d").glob("*"))]:
-            if path.is_file():
-                keys += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        revoked = set(_keys_in(Path(keys_dir), f"revoked.{sign_type}"))
+        keys += [key for key in _keys_in(Path(keys_dir), f"trusted.{sign_type}") if key not in revoked]
     return keys
 
 
-def signature_valid(parsed: deltas.Superblock, sign_type: str, keys: list[str]) -> bool:
-    """Whether one of the superblock's signatures of sign_type verifies with one of keys."""
+def _keys_in(base: Path, name: str) -> list[str]:
+    """Keys of a keys directory: the file `name` and every file in `name.d`, one key per line."""
+    keys = []
+    for path in [base / name, *sorted((base / f"{name}.d").glob("*"))]:
+        if path.is_file():
+            keys += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return keys
+
+
+def check_signature(parsed: deltas.Superblock, sign_type: str, keys: list[str]) -> None:
+    """One of the superblock's signatures of sign_type must verify with one of keys; else ostree's error."""
     if parsed.signed_body is None:
         raise StrataError("no signatures in static-delta")
     key_name = DUMMY_KEY if sign_type == "dummy" else ed25519.ED25519_KEY
-    found = gvariant.vardict_lookup(parsed.signatures, key_name, "aay")
-    if found is None:
+    found = [bytes(s) for s in gvariant.vardict_lookup(parsed.signatures, key_name, "aay", None) or []]
+    if not found:
         raise StrataError(f"no signature for '{key_name}' in static-delta superblock")
     if sign_type == "dummy":
-        return any(bytes(signature).decode(errors="replace") in keys for signature in found)
-    public = []
-    for key in keys:
-        try:
-            raw = base64.b64decode(key, validate=True)
-        except ValueError:
-            raise InvalidInputError("Invalid ed25519 public key") from None
-        if len(raw) != 32:
-            raise InvalidInputError("Invalid ed25519 public key")
-        public.append(raw)
-    detached = gvariant.encode("a{sv}", [(ed25519.ED25519_KEY, gvariant.Variant("aay", list(found)))])
+        if not any(signature.decode(errors="replace") in keys for signature in found):
+            raise StrataError(f"signature: dummy: incorrect signatures found: {len(found)}")
+        return
+    public = [_ed25519_public(key) for key in keys]
+    detached = gvariant.encode("a{sv}", [(ed25519.ED25519_KEY, gvariant.Variant("aay", found))])
     try:
         ed25519.verify(parsed.signed_body, detached, public, "static delta")
     except StrataError:
-        return False
-    return True
+        tried = len(public) * len(found)
+        if tried > 3 or not public:
+            raise StrataError(f"ed25519: Signature couldn't be verified; tried {tried} keys") from None
+        names = "; ".join(f"key '{key.hex()}'" for key in public for _ in found)
+        raise StrataError(f"ed25519: Signature couldn't be verified with: {names}") from None
+
+
+def _ed25519_public(key: str) -> bytes:
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except ValueError:
+        raise InvalidInputError("Incorrect ed25519 public key") from None
+    if len(raw) != 32:
+        raise InvalidInputError("Incorrect ed25519 public key")
+    return raw
 
 
 def _sign_type(inv: Invocation) -> str:
@@ -264,9 +278,13 @@ def _verify(inv: Invocation) -> int:
     sign_type = _sign_type(inv)
     parsed, _directory = deltas.read_superblock(repo, inv.positional[0])
     keys = _public_keys(inv, sign_type)
-    verified = signature_valid(parsed, sign_type, keys)
-    print(f"Verification {'OK' if verified else 'fails'}")
-    return 0 if verified else 1
+    try:
+        check_signature(parsed, sign_type, keys)
+    except StrataError:
+        print("Verification fails")
+        raise
+    print("Verification OK")
+    return 0
 
 
 def _apply_offline(inv: Invocation) -> int:
@@ -281,12 +299,11 @@ def _apply_offline(inv: Invocation) -> int:
     def check(parsed: deltas.Superblock) -> None:
         if parsed.signed_body is None:
             return
-        if not keys:
+        if not (keys or inv.args.string("keys-file") or inv.args.string("keys-dir")):
             if mandatory:
                 raise StrataError("Key is mandatory to check delta signature")
             return
-        if not signature_valid(parsed, sign_type, keys):
-            raise StrataError("Delta signature verification failed")
+        check_signature(parsed, sign_type, keys)
 
     deltas.apply_offline(repo, Path(inv.positional[0]), check)
     return 0

@@ -57,6 +57,8 @@ def build_summary(repo: Repo, additional: list[tuple[str, Variant]] | None = Non
 
 def _delta_entries(repo: Repo) -> list[tuple[str, Variant]]:
     from strata.image.deltas import list_deltas
+    if (repo.config.get("core", "no-deltas-in-summary") or "").lower() in ("true", "1"):
+        return []  # clients find them through delta-indexes/
     return [(name, Variant("ay", digest)) for name, digest in list_deltas(repo)]
 
 
