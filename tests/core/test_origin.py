@@ -27,10 +27,22 @@ def test_layered_origin_uses_baserefspec_and_lists() -> None:
 
 
 def test_unknown_keys_are_kept() -> None:
-    text = "[origin]\nrefspec=x\ncustom-url=https://example.invalid\n[rpmostree]\nex-cliwrap=true\n"
+    text = "[origin]\nrefspec=x\nfuture-key=1\n[rpmostree]\nex-cliwrap=true\n"
     origin = Origin.parse(text)
-    assert origin.extra == {"origin": {"custom-url": "https://example.invalid"}, "rpmostree": {"ex-cliwrap": "true"}}
-    assert "custom-url=https://example.invalid" in origin.serialize()
+    assert origin.extra == {"origin": {"future-key": "1"}, "rpmostree": {"ex-cliwrap": "true"}}
+    assert "future-key=1" in origin.serialize()
+
+
+def test_custom_origin_and_repo_replacements_round_trip() -> None:
+    text = ("[origin]\nbaserefspec=x\ncustom-url=https://example.invalid\ncustom-description=Mine\n"
+            "[overrides]\nreplace=repo=updates,demo-engine,demo-engine-common;\n")
+    origin = Origin.parse(text)
+    assert (origin.custom_url, origin.custom_description) == ("https://example.invalid", "Mine")
+    assert [(r.repo, r.packages) for r in origin.override_replace_remote] == [
+        ("updates", ("demo-engine", "demo-engine-common"))]
+    assert origin.needs_local_assembly and Origin.parse(origin.serialize()) == origin
+    with pytest.raises(InvalidInputError, match="Invalid repo replacement"):
+        Origin.parse("[origin]\nrefspec=x\n[overrides]\nreplace=rpm=foo,bar;\n")
 
 
 def test_origin_without_ref_is_refused() -> None:
