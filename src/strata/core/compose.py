@@ -20,9 +20,10 @@ from strata.core.treefile import Treefile, host_basearch, load_treefile
 from strata.core.version import next_version
 from strata.errors import InvalidInputError, NotFoundError, StrataError
 from strata.image import gpg, gvariant
-from strata.image.checkout import checkout_tree
+from strata.image.checkout import CheckoutOptions, checkout_tree
 from strata.image.commit import (
     CommitRequest,
+    MutableTree,
     TreeWriteOptions,
     write_commit,
     write_mutable_tree,
@@ -406,20 +407,30 @@ def _assemble(pkgcache: Repo, repo: Repo, treefile: Treefile, solution: list[Can
               rootfs: Path, log: Log) -> None:
     """Packages, then ostree-layers (a file differing from a package's is a conflict), then
     ostree-override-layers (their files win), merged in one tree and checked out once."""
-    with progress.task("Checking out packages"):
-        parts = [(p.nevra.name, commits[p.nevra.nevra]) for p in solution]
-        overriding = set(treefile.get("ostree-override-layers") or [])
-        layers = _layer_commits(repo, treefile)
-        with pkgcache.lock():
-            for ref, commit in layers:
-                log(f"Checking out ostree layer {ref}")
-                copy_commit(repo, pkgcache, commit)
-        parts += [(f"ostree layer {ref}", commit) for ref, commit in layers]
-        replaced = frozenset(f"ostree layer {ref}" for ref, _commit in layers if ref in overriding)
+    parts = [(p.nevra.name, commits[p.nevra.nevra]) for p in solution]
+    overriding = set(treefile.get("ostree-override-layers") or [])
+    layers = _layer_commits(repo, treefile)
+    with pkgcache.lock():
+        for ref, commit in layers:
+            log(f"Checking out ostree layer {ref}")
+            copy_commit(repo, pkgcache, commit)
+    parts += [(f"ostree layer {ref}", commit) for ref, commit in layers]
+    replaced = frozenset(f"ostree layer {ref}" for ref, _commit in layers if ref in overriding)
+    with progress.task("Merging packages"):
         tree = merge_package_trees(pkgcache, parts, replace_files=replaced)
         with pkgcache.lock():
             root = write_mutable_tree(pkgcache, tree)
-        checkout_tree(pkgcache, root, rootfs)
+    with progress.items("Checking out packages", _file_count(tree)) as bar:
+        checkout_tree(pkgcache, root, rootfs, CheckoutOptions(files_done=lambda count: bar.advance(count)))
+
+
+def _file_count(tree: MutableTree) -> int:
+    count, todo = 0, [tree]
+    while todo:
+        node = todo.pop()
+        count += len(node.files)
+        todo.extend(node.dirs.values())
+    return count
 
 
 def _run_package_scripts(headers: list[RpmHeader], rootfs: Path, treefile: Treefile, log: Log) -> None:

@@ -35,6 +35,7 @@ class CheckoutOptions:
     force_copy: bool = False
     subpath: str = ""
     union_add: bool = False  # like union, but files already in the destination are kept (ostree --union-add)
+    files_done: Callable[[int], None] | None = None  # each directory's file count once placed (progress; any thread)
 
 
 def checkout_commit(repo: Repo, commit: str, dest: Path, options: CheckoutOptions | None = None) -> None:
@@ -199,6 +200,8 @@ class _Checkout:
                 copies = list(tree.files.items())
             for name, checksum in copies:
                 self.place_file(checksum, dir_fd, name, path)
+            if self.opts.files_done is not None:
+                self.opts.files_done(len(tree.files))
             children: list[_Item] = []
             for name, (sub_tree, sub_meta) in tree.dirs.items():
                 sub_created = self._make_subdir(dir_fd, name, path)
