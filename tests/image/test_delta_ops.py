@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 import sys
 import zlib
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from strata.errors import CorruptionError
+from strata.errors import CorruptionError, NotFoundError
 from strata.image import bsdiff, gvariant, rollsum, varint
-from strata.image.deltas import PART_TYPE, DeltaPart, apply_part
+from strata.image.deltas import PART_TYPE, DeltaPart, apply_local, apply_part
 from strata.image.objects import ObjectType
 from strata.image.repo import Repo, RepoMode
 from strata.image.sign import generate_keypair
@@ -217,3 +218,16 @@ def test_signed_deltas_verified_both_ways(commits: tuple[Path, str, str], tmp_pa
     strata_ostree(f"--repo={client}", "static-delta", "apply-offline", str(directory), public)
     assert "no errors found" in run_ostree(f"--repo={client}", "fsck").stdout
     strata_ostree(f"--repo={repo}", "static-delta", "delete", name)
+
+
+def test_local_delta_found_through_the_index(commits: tuple[Path, str, str], tmp_path: Path) -> None:
+    repo, old, new = commits
+    strata_ostree(f"--repo={repo}", "static-delta", "generate", f"--from={old}", f"--to={new}")
+    run_ostree(f"--repo={repo}", "summary", "-u")
+    client = Repo.open(bare_client(tmp_path / "client", repo, old))
+    assert apply_local(client, Repo.open(repo), new) == f"{old}-{new}"
+    assert "no errors found" in run_ostree(f"--repo={client.path}", "fsck").stdout
+    shutil.rmtree(repo / "delta-indexes")  # the summary says deltas are indexed: no index, no delta
+    with pytest.raises(NotFoundError, match=f"Static deltas required, but none found for {new}"):
+        apply_local(client, Repo.open(repo), new)
+    strata_ostree(f"--repo={repo}", "static-delta", "delete", f"{old}-{new}")

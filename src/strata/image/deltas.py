@@ -521,6 +521,46 @@ def apply_offline(repo: Repo, path: Path, check_signature: Callable[[Superblock]
     return parsed.target
 
 
+def advertised_to(source: Repo, target: str) -> dict[str, bytes]:
+    """The deltas leading to target that a repository advertises, found as a pull finds them: its delta index
+    when the summary says deltas are indexed, else the summary's own list (name -> superblock digest)."""
+    from strata.image.summary import advertised_deltas, parse_summary
+    try:
+        summary = (source.path / "summary").read_bytes()
+    except FileNotFoundError:
+        return {}
+    if parse_summary(summary)[1].get("ostree.summary.indexed-deltas"):
+        encoded = to_mbase64(target)
+        try:
+            index = (source.path / "delta-indexes" / encoded[:2] / f"{encoded[2:]}.index").read_bytes()
+        except FileNotFoundError:
+            return {}
+        entries = gvariant.vardict_lookup(gvariant.decode("a{sv}", index, strict=False), "ostree.static-deltas",
+                                          "a{sv}", [])
+        return {name: bytes(digest.value) for name, digest in entries if digest.type == "ay"}
+    return {name: digest for name, digest in advertised_deltas(summary).items() if name.endswith(target)}
+
+
+def apply_local(repo: Repo, source: Repo, target: str) -> str:
+    """`pull-local --require-static-deltas`: apply the source repository's delta to target from a commit repo
+    has (or from scratch); returns the delta's name. No such delta is an error, as in ostree."""
+    offered = advertised_to(source, target)
+    usable = [name for name in offered if "-" in name
+              and repo.has_object(name.partition("-")[0], ObjectType.COMMIT)
+              and not repo.is_partial(name.partition("-")[0])]
+    if not usable and target in offered:
+        usable = [target]
+    if not usable:
+        raise NotFoundError(f"Static deltas required, but none found for {target}")
+    name = usable[0]
+    source_commit, target_commit = parse_delta_name(name)
+    directory = delta_dir(source.path, source_commit, target_commit)
+    if hashlib.sha256((directory / "superblock").read_bytes()).digest() != offered[name]:
+        raise CorruptionError(f"static delta {name}: superblock does not match its index")
+    apply_offline(repo, directory)
+    return name
+
+
 def _offline_part(parsed: Superblock, directory: Path, index: int, part: DeltaPart) -> bytes:
     inline = parsed.inline_part(index)
     if inline is not None:
