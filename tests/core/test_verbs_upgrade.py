@@ -35,7 +35,11 @@ def test_db_version_search_and_help(lab_sysroot: Lab) -> None:
     for option in ("--dry-run", "--cache-only", "--download-only", "--unchanged-exit-77", "--lock-finalization",
                    "--uninstall PKG", "--enablerepo", "--force-replacefiles", "--assumeyes"):
         assert option in helptext, option
-    disabled = box.run("install", "--disablerepo=*", "htop", check=False)
+    before = _deployment_keys(box)
+    assert "Downloaded; nothing deployed" in box.run("install", "--download-only", "htop").stdout
+    assert _deployment_keys(box) == before
+    assert "Added:\n  htop-3.2.2-2.x86_64" in box.run("install", "-C", "htop").stdout  # cached now
+    disabled = box.run("install", "--disablerepo=*", "nano", check=False)
     assert disabled.returncode == 1 and "No enabled rpm-md repositories." in disabled.stdout
 
 

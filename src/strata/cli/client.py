@@ -166,7 +166,7 @@ def _register_other(sub: Any) -> None:
     _apply_live_options(_verb(ex_verbs, "livefs", "Apply pending deployment changes to booted deployment"))
     p = _verb(ex_verbs, "apply-live", "Apply pending deployment changes to booted deployment")
     _apply_live_options(p)
-    p = _verb(ex_verbs, "history", "Inspect rpm-ostree history of the system")
+    p = _verb(ex_verbs, "history", "Inspect the transaction history of the system")
     p.add_argument("-n", "--limit", type=int, default=3, metavar="N",
                    help="Limit number of entries to output (default: 3; 0: all)")
     p.set_defaults(func=_history)
