@@ -89,6 +89,7 @@ def _part(ops: bytes, payload: bytes = b"") -> bytes:
     b"S" + varint.encode(0) + varint.encode(0) + varint.encode(4) + varint.encode(0) + b"S",  # more than listed
     b"o" + varint.encode(0) + varint.encode(0) + b"\x80",  # truncated varint
     b"",  # ends before making its object
+    b"o" + varint.encode(0) + varint.encode(0) + varint.encode(1 << 40),  # more than the header declares
 ])
 def test_hostile_part_programs_are_refused(tmp_path: Path, ops: bytes) -> None:
     repo = Repo.init(tmp_path / "repo", RepoMode.BARE_USER)

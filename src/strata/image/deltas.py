@@ -305,7 +305,7 @@ def apply_part(repo: Repo, data: bytes, part: DeltaPart) -> int:
     """Execute one part: every object it makes is checked against its name as it is written."""
     if part.version != 0:
         raise UnsupportedDeltaError(f"Delta part has too new version {part.version}")
-    executor = _Executor(repo, part_body(data, part.unpacked_size), part.objects)
+    executor = _Executor(repo, part_body(data, part.unpacked_size), part.objects, part.unpacked_size)
     try:
         return executor.run()
     except (IndexError, ValueError) as exc:
@@ -354,8 +354,12 @@ class _Executor:
     """Runs a part's byte program (ostree's opcodes) against a repository."""
 
     def __init__(self, repo: Repo, body: tuple[list[tuple[int, int, int]], list[list[tuple[bytes, bytes]]], bytes,
-                                               bytes], objects: list[tuple[ObjectType, str]]) -> None:
+                                               bytes], objects: list[tuple[ObjectType, str]],
+                 unpacked_size: int) -> None:
         self.repo = repo
+        # objects built by OPEN/WRITE may copy from old objects many times over, so what they may declare is
+        # bounded by the bytes the part header declares for all its objects
+        self.open_budget = unpacked_size
         self.modes, self.xattrs, self.payload, self.ops = body
         self.objects = objects
         self.index = 0
@@ -427,6 +431,9 @@ class _Executor:
             raise CorruptionError("static delta: open of something other than a new content object")
         meta = self._file_meta(self._varint(), self._varint())
         size = self._varint()
+        if size > self.open_budget:
+            raise CorruptionError("static delta part makes more bytes than its header declares")
+        self.open_budget -= size
         present = self.repo.has_object(checksum, ObjectType.FILE)
         self.output = _Output(checksum, meta, size, None if present else bytearray())
 
