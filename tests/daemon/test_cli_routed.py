@@ -111,6 +111,9 @@ def test_routed_errors_and_in_process_fallback(daemon: DaemonProcess, lab_sysroo
     assert "\n  nano-7.2" in out, out
     assert _status(routed)["deployments"][0]["requested-local-packages"][0].startswith("nano-")
     assert list(daemon.runtime_dir.glob("local-packages-*")) == []  # the daemon's copies are gone
+    _ok(*routed, "reset", "-l")  # UpdateDeployment no-layering alone: the layers go, the base stays
+    pending = _status(routed)["deployments"][0]
+    assert pending["requested-packages"] == [] and pending["requested-local-packages"] == []
     assert _strata(*routed, "reload").returncode == 0
     bad = _strata(*routed, "status", "-J", "$.deployments[?(@.booted)]")
     assert bad.returncode == 1 and "While compiling jsonpath" in bad.stderr

@@ -220,7 +220,10 @@ def _override_remove(session: _Session) -> int:
 
 def _override_reset(session: _Session) -> int | None:
     from gi.repository import GLib
-    if session.args.all or not session.args.packages:
+    if session.args.all:
+        outcome = _update_deployment(session, {}, _options(session.args, no_overrides=True))
+        return session.finish(outcome, queued=False)
+    if not session.args.packages:
         return None
     outcome = _update_deployment(session, {"override-reset-packages": GLib.Variant("as", session.args.packages)},
                                  _options(session.args))
@@ -228,8 +231,11 @@ def _override_reset(session: _Session) -> int | None:
 
 
 def _reset(session: _Session) -> int:
-    outcome = _update_deployment(session, {}, _options(session.args, no_layering=True, no_overrides=True))
-    return session.finish(outcome)
+    args = session.args
+    parts = [getattr(args, name, False) for name in ("overlays", "overrides", "initramfs")]
+    overlays, overrides, initramfs = parts if any(parts) else [True, True, True]  # none named: every mutation
+    options = _options(args, no_layering=overlays, no_overrides=overrides, no_initramfs=initramfs)
+    return session.finish(_update_deployment(session, {}, options))
 
 
 def _upgrade(session: _Session) -> int | None:
@@ -378,7 +384,7 @@ ROUTES: dict[str, tuple[Callable[[_Session], int | None], frozenset[str]]] = {
     "override remove": (_override_remove, _handled("packages", "reboot")),
     "override replace": (_override_replace, _handled("packages", "remove", "reboot")),
     "override reset": (_override_reset, _handled("packages", "all", "reboot")),
-    "reset": (_reset, _handled("reboot")),
+    "reset": (_reset, _handled("reboot", "overlays", "overrides", "initramfs")),
     "upgrade": (_upgrade, _handled("download_only", "reboot", "check", "preview", "allow_downgrade",
                                    "trigger_automatic_update_policy")),
     "update": (_upgrade, _handled("download_only", "reboot", "check", "preview", "allow_downgrade",

@@ -24,6 +24,7 @@ MODIFIER_ACTIONS = {
     "uninstall-packages": "install-uninstall-packages", "override-remove-packages": "override",
     "override-reset-packages": "override", "no-layering": "install-uninstall-packages", "no-overrides": "override",
     "install-local-packages": "install-uninstall-packages", "override-replace-local-packages": "override",
+    "no-initramfs": "bootconfig",
 }
 
 

@@ -23,7 +23,7 @@ METHOD_OPTIONS: dict[str, dict[str, str]] = {
     "UpdateDeployment": {**COMMON, "idempotent-layering": "b", "allow-inactive-requests": "b",
                          "allow-downgrade": "b", "skip-purge": "b", "no-layering": "b", "no-overrides": "b",
                          "download-only": "b", "dry-run": "b", "cache-only": "b", "lock-finalization": "b",
-                         "no-pull-base": "b"},
+                         "no-pull-base": "b", "no-initramfs": "b"},
 }
 MODIFIERS = {"set-refspec": "s", "set-revision": "s", "install-packages": "as", "uninstall-packages": "as",
              "override-remove-packages": "as", "override-reset-packages": "as",

@@ -15,6 +15,7 @@ from strata.daemon.worker import Job
 from strata.errors import InvalidInputError
 
 CLEANUP_ELEMENTS = ("base", "pending-deploy", "rollback-deploy", "repomd")
+RESET_OPTIONS = {"no-layering": "overlays", "no-overrides": "overrides", "no-initramfs": "initramfs"}
 
 
 @dataclass
@@ -128,7 +129,7 @@ def _update_deployment(params: GLib.Variant, job: Job) -> Request:
     modifiers = unpack("UpdateDeployment", params.get_child_value(0), MODIFIERS)
     options = unpack("UpdateDeployment", params.get_child_value(1))
     actions = sorted({MODIFIER_ACTIONS[key] for key in modifiers} | {MODIFIER_ACTIONS[key] for key in
-                     ("no-layering", "no-overrides") if options.get(key)}) or ["upgrade"]
+                     RESET_OPTIONS if options.get(key)}) or ["upgrade"]
     request = _modifier_request(modifiers, options, job)
     request.actions = actions
     request.local_fds = {arg: list(modifiers[key]) for key, arg in LOCAL_PACKAGE_MODIFIERS.items()
@@ -141,7 +142,7 @@ def _modifier_request(modifiers: dict[str, Any], options: dict[str, Any], job: J
     kinds = {"base" if key in ("set-refspec", "set-revision") else
              "packages" if key.endswith(("install-packages", "install-local-packages")) else "overrides"
              for key in modifiers}
-    kinds |= {"reset" for key in ("no-layering", "no-overrides") if options.get(key)}
+    kinds |= {"reset" for key in RESET_OPTIONS if options.get(key)}
     if len(kinds - {"base", "packages"}) + bool(kinds & {"base", "packages"}) > 1:
         raise UnknownOptionError(f"UpdateDeployment: combining {' and '.join(sorted(kinds))} is not implemented")
     if "base" in kinds:  # a new base, perhaps with packages to (un)install in the same change
@@ -165,8 +166,9 @@ def _modifier_request(modifiers: dict[str, Any], options: dict[str, Any], job: J
         local = len(modifiers.get("override-replace-local-packages", []))
         words = ["override", *remove, *reset, *([f"({local} local packages)"] if local else [])]
         return _finish(job, "override", options, " ".join(words), remove=remove, reset=reset)
-    if kinds == {"reset"}:
-        return _finish(job, "reset", options, "reset")
+    if kinds == {"reset"}:  # each option takes away its part (rpm-ostree's reset sends all three)
+        parts = {part: bool(options.get(key)) for key, part in RESET_OPTIONS.items()}
+        return _finish(job, "reset", options, "reset", **parts)
     return _finish(job, "upgrade", options, "upgrade", **_change_args(options))
 
 

@@ -188,7 +188,9 @@ def _override(sysroot: Sysroot, job: Job, progress: PipeProgress) -> None:
 
 
 def _reset(sysroot: Sysroot, job: Job, progress: PipeProgress) -> None:
-    _report(progress, client.reset(sysroot, job.stateroot, progress))
+    request = client.ResetRequest(bool(job.args.get("overlays")), bool(job.args.get("overrides")),
+                                  bool(job.args.get("initramfs")))
+    _report(progress, client.reset(sysroot, job.stateroot, progress, request))
 
 
 def _finalize(sysroot: Sysroot, job: Job, progress: PipeProgress) -> None:
