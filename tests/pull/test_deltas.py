@@ -32,6 +32,7 @@ def write_version(tree: Path, version: int) -> None:
     (tree / "usr/lib/os-release").write_text(f"NAME=lab\nVERSION={version}\n")
     if version == 2:
         (tree / "usr/lib/new-file").write_bytes(b"new\n" * 100)
+        (tree / "usr/lib/big-new").write_bytes(b"\1" * 1_100_000)  # over --min-fallback-size=1
         (tree / "usr/lib/link").symlink_to("libgrow.so")
 
 
@@ -135,13 +136,19 @@ def test_pull_through_ostree_made_delta(tmp_path: Path, nginx: Callable[[Path], 
     client = strata_client(tmp_path / "c", url)
     strata("repo", "pull", "--repo", str(client), "origin", REF)
     (repo / "refs/heads" / REF).write_text(second + "\n")
-    run_ostree(f"--repo={repo}", "static-delta", "generate", f"--from={first}", f"--to={second}")
+    run_ostree(f"--repo={repo}", "static-delta", "generate", "--min-fallback-size=1", f"--from={first}",
+               f"--to={second}")
     run_ostree(f"--repo={repo}", "summary", "-u")
+    fallback = run_ostree(f"--repo={repo}", "static-delta", "show", f"{first}-{second}").stdout
+    assert "Number of fallback entries: 1\n" in fallback
+    big = fallback.split("Number of fallback entries: 1\n  ")[1].split()[0]
     access_log = next((tmp_path / "nginx").glob("nginx-*/access.log"))
     before = access_log.read_text()
     strata("repo", "pull", "--repo", str(client), "origin", REF)
     requests = access_log.read_text()[len(before):]
-    assert "/deltas/" in requests and ".filez" not in requests  # executed, not fallen back to objects
+    assert "/deltas/" in requests  # executed, not fallen back to objects: only the fallback object comes alone
+    assert [line.split()[6].rsplit("/", 1)[1] for line in requests.splitlines() if ".filez" in line] == [
+        f"{big[2:]}.filez"]
     assert Repo.open(client).read_ref(REF, remote="origin") == second
     assert "no errors found" in run_ostree(f"--repo={client}", "fsck").stdout
     reference = bare_client(tmp_path / "reference", repo, first)
