@@ -26,7 +26,7 @@ from tests.conftest import LAB_REF
 
 # "Importing packages:  33%|██████▋   | 1/3 [00:00, 2.51 items/s]" or "... | 1/3 [00:00, 100kB, 654kB/s]"
 BAR_WITH_RATE = re.compile(r"(Downloading from 'lab'|Importing packages): +\d+%\|.*\| \d+/\d+ \[\d\d:\d\d, "
-                           r"[^\]]*/s\]")
+                           r"(?:[^\]]*, )?\s*[\d.]+ ?(?:items|[kMGT]?B)/s\]")  # a measured rate, not "?"
 
 
 class Recorder:
