@@ -8,11 +8,11 @@ zlib the buffer's start). So chunks only match while both files begin alike; a f
 gets no matches and goes to bsdiff, the better encoder for scattered edits. strata keeps the rule so that it
 picks rollsum or bsdiff for the same files as ostree (upstream's own tests depend on that choice).
 
-Pure: bytes in, matches out. The rolling sum only depends on the last 64 bytes, so it is computed once over
-the whole file; a chunk start (where bup restarts the window with zeros) differs from that continuous sum
-only in the chunk's first 63 bytes, which are recomputed with the zero padding. Large files are summed with
-numpy, all positions at once; small ones with a plain loop, since importing numpy from a cold page cache
-takes longer (about a second) than the loop needs for a megabyte.
+Pure: bytes in, matches out. bup's sum over a 64-byte window is, up to a constant, the window convolved with
+the weights 64..1, so it is computed for every position at once by one big-integer multiplication: the bytes
+spread into 3-byte slots times the weights in 3-byte slots leaves each window's sum in its own slot (at most
+20 bits, so no slot carries into the next). A chunk start, where bup restarts the window with zeros, differs
+from that continuous sum only in the chunk's first 63 bytes, which are recomputed with the zero padding.
 """
 
 from __future__ import annotations
@@ -21,11 +21,6 @@ import bisect
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
 
 WINDOW = 64
 CHAR_OFFSET = 31
@@ -63,48 +58,30 @@ class Matches:
         return self.bufmatches * 100 // self.total if self.total else 0
 
 
-_BLOCK = 1 << 20  # positions per numpy pass (bounds the temporary arrays to a few dozen MB)
-_NUMPY_FROM = 1 << 20  # bytes from which numpy beats the plain loop, import included
+_SLOT = 3  # bytes per position in the multiplication: a window's weighted sum needs 20 bits
+_BLOCK = 1 << 20  # positions per multiplication (bounds the big integers to a few MB)
+_WEIGHTS = int.from_bytes(b"".join((weight + 1).to_bytes(_SLOT, "little") for weight in range(WINDOW)), "little")
+# s2 = the weighted sum of the bytes + the same weights over CHAR_OFFSET + bup's start excess
+_SPLIT_SUM = (BLOB_MASK - CHAR_OFFSET * WINDOW * (WINDOW + 1) // 2 - _S2_EXCESS) % (BLOB_MASK + 1)
 
 
 def _split_positions(data: bytes) -> list[int]:
     """Every position i where bup's sum over the 64 bytes ending at i (zero bytes before the start of data)
     has the split pattern, in ascending order."""
-    if len(data) < _NUMPY_FROM:
-        return _split_positions_loop(data)
-    import numpy as np
-    found = [_split_positions_block(data, block) for block in range(0, len(data), _BLOCK)]
-    positions: list[int] = np.concatenate(found).tolist()
-    return positions
-
-
-def _split_positions_loop(data: bytes) -> list[int]:
-    s1 = WINDOW * CHAR_OFFSET
-    s2 = WINDOW * (WINDOW - 1) * CHAR_OFFSET
-    drop_offset = WINDOW * CHAR_OFFSET
+    low_byte, high_bits = _SPLIT_SUM & 0xFF, _SPLIT_SUM >> 8
     positions = []
-    for index, (byte, drop) in enumerate(zip(data, bytes(WINDOW) + data, strict=False)):
-        s1 += byte - drop
-        s2 += s1 - WINDOW * drop - drop_offset
-        if s2 & BLOB_MASK == BLOB_MASK:
-            positions.append(index)
-    return positions
-
-
-def _split_positions_block(data: bytes, block: int) -> npt.NDArray[np.int64]:
-    import numpy as np
-    history = data[max(0, block - WINDOW):block]
-    raw = bytes(WINDOW - len(history)) + history + data[block:block + _BLOCK]
-    values = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) + CHAR_OFFSET
-    prefix = np.concatenate([[0], np.cumsum(values)])
-    weighted = np.concatenate([[0], np.cumsum(values * np.arange(1, len(values) + 1, dtype=np.int64))])
-    ends = np.arange(WINDOW + 1, len(values) + 1, dtype=np.int64)  # exclusive end of each window in `values`
-    starts = ends - WINDOW
-    window_sum = prefix[ends] - prefix[starts]
-    # sum of (k - start + 1) * v over the window = weighted - start * sum; bup's weights are WINDOW+1 minus that
-    ascending = (weighted[ends] - weighted[starts]) - starts * window_sum
-    s2 = (WINDOW + 1) * window_sum - ascending + _S2_EXCESS
-    positions: npt.NDArray[np.int64] = np.flatnonzero((s2 & BLOB_MASK) == BLOB_MASK) + block
+    for block in range(0, len(data), _BLOCK):
+        history = data[max(0, block - WINDOW + 1):block]
+        window = history + data[block:block + _BLOCK]
+        spread = bytearray(len(window) * _SLOT)
+        spread[0::_SLOT] = window
+        sums = (int.from_bytes(spread, "little") * _WEIGHTS).to_bytes((len(window) + WINDOW) * _SLOT, "little")
+        lows, mids = sums[0::_SLOT][:len(window)], sums[1::_SLOT]
+        index = lows.find(low_byte, len(history))
+        while index >= 0:
+            if mids[index] & (BLOB_MASK >> 8) == high_bits:
+                positions.append(block + index - len(history))
+            index = lows.find(low_byte, index + 1)
     return positions
 
 
