@@ -22,6 +22,7 @@ ADDRESS_ENV = "STRATA_DAEMON_ADDRESS"
 # Attributes every verb may carry that say nothing about what the daemon should do.
 NEUTRAL = {"func", "verb", "sysroot", "stateroot", "debug", "global_quiet", "daemon_address", "known_verbs",
            "override_verb", "ex_verb", "assumeyes", "unchanged_exit_77"}
+GLOBAL_FLAGS = ("-q", "--quiet", "--debug")
 EXIT_UNCHANGED = 77
 OVERRIDE_HINT = 'Use "strata override reset" to undo overrides'
 
@@ -131,8 +132,17 @@ def _options(args: argparse.Namespace, *, command_line: bool = True, **extra: An
 
 
 def _command_line() -> str:
+    """The transaction's title, as rpm-ostree's: the command's words without the program and global options."""
     import sys
-    return " ".join(["strata", *sys.argv[1:]])[:4096]
+    words, skip = [], False
+    for word in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif word == "--daemon-address":
+            skip = True
+        elif word not in GLOBAL_FLAGS and not word.startswith("--daemon-address="):
+            words.append(word)
+    return " ".join(words)[:4096]
 
 
 # ---------------------------------------------------------------- the verbs
@@ -146,10 +156,9 @@ def _status(session: _Session) -> int:
     sysroot = session.sysroot()
     records = [daemon_client.jsonable(d) for d in daemon_client.sysroot_property(session.bus, "Deployments")]
     policy = str(daemon_client.sysroot_property(session.bus, "AutomaticUpdatePolicy"))
-    method, sender, path = daemon_client.sysroot_property(session.bus, "ActiveTransaction")
-    record = active_transaction(sysroot)
-    transaction = [record.title, record.initiator] if record is not None else \
-        ([method, sender, path] if method else None)
+    record = active_transaction(sysroot)  # one the engine runs (the daemon's worker, or in-process)
+    running = (record.title, record.initiator) if record is not None else daemon_client.active_transaction(session.bus)
+    transaction = list(running) if running is not None else None
     booted = sysroot.booted()
     stateroot = booted.stateroot if booted is not None else (records[0]["osname"] if records else "")
     view = status.StatusView(sysroot, records, transaction, policy, timer_state() if policy != "none" else "",

@@ -146,6 +146,27 @@ def reload(bus: Gio.DBusConnection) -> None:
     _call(bus, BUS_NAME, SYSROOT_PATH, SYSROOT_IFACE, "Reload", None)
 
 
+def active_transaction(bus: Gio.DBusConnection) -> tuple[str, str] | None:
+    """The daemon's running transaction: its Title and InitiatingClientDescription (None: none runs)."""
+    address = str(sysroot_property(bus, "ActiveTransactionPath"))
+    if not address:
+        return None
+    try:
+        peer = Gio.DBusConnection.new_for_address_sync(address, Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT,
+                                                       None, None)
+    except GLib.Error:
+        return None  # it ended meanwhile
+    try:
+        title, initiator = (_call(peer, None, "/", "org.freedesktop.DBus.Properties", "Get",
+                                  GLib.Variant("(ss)", (TX_IFACE, name)))[0]
+                            for name in ("Title", "InitiatingClientDescription"))
+    except DaemonError:
+        return None
+    finally:
+        peer.close_sync(None)
+    return str(title), str(initiator)
+
+
 def cancel_active(bus: Gio.DBusConnection) -> str | None:
     """Cancel the daemon's running transaction; its title, or None when none runs."""
     address = str(sysroot_property(bus, "ActiveTransactionPath"))
