@@ -152,6 +152,20 @@ def test_http_pull_reports_objects_and_bytes_then_ends(lab_repo: Path, tmp_path:
     assert again.fetched_objects == 0  # the second pull fetched nothing and showed nothing
 
 
+def test_local_pull_counts_the_content_it_copies(lab_repo: Path, tmp_path: Path) -> None:
+    from strata.image.repo import RepoMode
+    recorder = Recorder()
+    target = Repo.init(tmp_path / "target", RepoMode.BARE_USER)
+    with progress.reporting_to(recorder):
+        pull_local(Repo.open(lab_repo), target, [LAB_REF])
+        pull_local(Repo.open(lab_repo), target, [LAB_REF])  # nothing left to copy: no phase
+    texts = [str(call[1]) for call in recorder.calls if call[0] == "percent"]
+    title, done, total = progress.split_count(texts[-1])
+    assert title == "Receiving objects" and done == total and total is not None and total > 100
+    assert recorder.calls[-1] == ("progress_end",) and recorder.calls.count(("progress_end",)) == 1
+    assert recorder.downloads[-1][1] > 1_000_000  # the lab's content bytes
+
+
 # ------------------------------------------------------------------ the CLI on a lab sysroot
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from strata import progress
 from strata.image import objects as O
 from strata.image.objects import ObjectType
 from strata.image.repo import Repo
@@ -27,8 +28,7 @@ def copy_commit(source: Repo, target: Repo, commit: str, *, depth: int = 0, trus
             contents = [c for c, t in missing if t is ObjectType.FILE]
             for checksum, objtype in metadata:
                 target.write_metadata(objtype, source.read_metadata(checksum, objtype), expected=checksum)
-            with ThreadPoolExecutor(max_workers=4) as pool:
-                list(pool.map(lambda c: _copy_content(source, target, c, trusted), contents))
+            _copy_contents(source, target, contents, trusted)
             detached = source.read_detached_metadata(current)
             if detached is not None:
                 target.write_detached_metadata(current, detached)
@@ -41,14 +41,23 @@ def copy_commit(source: Repo, target: Repo, commit: str, *, depth: int = 0, trus
     return copied
 
 
-def _copy_content(source: Repo, target: Repo, checksum: str, trusted: bool) -> None:
+def _copy_contents(source: Repo, target: Repo, checksums: list[str], trusted: bool) -> None:
+    if not checksums:
+        return
+    with progress.items("Receiving objects", len(checksums)) as bar, ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda c: bar.advance(nbytes=_copy_content(source, target, c, trusted)), checksums))
+
+
+def _copy_content(source: Repo, target: Repo, checksum: str, trusted: bool) -> int:
+    """Copy one content object; returns its size, for progress."""
     meta, content = source.read_file(checksum, verify=False)
     if trusted and target.is_archive:
         header = O.archive_header(meta, 0 if meta.is_symlink else len(content))
         body = b"" if meta.is_symlink else O.archive_compress(content, target.zlib_level)
         target.write_archive_object(checksum, header + body)
-        return
-    target.write_content(meta, content, expected=checksum)
+    else:
+        target.write_content(meta, content, expected=checksum)
+    return len(content)
 
 
 def pull_local(source: Repo, target: Repo, refs: list[str], *, remote: str | None = None,
