@@ -72,7 +72,7 @@ def _register_overrides(sub: Any) -> None:
     p = _verb(verbs, "remove", "Remove packages from the base layer")
     p.add_argument("packages", nargs="+", metavar="PACKAGE", help="base packages to remove")
     p.add_argument("--replace", action="append", default=[], metavar="RPM", help="Replace a package")
-    _change_options(p, dry_run=True, install=False, uninstall=False, download=False)
+    _change_options(p, dry_run=True, download=False)
     p.set_defaults(func=_override_remove)
     p = _verb(verbs, "replace", "Replace packages in the base layer")
     p.add_argument("packages", nargs="+", metavar="PACKAGE", help="local RPMs (or, with --from, package names)")
@@ -81,12 +81,12 @@ def _register_overrides(sub: Any) -> None:
     p.add_argument("--from", dest="source", metavar="KIND=NAME",
                    help="Source of override (repo=NAME: the newest build in that rpm-md repository)")
     p.add_argument("--freeze", action="store_true", help="Pin packages to versions found")
-    _change_options(p, dry_run=True, install=False, uninstall=False, download=False)
+    _change_options(p, dry_run=True, download=False)
     p.set_defaults(func=_override_replace)
     p = _verb(verbs, "reset", "Reset currently active package overrides")
     p.add_argument("packages", nargs="*", metavar="PACKAGE", help="packages whose overrides to drop")
     p.add_argument("-a", "--all", action="store_true", help="Reset all active overrides")
-    _change_options(p, dry_run=True, install=False, uninstall=False, download=False)
+    _change_options(p, dry_run=True, download=False)
     p.set_defaults(func=_override_reset)
 
     p = _verb(sub, "reset", "Remove all mutations")
