@@ -11,7 +11,7 @@ from gi.repository import Gio, GLib
 
 from strata.core.client import Outcome, package_diff
 from strata.core.transaction import Progress
-from strata.daemon.service import BUS_NAME, OS_IFACE, SYSROOT_IFACE, SYSROOT_PATH, TX_IFACE
+from strata.daemon.names import BUS_NAME, OS_IFACE, SYSROOT_IFACE, SYSROOT_PATH, TX_IFACE
 from strata.errors import StrataError
 from strata.sysroot.sysroot import Deployment, Sysroot
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from gi.repository import Gio, GLib
 
-from strata.daemon.service import BUS_NAME, Daemon, DaemonState
+from strata.daemon.names import BUS_NAME
+from strata.daemon.service import Daemon, DaemonState
 from strata.errors import StrataError
 from strata.sysroot.sysroot import Sysroot
 

@@ -21,6 +21,7 @@ from strata.daemon import automatic
 from strata.daemon.authority import METHOD_ACTIONS, authorized
 from strata.daemon.config import DaemonConfig, read_config
 from strata.daemon.localrpms import receive_packages
+from strata.daemon.names import OS_IFACE, OS_PATH_PREFIX, SYSROOT_IFACE, SYSROOT_PATH, TX_IFACE
 from strata.daemon.options import unpack
 from strata.daemon.requests import Request, automatic_request, build_request
 from strata.daemon.txserver import TransactionServer
@@ -34,12 +35,6 @@ from strata.daemon.worker import Job
 from strata.errors import InvalidInputError, StrataError
 from strata.sysroot.sysroot import Deployment, Sysroot
 
-BUS_NAME = "org.projectatomic.rpmostree1"
-SYSROOT_PATH = "/org/projectatomic/rpmostree1/Sysroot"
-OS_PATH_PREFIX = "/org/projectatomic/rpmostree1/"
-SYSROOT_IFACE = "org.projectatomic.rpmostree1.Sysroot"
-OS_IFACE = "org.projectatomic.rpmostree1.OS"
-TX_IFACE = "org.projectatomic.rpmostree1.Transaction"
 ERROR_FAILED = "org.projectatomic.rpmostreed.Error.Failed"
 ERROR_ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
 ERROR_INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
