@@ -34,6 +34,9 @@ def register(sub: Any) -> None:
     _repo_options(tree)
     _install_options(tree)
     _commit_options(tree)
+    tree.add_argument("--test", action="append", default=[], metavar="CMD",
+                      help="Boot the composed commit in a scratch sysroot and run CMD inside; the ref moves only "
+                           "if every CMD exits 0 (repeatable)")
     tree.set_defaults(func=_tree)
     install = verbs.add_parser("install", help="Install packages into a target path")
     install.add_argument("treefile", help="the treefile (YAML or JSON)")
@@ -119,7 +122,7 @@ def _options(args: argparse.Namespace) -> ComposeOptions:
         layer_repo=_path(args, "layer_repo"), touch_if_changed=_path(args, "touch_if_changed"),
         add_metadata_from_json=[Path(p) for p in getattr(args, "add_metadata_from_json", [])],
         download_only=getattr(args, "download_only", False), cache_only=getattr(args, "cache_only", False),
-        workdir=_path(args, "workdir"))
+        workdir=_path(args, "workdir"), tests=list(getattr(args, "test", [])))
 
 
 def _path(args: argparse.Namespace, name: str) -> Path | None:

@@ -14,12 +14,13 @@ from pathlib import Path
 from strata import bwrap, fsroot, progress
 from strata.core import composepasswd, layout
 from strata.core.assemble import merge_package_trees, run_package_scripts
+from strata.core.composetest import parse_test_command, test_commit
 from strata.core.lockfile import load_lockfiles, write_lockfile
 from strata.core.packagefilter import PackageFilter, filter_package
 from strata.core.treefile import Treefile, host_basearch, load_treefile
 from strata.core.version import next_version
 from strata.errors import InvalidInputError, NotFoundError, StrataError
-from strata.image import gpg, gvariant
+from strata.image import gpg, gvariant, summary
 from strata.image.checkout import CheckoutOptions, checkout_tree
 from strata.image.commit import (
     CommitRequest,
@@ -69,6 +70,8 @@ class ComposeOptions:
     download_only: bool = False
     cache_only: bool = False
     workdir: Path | None = None
+    tests: list[str] = field(default_factory=list)  # --test: commands run in the booted commit before the ref moves
+    extra_metadata: list[tuple[str, str, object]] = field(default_factory=list)  # typed commit metadata
 
 
 @dataclass
@@ -94,6 +97,7 @@ class ComposePlan:
     inputhash: str
     version: str | None = None
     parent: str | None = None
+    prepared: dict[str, str] = field(default_factory=dict)  # NEVRA -> package commit already in the cache
 
 
 @dataclass
@@ -128,6 +132,8 @@ STATE_FILE = "strata-compose.json"
 
 def compose_tree(treefile_path: Path, options: ComposeOptions, log: Log) -> ComposeResult:
     """rpm-ostree's `compose tree`: install, postprocess and commit in one run."""
+    for text in options.tests:
+        parse_test_command(text)
     plan = plan_compose(treefile_path, options, log)
     result = ComposeResult(plan.treefile.ref or "", None, None, [p.nevra for p in plan.solution], plan.inputhash)
     if _unchanged(plan.repo, plan.previous, plan.inputhash, options, log):
@@ -141,6 +147,15 @@ def compose_tree(treefile_path: Path, options: ComposeOptions, log: Log) -> Comp
     if options.download_only:
         _import_all(pkgcache, plan.sources, plan.solution, plan.cachedir, plan.treefile, log, result)
         return result
+    result.commit, result.version = build_and_commit(plan, pkgcache, options, log, result), plan.version
+    _touch(options.touch_if_changed)
+    return result
+
+
+def build_and_commit(plan: ComposePlan, pkgcache: Repo, options: ComposeOptions, log: Log,
+                     result: ComposeResult) -> str:
+    """Install, postprocess and commit a planned tree; with --test commands the ref moves only after they
+    passed inside the booted commit."""
     with tempfile.TemporaryDirectory(prefix="compose-", dir=options.workdir or pkgcache.tmp_dir) as work:
         rootfs = Path(work) / "rootfs"
         install_root(plan, pkgcache, rootfs, options, log, result)
@@ -149,9 +164,10 @@ def compose_tree(treefile_path: Path, options: ComposeOptions, log: Log) -> Comp
                            plan.sources.repo_timestamps())
         commit = commit_root(plan.repo, rootfs, plan.treefile, state, plan.previous, options, log,
                              parent=plan.parent)
-    result.commit, result.version = commit, plan.version
-    _touch(options.touch_if_changed)
-    return result
+    if options.tests:
+        test_commit(plan.repo, commit, options.tests, log)
+        publish_commit(plan.repo, commit, plan.treefile.ref, options, log, update_summary=True)
+    return commit
 
 
 def _touch(path: Path | None) -> None:
@@ -283,7 +299,8 @@ def install_root(plan: ComposePlan, pkgcache: Repo, rootfs: Path, options: Compo
                  result: ComposeResult) -> None:
     """Packages (filtered), ostree layers, accounts, scripts, rpmdb, then the treefile's own changes."""
     treefile = plan.treefile
-    commits = _import_all(pkgcache, plan.sources, plan.solution, plan.cachedir, treefile, log, result)
+    commits = _import_all(pkgcache, plan.sources, plan.solution, plan.cachedir, treefile, log, result,
+                          prepared=plan.prepared)
     headers = {p.nevra.nevra: cache.header_of(pkgcache, commits[p.nevra.nevra]) for p in plan.solution}
     rules = PackageFilter.from_treefile(list(treefile.get("remove-from-packages") or []),
                                         treefile.get("install-langs"))
@@ -357,11 +374,14 @@ def _unchanged(repo: Repo, previous: str | None, inputhash: str, options: Compos
 
 
 def _import_all(pkgcache: Repo, sources: RepositorySet, solution: list[Candidate],
-                cachedir: Path, treefile: Treefile, log: Log, result: ComposeResult) -> dict[str, str]:
+                cachedir: Path, treefile: Treefile, log: Log, result: ComposeResult, *,
+                prepared: dict[str, str] | None = None) -> dict[str, str]:
     """Reuse cached package commits whose repodata checksum matches; download and import the rest."""
-    commits: dict[str, str] = {}
+    commits: dict[str, str] = dict(prepared or {})
     missing = []
     for pkg in solution:
+        if pkg.nevra.nevra in commits:
+            continue
         cached = cache.cached_commit(pkgcache, pkg.nevra, pkg.checksum_text, nodocs=not treefile.documentation)
         if cached:
             commits[pkg.nevra.nevra] = cached
@@ -538,14 +558,28 @@ def commit_root(repo: Repo, rootfs: Path, treefile: Treefile, state: BuildState,
         commit = write_commit(repo, root, request)
         _detached_metadata(repo, commit, treefile, state)
         repo.sync()
-        if treefile.ref and options.write_commitid_to is None:
-            repo.set_ref(treefile.ref, commit)
+    if options.tests:
+        log(f"Wrote commit: {commit} (the ref moves once the tests pass)")
+    else:
+        publish_commit(repo, commit, treefile.ref, options, log)
+    return commit
+
+
+def publish_commit(repo: Repo, commit: str, ref: str | None, options: ComposeOptions, log: Log, *,
+                   update_summary: bool = False) -> None:
+    """Move the ref (or write the commit id); update_summary regenerates a summary the repository has."""
     if options.write_commitid_to is not None:
         atomic_write(options.write_commitid_to, commit.encode(), fsync=False)
         log(f"Wrote commit: {commit}")
-    else:
-        log(f"{treefile.ref} => {commit}")
-    return commit
+        return
+    if not ref:
+        return
+    with repo.lock():
+        repo.set_ref(ref, commit)
+    log(f"{ref} => {commit}")
+    if update_summary and (repo.path / "summary").exists():
+        summary.update_summary(repo)
+        log("Updated the repository summary")
 
 
 def _commit_metadata(rootfs: Path, treefile: Treefile, state: BuildState,
@@ -560,6 +594,7 @@ def _commit_metadata(rootfs: Path, treefile: Treefile, state: BuildState,
             metadata.append((key, *_json_to_variant(value)))
     metadata += [(k, *_json_to_variant(v)) for k, v in from_json.items() if k not in dict(options.add_metadata)]
     metadata += [(k, "s", v) for k, v in options.add_metadata if k != "version"]
+    metadata += options.extra_metadata
     if state.inputhash:
         metadata.append(("rpmostree.inputhash", "s", state.inputhash))
     metadata += [
