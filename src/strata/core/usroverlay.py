@@ -36,6 +36,8 @@ def unlock(sysroot: Sysroot, progress: Progress) -> Unlocked:
     booted = sysroot.booted()
     if booted is None:
         raise StrataError("usroverlay needs a booted deployment (run `strata admin boot` first)")
+    if is_real_host(sysroot):
+        return _unlock_host(booted)
     with Transaction(sysroot, "usroverlay", [], progress, stateroot=booted.stateroot, check=False) as txn:
         state = sysroot.unlocked_state(booted)
         if state != "none":
@@ -48,6 +50,15 @@ def unlock(sysroot: Sysroot, progress: Progress) -> Unlocked:
             flag.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(flag, b"", fsync=False)
     return Unlocked(booted, usr)
+
+
+def _unlock_host(booted: Deployment) -> Unlocked:
+    """On a booted OSTree host the running /usr is ostree's to unlock, as rpm-ostree leaves it to
+    `ostree admin unlock`."""
+    proc = subprocess.run(["ostree", "admin", "unlock"], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise StrataError(f"ostree admin unlock failed: {proc.stderr.strip() or proc.returncode}")
+    return Unlocked(booted, Path("/usr"))
 
 
 def _mount_overlay(usr: Path, work: Path) -> None:
