@@ -98,7 +98,9 @@ def forget(sysroot: Path, names: tuple[str, ...]) -> None:
     opened = Sysroot.open(sysroot)
     drop_live_changes(opened)
     for name in names:
-        opened.repo.set_ref(package_ref(name, None, "1.0", "1", "x86_64"), None)
+        ref = package_ref(name, None, "1.0", "1", "x86_64")
+        if opened.repo.read_ref(ref) is not None:
+            opened.repo.set_ref(ref, None)
 
 
 def strata_runs(sysroot: Path, runs: int, second: bool) -> dict[str, list[tuple[float, float]]]:

@@ -7,6 +7,7 @@ committed with the base as parent."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -22,6 +23,7 @@ from strata.errors import NotFoundError, StrataError
 from strata.image import inspect
 from strata.image.checkout import CheckoutOptions, checkout_tree
 from strata.image.commit import CommitRequest, MutableTree, write_commit, write_tree_from_dir
+from strata.image.fsutil import atomic_write
 from strata.image.gvariant import Variant
 from strata.image.objects import Commit, FileMeta
 from strata.image.repo import Repo
@@ -37,6 +39,8 @@ from strata.units import human_size
 Log = Callable[[str], None]
 CLIENTLAYER_VERSION = 6
 _ACCOUNTS_LIMIT = 16 * 1024 * 1024
+_BASE_CACHE_FORMAT = 1
+_BASE_CACHE_LIMIT = 256 * 1024 * 1024
 # The file paths other packages depend on in practice (rpm-md's primary lists exactly these).
 _FILE_DEP_PATH = re.compile(r"^F\t(/etc/|.*/s?bin/|/usr/lib/sendmail$)")
 
@@ -76,8 +80,44 @@ def read_base(repo: Repo, base_commit: str, workdir: Path) -> BaseInfo:
     if key not in _BASES_READ:
         if len(_BASES_READ) >= 4:  # a long-running service sees a few bases at a time
             del _BASES_READ[next(iter(_BASES_READ))]
-        _BASES_READ[key] = _read_base(repo, base_commit, workdir)
+        cached = _cached_base(repo, base_commit)
+        if cached is None:
+            cached = _read_base(repo, base_commit, workdir)
+            _cache_base(repo, cached)
+        _BASES_READ[key] = cached
     return _BASES_READ[key]
+
+
+def _base_cache_path(repo: Repo, base_commit: str) -> Path:
+    return repo.path / "extensions" / "strata" / "cache" / "base-packages" / f"{base_commit}.json"
+
+
+def _cached_base(repo: Repo, base_commit: str) -> BaseInfo | None:
+    """What _read_base found for this commit before (a commit never changes); None when absent or unreadable."""
+    path = _base_cache_path(repo, base_commit)
+    try:
+        if path.stat().st_size > _BASE_CACHE_LIMIT:
+            return None
+        data = json.loads(path.read_bytes())
+        packages = [InstalledPackage(Nevra(name, int(epoch), version, release, arch), tuple(provides), tuple(files))
+                    for name, epoch, version, release, arch, provides, files in data["packages"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if data.get("format") != _BASE_CACHE_FORMAT or not all(
+            isinstance(text, str) for p in packages for text in (*p.provides, *p.files)):
+        return None
+    return BaseInfo(base_commit, packages)
+
+
+def _cache_base(repo: Repo, info: BaseInfo) -> None:
+    path = _base_cache_path(repo, info.commit)
+    entries = [[p.nevra.name, p.nevra.epoch, p.nevra.version, p.nevra.release, p.nevra.arch, list(p.provides),
+                list(p.files)] for p in info.packages]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps({"format": _BASE_CACHE_FORMAT, "packages": entries}).encode(), fsync=False)
+    except OSError:
+        pass  # a cache: a read-only repository only means reading the rpmdb again next time
 
 
 def _read_base(repo: Repo, base_commit: str, workdir: Path) -> BaseInfo:

@@ -10,13 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from strata import progress
-from strata.core.db import packages_or_none
 from strata.core.pkgdiff import diff_packages
 from strata.errors import StrataError
 from strata.image import inspect
 from strata.image.checkout import CheckoutOptions, checkout_tree
 from strata.image.fsutil import atomic_write
+from strata.image.objects import Commit
 from strata.image.repo import Repo
+from strata.packages.nevra import Nevra
 from strata.sysroot.sysroot import Deployment, Sysroot
 
 Log = Callable[[str], None]
@@ -36,15 +37,14 @@ def apply_live(sysroot: Sysroot, booted: Deployment, target: str, log: Log, *, a
                ) -> None:
     repo = sysroot.repo
     source = live_commit(sysroot, booted) or booted.csum
-    before, after = packages_or_none(repo, source), packages_or_none(repo, target)
-    diff = diff_packages(before or [], after or [])
+    old, new = repo.load_commit(source), repo.load_commit(target)  # once each: a pkglist takes a while to parse
+    diff = diff_packages(_packages(old), _packages(new))
     if not allow_replacement:
         if diff.removed:
             raise StrataError(f"packages would be removed: {len(diff.removed)}, allow replacement to override")
         if diff.upgraded or diff.downgraded:
             changed = len(diff.upgraded) + len(diff.downgraded)
             raise StrataError(f"packages would be changed: {changed}, allow replacement to override")
-    old, new = repo.load_commit(source), repo.load_commit(target)
     changes = list(inspect.diff_trees(repo, (old.root_tree, old.root_meta), (new.root_tree, new.root_meta)))
     _refuse_changed_directories(repo, changes, (new.root_tree, new.root_meta))
     added = [p for c, p in changes if c == "A"]
@@ -67,6 +67,11 @@ def apply_live(sysroot: Sysroot, booted: Deployment, target: str, log: Log, *, a
     repo.set_ref(LIVE_REF, target)
     repo.set_ref("rpmostree/live-apply-inprogress", None)
     log("Successfully updated running filesystem tree.")
+
+
+def _packages(commit: Commit) -> list[Nevra]:
+    entries = commit.meta("rpmostree.rpmdb.pkglist")
+    return sorted(Nevra.from_pkglist_entry(tuple(e)) for e in entries) if isinstance(entries, list) else []
 
 
 def _refuse_changed_directories(repo: Repo, changes: list[tuple[str, str]], root: tuple[str, str]) -> None:
