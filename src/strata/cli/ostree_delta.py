@@ -15,7 +15,6 @@ from strata.cli.ostree_util import resolve
 from strata.errors import InvalidInputError, NotFoundError, StrataError
 from strata.image import deltas, gvariant
 from strata.image import sign as ed25519
-from strata.image.repo import Repo
 from strata.units import human_size
 
 if TYPE_CHECKING:
@@ -92,7 +91,7 @@ def _show(inv: Invocation) -> int:
     print(f"Total Fallback Uncompressed Size: {fallback_usize} ({_size(fallback_usize)})")
     print(f"Number of parts: {len(parsed.parts)}")
     for index, part in enumerate(parsed.parts):
-        _show_part(repo, parsed, directory, index, part)
+        _show_part(parsed, directory, index, part)
     size = sum(p.size for p in parsed.parts)
     usize = sum(p.unpacked_size for p in parsed.parts)
     print(f"Total Part Size: {size} ({_size(size)})")
@@ -102,10 +101,10 @@ def _show(inv: Invocation) -> int:
     return 0
 
 
-def _show_part(repo: Repo, parsed: deltas.Superblock, directory: Path, index: int, part: deltas.DeltaPart) -> None:
+def _show_part(parsed: deltas.Superblock, directory: Path, index: int, part: deltas.DeltaPart) -> None:
     print(f"PartMeta{index}: nobjects={len(part.objects)} size={part.size} usize={part.unpacked_size}")
     sys.stdout.flush()
-    data = deltas.read_part(repo, parsed, directory, index)
+    data = deltas.read_part(parsed, directory, index)
     modes, xattrs, payload, ops = deltas.part_body(data, part.unpacked_size)
     print(f"PartPayload{index}: nmodes={len(modes)} nxattrs={len(xattrs)} blobsize={len(payload)} opsize={len(ops)}")
     counts = deltas.count_operations(data, part)

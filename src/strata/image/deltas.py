@@ -314,7 +314,7 @@ def apply_part(repo: Repo, data: bytes, part: DeltaPart) -> int:
 
 def count_operations(data: bytes, part: DeltaPart) -> dict[int, int]:
     """How often each opcode runs in a part (for `show`), walking the program without executing it."""
-    _modes, _xattrs, payload, ops = part_body(data, part.unpacked_size)
+    _modes, _xattrs, _payload, ops = part_body(data, part.unpacked_size)
     counts = dict.fromkeys(OPCODES, 0)
     pos = index = 0
     while pos < len(ops):
@@ -333,7 +333,6 @@ def count_operations(data: bytes, part: DeltaPart) -> dict[int, int]:
             index += opcode == OP_CLOSE
         for _ in range(arguments):
             _value, pos = varint.decode(ops, pos, "static delta")
-    del payload
     return counts
 
 
@@ -583,7 +582,7 @@ def _offline_part(parsed: Superblock, directory: Path, index: int, part: DeltaPa
     return data
 
 
-def read_part(repo: Repo, parsed: Superblock, directory: Path, index: int) -> bytes:
+def read_part(parsed: Superblock, directory: Path, index: int) -> bytes:
     """A part's bytes from the delta's directory or the superblock (for `show`), not checked."""
     inline = parsed.inline_part(index)
     if inline is not None:
