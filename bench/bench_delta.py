@@ -63,6 +63,21 @@ def generate(argv: list[str], repo: Path, runs: int) -> tuple[list[float], int]:
     return times, directory_bytes(repo / "deltas")
 
 
+def applied_by_the_other(work: Path, tool: str, old: str, new: str) -> str:
+    """Apply tool's delta with the other tool into a bare-user client holding old; fsck's verdict."""
+    client = work / f"client-{tool}"
+    shutil.rmtree(client, ignore_errors=True)
+    subprocess.run(["ostree", f"--repo={client}", "init", "--mode=bare-user"], check=True)
+    subprocess.run(["ostree", f"--repo={client}", "pull-local", str(work / "repo"), old], check=True,
+                   stdout=subprocess.DEVNULL)
+    applier = ["ostree"] if tool == "strata" else STRATA_OSTREE
+    delta = next((work / f"repo-{tool}" / "deltas").glob("*/*-*"))
+    subprocess.run([*applier, f"--repo={client}", "static-delta", "apply-offline", str(delta)], check=True)
+    fsck = subprocess.run(["ostree", f"--repo={client}", "fsck"], capture_output=True, text=True, check=False)
+    whole = subprocess.run(["ostree", f"--repo={client}", "ls", "-R", new], capture_output=True, check=False)
+    return "fsck clean" if "no errors found" in fsck.stdout and whole.returncode == 0 else "BROKEN"
+
+
 def spread(times: list[float]) -> str:
     return f"{statistics.median(times):.2f} s (spread {min(times):.2f}-{max(times):.2f})"
 
@@ -92,7 +107,8 @@ def main() -> int:
         times, size = generate([*argv_prefix, f"--repo={copy}", "static-delta", "generate", f"--from={old}",
                                 f"--to={new}"], copy, args.runs)
         results[tool] = size
-        print(f"  {tool:7} delta {size} bytes = {size / objects:.2f}x the new objects; generate {spread(times)}")
+        print(f"  {tool:7} delta {size} bytes = {size / objects:.2f}x the new objects; generate {spread(times)}; "
+              f"applied by the other tool: {applied_by_the_other(work, tool, old, new)}")
     print(f"  strata/ostree delta size: {results['strata'] / results['ostree']:.2f} (target: strata <= 0.4x objects)")
     return 0
 
