@@ -1,5 +1,6 @@
 """`strata compose tree|install|postprocess|commit`: build commits from a treefile and RPM repositories
-(rpm-ostree's one-step compose and its split steps)."""
+(rpm-ostree's one-step compose and its split steps); `compose local|trees`: trees composed from the installed
+deployment plus packages, hosted in the sysroot repository for rebasing."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from strata.cli.common import add_sysroot_option, print_json
 from strata.cli.progress import make_progress
 from strata.cli.repo import parse_key_value
 from strata.core.compose import (
@@ -18,9 +20,11 @@ from strata.core.compose import (
     compose_postprocess,
     compose_tree,
 )
+from strata.core.localcompose import LocalTree, compose_local, local_trees, request_from_words
 from strata.core.treefile import load_treefile
 from strata.errors import InvalidInputError
 from strata.progress import reporting_to
+from strata.sysroot.sysroot import Sysroot
 
 Log = Callable[[str], None]
 
@@ -56,6 +60,19 @@ def register(sub: Any) -> None:
     _repo_options(commit)
     _commit_options(commit)
     commit.set_defaults(func=_commit)
+    local = verbs.add_parser("local", help="Compose a tree from the installed deployment's packages plus PKG..., "
+                                           "committed to local/NAME in the sysroot repository")
+    local.add_argument("packages", nargs="+", metavar="PKG|file.rpm", help="packages to add (names, provides "
+                                                                           "or local RPM files)")
+    local.add_argument("--os", dest="stateroot", help="the stateroot whose deployment is the source")
+    local.add_argument("--ref", help="the ref to commit to (default: local/OSNAME)")
+    local.add_argument("--dry-run", action="store_true", help="Just print the plan and exit")
+    add_sysroot_option(local)
+    local.set_defaults(func=_local)
+    trees = verbs.add_parser("trees", help="List the local trees of the sysroot repository")
+    trees.add_argument("--json", action="store_true", help="Output JSON")
+    add_sysroot_option(trees)
+    trees.set_defaults(func=_trees)
 
 
 def _repo_options(p: argparse.ArgumentParser) -> None:
@@ -172,3 +189,37 @@ def _postprocess(args: argparse.Namespace) -> int:
 def _commit(args: argparse.Namespace) -> int:
     options = _options(args)
     return _with_progress(lambda log: compose_commit(Path(args.treefile), Path(args.rootfs), options, log))
+
+
+def _local(args: argparse.Namespace) -> int:
+    sysroot = Sysroot.open(Path(args.sysroot))
+    request = request_from_words(args.packages, args.stateroot, args.ref, dry_run=args.dry_run)
+    return _with_progress(lambda log: compose_local(sysroot, request, log))
+
+
+def _trees(args: argparse.Namespace) -> int:
+    trees = local_trees(Sysroot.open(Path(args.sysroot)).repo)
+    if args.json:
+        print_json([_tree_json(tree) for tree in trees])
+        return 0
+    if not trees:
+        print("No local trees.")
+    for tree in trees:
+        print(f"{tree.ref}")
+        print(f"    Version: {tree.version or '(none)'}")
+        print(f"     Commit: {tree.commit}")
+        source = f"{tree.source_refspec} {tree.source_version or ''}".rstrip()
+        print(f"     Source: {source} ({(tree.source_checksum or '?')[:10]})")
+        print(f"  Requested: {' '.join(tree.requested) or '(none)'}")
+        print(f"      Added: {' '.join(tree.added) or '(none)'}")
+        if tree.updated:
+            print(f"    Updated: {' '.join(f'{old} -> {new}' for old, new in tree.updated)}")
+    return 0
+
+
+def _tree_json(tree: LocalTree) -> dict[str, object]:
+    return {"ref": tree.ref, "commit": tree.commit, "version": tree.version,
+            "source": {"checksum": tree.source_checksum, "refspec": tree.source_refspec,
+                       "version": tree.source_version},
+            "requested": tree.requested, "added": tree.added,
+            "updated": [{"from": old, "to": new} for old, new in tree.updated]}

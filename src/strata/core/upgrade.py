@@ -283,6 +283,8 @@ def _purge_ref(sysroot: Sysroot, refspec: str | None) -> None:
     if refspec is None or _is_pinned_to_commit(refspec):
         return
     remote, _, ref = refspec.rpartition(":")
+    if not remote and ref.startswith("local/"):
+        return  # a tree `compose local` hosts stays listed (and servable) after rebasing away from it
     with sysroot.lock():
         if sysroot.repo.read_ref(ref, remote or None) is not None:
             sysroot.repo.set_ref(ref, None, remote or None)

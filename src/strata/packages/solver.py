@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import solv
@@ -14,6 +16,7 @@ from strata.packages.rpmmd import RepoMetadata
 from strata.packages.text import shown, summarize
 
 _MAX_PROBLEMS_SHOWN = 10
+LOCAL_REPO = "@commandline"
 _CHECKSUM_TYPES = frozenset({"md5", "sha1", "sha224", "sha256", "sha384", "sha512"})
 _SELECT_FLAGS = (solv.Selection.SELECTION_NAME | solv.Selection.SELECTION_PROVIDES
                  | solv.Selection.SELECTION_CANON | solv.Selection.SELECTION_DOTARCH
@@ -78,6 +81,7 @@ class Solver:
         for meta in repos:
             self._add_repo(meta)
         self.installed: Any = None
+        self._local: dict[int, Candidate] = {}  # @commandline solvable id -> the RPM file as a candidate
 
     def _add_repo(self, meta: RepoMetadata) -> None:
         repo = self.pool.add_repo(meta.config.id)
@@ -112,6 +116,45 @@ class Solver:
         self.pool.installed = repo
         self.installed = repo
 
+    def add_local_rpms(self, paths: Iterable[Path]) -> None:
+        """RPM files given on a command line: the '@commandline' repository, built from their headers; each
+        one is installed by the next resolve, its dependencies solved like any request's."""
+        from strata.packages.rpmread import RpmPackage
+        repo = self.pool.add_repo(LOCAL_REPO)
+        for path in paths:
+            rpm = RpmPackage.open(path)
+            solvable = repo.add_solvable()
+            solvable.name, solvable.evr, solvable.arch = rpm.nevra.name, rpm.nevra.evr, rpm.nevra.arch
+            solvable.add_provides(self.pool.Dep(rpm.nevra.name).Rel(solv.REL_EQ, self.pool.Dep(rpm.nevra.evr)))
+            for kind, key in (("provides", solv.SOLVABLE_PROVIDES), ("requires", solv.SOLVABLE_REQUIRES),
+                              ("conflicts", solv.SOLVABLE_CONFLICTS), ("obsoletes", solv.SOLVABLE_OBSOLETES)):
+                for name, flags, version in rpm.dependencies(kind):
+                    if not name.startswith("rpmlib("):
+                        solvable.add_deparray(key, self._rpm_dep(name, flags, version))
+            for entry in rpm.files:
+                solvable.add_provides(self.pool.Dep(entry.path))
+            with path.open("rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+            self._local[solvable.id] = Candidate(rpm.nevra, LOCAL_REPO, str(path), ("sha256", digest),
+                                                 path.stat().st_size)
+        repo.internalize()
+
+    def _rpm_dep(self, name: str, flags: int, version: str) -> Any:
+        """A dependency from an RPM header (sense bits LESS 2, GREATER 4, EQUAL 8) as a libsolv Dep."""
+        relation = (solv.REL_LT if flags & 2 else 0) | (solv.REL_GT if flags & 4 else 0) | \
+            (solv.REL_EQ if flags & 8 else 0)
+        if not version or not relation:
+            return self.pool.Dep(name)
+        return self.pool.Dep(name).Rel(relation, self.pool.Dep(version))
+
+    def available(self, nevra: Nevra) -> Candidate | None:
+        """The repository package that is exactly this build, if a repository (not @System) has it."""
+        self._prepare()
+        for solvable in self._available():
+            if solvable.repo.name != LOCAL_REPO and _nevra(solvable) == nevra:
+                return self._candidate(solvable)
+        return None
+
     def _prepare(self) -> None:
         self.pool.addfileprovides()
         self.pool.createwhatprovides()
@@ -134,9 +177,13 @@ class Solver:
         return [_nevra(s) for s in self.providers(request) if self.installed is not None and s.repo == self.installed]
 
     def resolve(self, requests: Iterable[str], *, exclude: Iterable[str] = (), remove: Iterable[str] = (),
-                recommends: bool = True, restrictions: Restrictions | None = None) -> Solution:
+                recommends: bool = True, restrictions: Restrictions | None = None,
+                allow_updates: bool = False) -> Solution:
+        """With allow_updates, installed packages are not locked: a request may pull newer builds of them
+        (each shows as an erase of the old build and an install of the new one)."""
         self._prepare()
-        jobs: list[Any] = []
+        jobs: list[Any] = [self.pool.Job(solv.Job.SOLVER_SOLVABLE | solv.Job.SOLVER_INSTALL, sid)
+                           for sid in self._local]
         if restrictions is not None:
             jobs += self._lock_jobs(restrictions) + self._pin_jobs(restrictions.repo_packages)
         missing = []
@@ -156,13 +203,15 @@ class Solver:
             selection = self.pool.select(name, solv.Selection.SELECTION_NAME | solv.Selection.SELECTION_INSTALLED_ONLY)
             jobs += selection.jobs(solv.Job.SOLVER_ERASE)
             removed.add(name)
-        if self.installed is not None:
+        if self.installed is not None and not allow_updates:
             for solvable in self.installed.solvables:
                 if solvable.name not in removed:
                     jobs.append(self.pool.Job(solv.Job.SOLVER_SOLVABLE | solv.Job.SOLVER_LOCK, solvable.id))
         solver = self.pool.Solver()
         if not recommends:
             solver.set_flag(solv.Solver.SOLVER_FLAG_IGNORE_RECOMMENDED, 1)
+        if allow_updates:  # installed packages carry no vendor (they come from an rpmdb), repository ones do
+            solver.set_flag(solv.Solver.SOLVER_FLAG_ALLOW_VENDORCHANGE, 1)
         problems = solver.solve(jobs)
         if problems:
             texts = [f"Problem {i}: {p}" if len(problems) > 1 else f"Problem: {p}" for i, p in enumerate(problems, 1)]
@@ -178,7 +227,7 @@ class Solver:
             if self.installed is not None and solvable.repo == self.installed:
                 solution.erase.append(_nevra(solvable))
             else:
-                solution.install.append(self._candidate(solvable))
+                solution.install.append(self._local.get(solvable.id) or self._candidate(solvable))
         return solution
 
     def _available(self) -> list[Any]:
