@@ -244,7 +244,7 @@ def _local_treefile(workdir: Path, etc: Path, ref: str, sources: RepositorySet, 
         "repos": [meta.config.id for meta in sources.metadata],
         "packages": [c.nevra.nevra for c in plan.packages],
         "documentation": documentation,
-        "recommends": False,
+        "recommends": True,  # as plan_local solved
         "add-files": [[name, f"/etc/yum.repos.d/{name}"] for name in repo_files],
     }
     return Treefile(workdir / "treefile.json", data, host_basearch())
