@@ -91,6 +91,7 @@ def main() -> int:
         figures = [Figure("first deploy"), Figure("second deploy (10 files changed)")]
         for round_number in range(args.reps):
             one_round(mount, tree, figures, round_number)
+            print_figures(figures)  # as it goes: a long run that fails later still leaves its figures
         print(f"tree: {files} files")
         print_figures(figures)
         print("target: ratio <= 1.0")
@@ -104,18 +105,25 @@ def one_round(mount: Path, tree: Path, figures: list[Figure], round_number: int)
     """Fresh sysroots with the tree committed; a first deploy, then one of the tree with 10 files changed."""
     times: dict[str, list[tuple[float, float]]] = {}
     for tool in ("ostree", "strata"):
-        sysroot = mount / f"sysroot-{tool}"
-        shutil.rmtree(sysroot, ignore_errors=True)
+        remove_sysroot(mount / f"sysroot-{tool}-{round_number - 1}")
+        sysroot = mount / f"sysroot-{tool}-{round_number}"
         prepare(tool, sysroot, tree)
         times[tool] = [timed_run(deploy_argv(tool, sysroot))]
     change_files(tree, 10, round_number)
     for tool in ("ostree", "strata"):
-        sysroot = mount / f"sysroot-{tool}"
+        sysroot = mount / f"sysroot-{tool}-{round_number}"
         recommit(tool, sysroot, tree)
         times[tool].append(timed_run(deploy_argv(tool, sysroot)))
     for index, figure in enumerate(figures):
         (ours, rss), (theirs, _) = times["strata"][index], times["ostree"][index]
         figure.add(ours, theirs, rss)
+
+
+def remove_sysroot(sysroot: Path) -> None:
+    """Deployments are made immutable (chattr +i) where the filesystem allows; clear that first."""
+    if sysroot.exists():
+        subprocess.run(["chattr", "-R", "-f", "-i", str(sysroot)], check=False)
+        shutil.rmtree(sysroot)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ def main() -> int:
     figures: dict[str, Figure] = {}
     for _ in range(args.reps):
         one_round(work / "runs", tree, figures)
+        print_figures(list(figures.values()))  # as it goes: a long run that fails later still leaves its figures
     print(f"tree: {tree} ({files} files)")
     print_figures(list(figures.values()))
     print("targets: ratio <= 1.0 on every line, peak RSS < 300 MB")

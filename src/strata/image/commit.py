@@ -21,6 +21,7 @@ from strata.image.repo import Repo, RepoMode
 Progress = Callable[[str, int], None]  # (what, count so far)
 _WORKERS = max(2, (os.cpu_count() or 1) * 2)
 _ADOPT_MAX = 16 << 20
+_BATCH = 128  # files per job handed to the writer threads: one future per batch, not per file
 
 
 @dataclass
@@ -131,10 +132,17 @@ class _DirScan:
     def __init__(self, meta: str, path: str) -> None:
         self.meta = meta
         self.path = path
-        self.files: dict[str, str | Future[str]] = {}
+        self.files: dict[str, str] = {}
+        self.batches: list[Future[list[tuple[str, str]]]] = []  # (name, checksum) of files being written
         self.dirs: dict[str, _DirScan] = {}
         self.subdirs: list[tuple[str, os.stat_result, str, str]] = []  # (path, stat, relpath, name) to scan
         self.written: tuple[str, str] = ("", "")
+
+    def collect(self) -> None:
+        """Wait for the writers of this directory's files and record their checksums."""
+        for batch in self.batches:
+            self.files.update(batch.result())
+        self.batches.clear()
 
 
 def write_tree_from_dir(repo: Repo, root: Path, options: TreeWriteOptions | None = None) -> tuple[str, str]:
@@ -219,9 +227,7 @@ class _TreeWriter:
                 order.append(scan.dirs[name])
         if self.opts.consume:  # descendants first; a directory is empty once its files' writers are done
             for scan in reversed(order[1:]):
-                for value in scan.files.values():
-                    if not isinstance(value, str):
-                        value.result()
+                scan.collect()
                 self._consume(scan.path, directory=True)
         return order
 
@@ -239,6 +245,7 @@ class _TreeWriter:
         with os.scandir(path) as it:
             entries = sorted(it, key=lambda e: e.name)
         assert self.pool is not None
+        batch: list[tuple[str, str, os.stat_result, int]] = []
         for entry in entries:
             name = entry.name
             _check_utf8(name)
@@ -259,11 +266,18 @@ class _TreeWriter:
                     self._consume(entry.path)
                     self._tick()
                 else:
-                    mode = self._mode(child, est.st_mode)
-                    scan.files[name] = self.pool.submit(self._write_file, entry.path, est, mode)
+                    batch.append((name, entry.path, est, self._mode(child, est.st_mode)))
+                    if len(batch) == _BATCH:
+                        scan.batches.append(self.pool.submit(self._write_files, batch))
+                        batch = []
             else:
                 raise InvalidInputError(f"{entry.path}: cannot store special file (device, fifo or socket)")
+        if batch:
+            scan.batches.append(self.pool.submit(self._write_files, batch))
         return scan
+
+    def _write_files(self, batch: list[tuple[str, str, os.stat_result, int]]) -> list[tuple[str, str]]:
+        return [(name, self._write_file(path, st, mode)) for name, path, st, mode in batch]
 
     def _write_file(self, path: str, st: os.stat_result, mode: int) -> str:
         uid, gid = self._owner(st)
@@ -311,9 +325,8 @@ class _TreeWriter:
     def finish(self, scans: list[_DirScan]) -> tuple[str, str]:
         """Write the dirtrees of scan_tree's directories, descendants first; returns the top one."""
         for scan in reversed(scans):
-            tree = DirTree({name: value if isinstance(value, str) else value.result()
-                            for name, value in scan.files.items()},
-                           {name: sub.written for name, sub in scan.dirs.items()})
+            scan.collect()
+            tree = DirTree(scan.files, {name: sub.written for name, sub in scan.dirs.items()})
             scan.written = self.repo.write_metadata(ObjectType.DIRTREE, tree.serialize()), scan.meta
         return scans[0].written
 

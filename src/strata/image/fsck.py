@@ -14,6 +14,7 @@ from strata.image.objects import Commit, DirMeta, DirTree, ObjectType
 from strata.image.repo import Repo
 
 _WORKERS = max(2, (os.cpu_count() or 1) * 2)
+_BATCH = 128  # content objects per job: one future per batch, not per object
 Progress = Callable[[str], None]
 
 
@@ -122,8 +123,14 @@ def _verify_contents(repo: Repo, report: FsckReport, checked: dict[tuple[str, Ob
         except (CorruptionError, OSError, StrataError) as exc:
             return f"Corrupted file object {checksum}: {exc}"
 
+    def verify_batch(batch: list[str]) -> list[str | None]:
+        return [verify(checksum) for checksum in batch]
+
+    order = list(contents)
+    batches = [order[i:i + _BATCH] for i in range(0, len(order), _BATCH)]
     with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
-        for checksum, problem in zip(contents, pool.map(verify, contents), strict=True):
+        problems = [problem for batch in pool.map(verify_batch, batches) for problem in batch]
+        for checksum, problem in zip(order, problems, strict=True):
             checked[(checksum, ObjectType.FILE)] = problem is None
             if problem is None:
                 continue

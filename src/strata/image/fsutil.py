@@ -88,10 +88,16 @@ def read_xattrs(path: str | os.PathLike[str], *, follow_symlinks: bool = False) 
     return result
 
 
-def apply_xattrs(path: str | os.PathLike[str], xattrs: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...],
+def apply_xattrs(path: str | os.PathLike[str] | int,
+                 xattrs: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...],
                  *, follow_symlinks: bool = False) -> None:
+    """Set xattrs on a path, or on an open descriptor (an int)."""
     for name, value in xattrs:
-        os.setxattr(path, name.decode("utf-8", "surrogateescape"), value, follow_symlinks=follow_symlinks)
+        key = name.decode("utf-8", "surrogateescape")
+        if isinstance(path, int):
+            os.setxattr(path, key, value)
+        else:
+            os.setxattr(path, key, value, follow_symlinks=follow_symlinks)
 
 
 @contextlib.contextmanager

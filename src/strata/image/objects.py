@@ -379,10 +379,32 @@ def parse_archive_header(data: bytes) -> tuple[FileMeta, int, int]:
         raise CorruptionError("truncated archive file header")
     # Not normal-form checked: the content checksum is taken over the re-encoded header, so a header in any
     # other form cannot match its object name anyway.
-    size, uid, gid, mode, _rdev, target, xattrs = gvariant.decode(ARCHIVE_HEADER_TYPE, data[8:end], strict=False)
-    meta = FileMeta(uid, gid, mode, target, tuple(_xattrs_from_gv(xattrs)))
+    plain = _plain_archive_header(data[8:end])
+    if plain is not None:
+        size, meta = plain
+    else:
+        size, uid, gid, mode, _rdev, target, xattrs = gvariant.decode(ARCHIVE_HEADER_TYPE, data[8:end],
+                                                                      strict=False)
+        meta = FileMeta(uid, gid, mode, target, tuple(_xattrs_from_gv(xattrs)))
     meta.validate()
     return meta, size, end
+
+
+def _plain_archive_header(variant: bytes) -> tuple[int, FileMeta] | None:
+    """(size, meta) of an archive header without xattrs, read without the generic codec; None otherwise."""
+    if len(variant) < 26:
+        return None
+    size, uid, gid, mode, _rdev = struct.unpack_from(">QIIII", variant)
+    nul = variant.find(b"\0", 24)
+    if nul < 0:
+        return None
+    try:
+        target = variant[24:nul].decode("utf-8")
+    except UnicodeError:
+        return None
+    if _plain_variant(variant[:24], target) != variant:
+        return None
+    return size, FileMeta(uid, gid, mode, target)
 
 
 def read_archive_header(read: Callable[[int], bytes]) -> tuple[FileMeta, int]:
@@ -412,6 +434,9 @@ def ostreemeta_mode(value: bytes) -> int:
 
 
 def decode_ostreemeta(value: bytes) -> tuple[int, int, int, Xattrs]:
+    if len(value) == 12:  # no xattrs: three BE32 and an empty array, what almost every object has
+        uid, gid, mode = struct.unpack(">III", value)
+        return uid, gid, mode, []
     uid, gid, mode, xattrs = gvariant.decode(DIRMETA_TYPE, value)
     return uid, gid, mode, _xattrs_from_gv(xattrs)
 

@@ -76,6 +76,8 @@ class Repo:
         self._objects_dir = str(path / "objects")
         self._devino: dict[tuple[int, int], str] | None = None
         self._devino_lock = threading.Lock()
+        self._prefix_dirs: set[str] = set()  # objects/XX known to exist
+        self._tmpfile_works = hasattr(os, "O_TMPFILE")
 
     # ------------------------------------------------------------ lifecycle
 
@@ -144,7 +146,15 @@ class Repo:
         return f"{self._objects_dir}/{checksum[:2]}/{checksum[2:]}.{self._file_ext}"
 
     def has_object(self, checksum: str, objtype: ObjectType) -> bool:
+        if objtype is ObjectType.FILE:
+            return os.path.lexists(self.file_object_path(checksum))
         return os.path.lexists(self.object_path(checksum, objtype))
+
+    def _ensure_prefix_dir(self, prefix: str) -> None:
+        if prefix not in self._prefix_dirs:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(f"{self._objects_dir}/{prefix}")
+            self._prefix_dirs.add(prefix)
 
     def list_objects(self, objtype: ObjectType | None = None) -> Iterator[tuple[str, ObjectType]]:
         exts = {t.value: t for t in ObjectType}
@@ -225,7 +235,7 @@ class Repo:
         try:
             if self.per_object_fsync:
                 fsync_file(tmp)
-            final.parent.mkdir(exist_ok=True)
+            self._ensure_prefix_dir(checksum[:2])
             with contextlib.suppress(FileExistsError):
                 os.link(tmp, final, follow_symlinks=False)
         finally:
@@ -255,10 +265,58 @@ class Repo:
             raise CorruptionError(f"content object {expected} has checksum {checksum}")
         if self.has_object(checksum, ObjectType.FILE):
             return checksum
+        if self._publish_unnamed(checksum, meta, content):
+            return checksum
         tmp = self._tmp_name()
         self._stage_content(tmp, meta, content)
         self._link_into_store(tmp, checksum, ObjectType.FILE)
         return checksum
+
+    def _publish_unnamed(self, checksum: str, meta: FileMeta, content: bytes) -> bool:
+        """Write a content object as an unnamed file in tmp/ (O_TMPFILE) and link it into objects/: no
+        temporary name to pick and unlink, metadata set through the descriptor. False where the filesystem
+        has no O_TMPFILE, or for what is stored as a symlink."""
+        mode = self.mode
+        if not self._tmpfile_works or (meta.is_symlink and mode in (RepoMode.BARE, RepoMode.BARE_USER_ONLY)):
+            return False
+        try:
+            fd = os.open(self.tmp_dir, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                self._tmpfile_works = False
+                return False
+            raise
+        try:
+            if mode is RepoMode.ARCHIVE:
+                data = O.archive_header(meta, 0 if meta.is_symlink else len(content))
+                _write_all(fd, data + (b"" if meta.is_symlink else O.archive_compress(content, self.zlib_level)))
+                os.fchmod(fd, 0o644)
+            elif mode is RepoMode.BARE_USER:
+                _write_all(fd, meta.symlink_target.encode() + b"\0" if meta.is_symlink else content)
+                os.setxattr(fd, OSTREEMETA_XATTR, O.encode_ostreemeta(meta))
+                os.fchmod(fd, 0o644 if meta.is_symlink else (meta.mode & 0o775) | 0o400)
+            else:
+                _write_all(fd, content)
+                if mode is RepoMode.BARE:
+                    os.fchown(fd, meta.uid, meta.gid)
+                    apply_xattrs(fd, meta.xattrs)
+                os.fchmod(fd, meta.mode & 0o7777)  # after fchown, which clears setuid bits
+            if mode is not RepoMode.ARCHIVE:
+                os.utime(fd, (0, 0))
+            if self.per_object_fsync:
+                os.fsync(fd)
+            self._ensure_prefix_dir(checksum[:2])
+            try:
+                # src_dir_fd only makes Python call linkat() with AT_SYMLINK_FOLLOW (the path is absolute)
+                os.link(f"/proc/self/fd/{fd}", self.file_object_path(checksum), src_dir_fd=fd, follow_symlinks=True)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:  # no /proc: named temporary files from now on
+                self._tmpfile_works = False
+                return False
+        finally:
+            os.close(fd)
+        return True
 
     def write_archive_object(self, checksum: str, data: bytes | BinaryIO) -> None:
         """Store a .filez exactly as received, from bytes or a file object (the caller verified it)."""
