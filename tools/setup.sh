@@ -29,3 +29,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q -e '.[test]'
   touch "$stamp"
 fi
+# strata-ostree starts hundreds of times in a script: byte-compile the sources once, since
+# PYTHONDONTWRITEBYTECODE (set on some machines) would make every start compile them again
+.venv/bin/python -m compileall -q src >/dev/null

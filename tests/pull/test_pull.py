@@ -189,7 +189,7 @@ def faulty_server(tmp_path: Path, served: tuple[Repo, str, str]) -> Iterator[tup
 
 
 @pytest.mark.parametrize(("mode", "message"), [
-    ("flip", "Corrupted file object"), ("truncate", "Truncated"), ("missing", "HTTP 404"),
+    ("flip", "Corrupted file object"), ("truncate", "Download incomplete"), ("missing", "HTTP 404"),
     ("stall", "no answer within 1 s")])
 def test_bad_server_moves_no_ref_and_good_pull_resumes(faulty_server: tuple[str, type[_Faulty]], tmp_path: Path,
                                                         mode: str, message: str) -> None:
@@ -313,3 +313,48 @@ def test_large_object_pulled_in_bounded_memory(tmp_path: Path, nginx: Callable[[
     assert Repo.open(client).read_ref(REF, remote="origin") == commit
     assert "no errors found" in strata("repo", "fsck", "--repo", str(client)).stdout
     assert not list((client / "tmp").iterdir())
+
+
+def ostree_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "strata.cli.ostree", *args], capture_output=True, text=True,
+                          check=check)
+
+
+def test_objects_from_contenturl_and_mirrorlist(served: tuple[Repo, str, str], tmp_path: Path,
+                                                nginx: Callable[[Path], str]) -> None:
+    """Objects come from contenturl (a mirror list here); summary and commitmeta from url, as in ostree."""
+    repo, url, commit = served
+    content_www = tmp_path / "content-www"
+    content_www.mkdir()
+    subprocess.run(["cp", "-a", str(repo.path), str(content_www / "repo")], check=True)
+    for path in repo.path.glob("objects/*/*"):
+        if not path.name.endswith(".commitmeta"):
+            path.unlink()  # the main server has no objects left
+    content_url = nginx(content_www) + "/repo"
+    (content_www / "mirrors").write_text(f"# comment\nhttp://127.0.0.1:1/nothing\n{content_url}\n")
+    client = tmp_path / "client"
+    ostree_cli(f"--repo={client}", "init", "--mode=archive")
+    ostree_cli(f"--repo={client}", "remote", "add", "--no-gpg-verify", "origin", url,
+               f"--contenturl=mirrorlist={content_url.rsplit('/', 1)[0]}/mirrors")
+    out = ostree_cli(f"--repo={client}", "pull", "origin", REF).stdout
+    assert out.startswith(f"{len(list(content_www.glob('repo/objects/*/*.dir*'))) + 2} metadata, ")
+    assert Repo.open(client).read_ref(REF, remote="origin") == commit
+    assert "no errors found" in run_ostree(f"--repo={client}", "fsck").stdout
+
+
+def test_localcache_counts_and_unconfigured_remote(served: tuple[Repo, str, str], tmp_path: Path) -> None:
+    _repo, url, commit = served
+    cache, client = tmp_path / "cache", tmp_path / "client"
+    for path in (cache, client):
+        ostree_cli(f"--repo={path}", "init", "--mode=archive")
+        ostree_cli(f"--repo={path}", "remote", "add", "--no-gpg-verify", "origin", url)
+    ostree_cli(f"--repo={cache}", "pull", "origin", REF)
+    out = ostree_cli(f"--repo={client}", "pull", "-L", str(cache), "origin", REF).stdout
+    total = len([p for p in cache.glob("objects/*/*") if not p.name.endswith(".commit")])
+    files = len(list(cache.glob("objects/*/*.filez")))
+    # the commit's detached metadata is asked for (and counted) once; everything else is local
+    assert out.startswith(f"1 metadata, 0 content objects fetched ({total - files + 1} meta, {files} content local)")
+    assert Repo.open(client).read_ref(REF, remote="origin") == commit
+    ostree_cli(f"--repo={client}", "config", "set", 'remote "origin".unconfigured-state', "Use the vendor tool")
+    proc = ostree_cli(f"--repo={client}", "pull", "origin", REF, check=False)
+    assert proc.returncode == 1 and proc.stderr == "error: remote unconfigured-state: Use the vendor tool\n"

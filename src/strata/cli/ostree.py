@@ -7,7 +7,6 @@ before or after it, to the verb's own option parser; a verb with sub-verbs (`rem
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import os
@@ -207,6 +206,7 @@ def _one_line(text: str) -> str:
 def register(sub: Any) -> None:
     """`strata ostree ARGS...`: the same command under the strata entry point."""
     parser = sub.add_parser("ostree", help="ostree's command line (drop-in)", add_help=False)
+    import argparse  # not at the top: `strata-ostree` itself never needs it
     parser.add_argument("ostree_args", nargs=argparse.REMAINDER)
     parser.set_defaults(func=lambda args: main(args.ostree_args))
 

@@ -177,7 +177,11 @@ def pull(inv: Invocation) -> int:
         ref_args = [first, *ref_args]
     options = PullOptions(depth=a.number("depth", 0), commit_metadata_only=a.flag("commit-metadata-only"),
                           mirror=a.flag("mirror"), disable_static_deltas=a.flag("disable-static-deltas"),
-                          trusted=a.flag("http-trusted"))
+                          trusted=a.flag("http-trusted"), url=a.string("url"),
+                          headers=tuple(_header(text) for text in a.strings("http-header")),
+                          user_agent_suffix=a.string("append-user-agent"),
+                          retries=a.number("network-retries", 5) if a.string("network-retries") else None,
+                          localcache=tuple(a.strings("localcache-repo")))
     _check_pull_request(repo, name, inv)
     pinned = dict(_split_at(ref) for ref in ref_args if "@" in ref)  # REF@COMMIT: that commit, REF moved to it
     ref_args = [ref.partition("@")[2] if "@" in ref else ref for ref in ref_args]
@@ -209,6 +213,13 @@ def pull(inv: Invocation) -> int:
         _mirror_summary(repo, name)
     print(_pull_status(stats, elapsed))
     return 0
+
+
+def _header(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UsageError(f"Missing '=' in --http-header: {text}")
+    return key, value
 
 
 def check_bareuseronly(repo: Repo, checksum: str) -> None:
@@ -276,9 +287,9 @@ def _drop_tombstones_of_present(repo: Repo) -> None:
 
 def _mirror_summary(repo: Repo, name: str) -> None:
     """A mirror keeps the remote's summary (and its signature) as they are."""
-    from strata.image.pull import MAX_METADATA_SIZE, Fetcher
+    from strata.image.pull import MAX_METADATA_SIZE, PullOptions, remote_fetcher
     remote = _find_remote(repo, name)
-    fetcher = Fetcher(remote.url, remote.timeout)
+    fetcher = remote_fetcher(repo, remote, PullOptions())
     for filename in ("summary", "summary.sig"):
         data = fetcher.get(filename, optional=True, limit=MAX_METADATA_SIZE)
         if data is not None:
@@ -344,6 +355,16 @@ def _pull_status(stats: PullStats, elapsed: int) -> str:
 
 
 def pull_local(inv: Invocation) -> int:
+    try:
+        return _pull_local(inv)
+    except StrataError as exc:  # the words ostree uses for a path in a tree name
+        slash = re.match(r"^invalid file name in tree: '(.*/.*)'$", str(exc))
+        if slash:
+            raise CorruptionError(f"Invalid / in filename {slash[1]}") from None
+        raise
+
+
+def _pull_local(inv: Invocation) -> int:
     a = inv.args
     if not inv.positional:
         raise UsageError("DESTINATION must be specified")
@@ -794,7 +815,7 @@ def gpg_sign(inv: Invocation) -> int:
         if kept:
             entries.append((gpg.GPG_KEY, gvariant.Variant("aay", kept)))
         with repo.lock():
-            repo.write_detached_metadata(checksum, gvariant.encode("a{sv}", entries) if entries else None)
+            repo.write_detached_metadata(checksum, gvariant.encode("a{sv}", entries))  # empty, not gone: as ostree
         print(f"Signatures deleted: {len(signed) - len(kept)}")
         return 0
     data = repo.read_metadata(checksum, ObjectType.COMMIT)

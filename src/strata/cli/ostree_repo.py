@@ -8,6 +8,7 @@ import shutil
 import stat
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from strata.cli.ostree import Invocation, UsageError, Verb
 from strata.cli.ostree_options import array, flag, integer, string
@@ -23,24 +24,13 @@ from strata.cli.ostree_util import (
 from strata.errors import InvalidInputError, NotFoundError, StrataError
 from strata.image import inspect
 from strata.image import objects as O
-from strata.image.checkout import CheckoutOptions, checkout_commit
-from strata.image.commit import (
-    CommitRequest,
-    TreeWriteOptions,
-    commit_root,
-    content_objects,
-    layer_roots,
-    modifies_metadata,
-    rewrite_tree,
-    tree_unchanged,
-    write_commit,
-    write_tree_from_dir,
-)
 from strata.image.gvariant import Variant
 from strata.image.objects import FileMeta, ObjectType
 from strata.image.repo import Repo, RepoMode, validate_ref
-from strata.image.tarimport import import_tar
-from strata.image.treediff import DiskOptions, Listing, commit_listing, diff_listings, disk_listing
+
+if TYPE_CHECKING:  # the modules behind commit, checkout and diff load only for those verbs (start-up time)
+    from strata.image.commit import TreeWriteOptions
+    from strata.image.treediff import DiskOptions, Listing
 
 # ---------------------------------------------------------------- helpers
 
@@ -72,6 +62,7 @@ COMMIT_OPTIONS = (
 
 
 def commit(inv: Invocation) -> int:
+    from strata.image.commit import CommitRequest, tree_unchanged, write_commit
     a = inv.args
     if a.flag("editor"):
         raise UsageError("--editor is not supported; give the message with -s/-m/-F")
@@ -118,6 +109,7 @@ def _objects_by_kind(repo: Repo) -> tuple[set[str], set[str]]:
 
 def _print_table(repo: Repo, checksum: str, before: tuple[set[str], set[str]]) -> None:
     """commit --table-output: what the commit stored, counted as objects new to the repository."""
+    from strata.image.commit import content_objects
     after = _objects_by_kind(repo)
     root = _commit_pair(repo, checksum)
     contents = content_objects(repo, root)
@@ -134,6 +126,7 @@ def _print_table(repo: Repo, checksum: str, before: tuple[set[str], set[str]]) -
 
 
 def _tree_options(inv: Invocation) -> TreeWriteOptions:
+    from strata.image.commit import TreeWriteOptions
     a = inv.args
     uid, gid = a.values.get("owner-uid"), a.values.get("owner-gid")
     canonical = a.flag("canonical-permissions")
@@ -205,6 +198,8 @@ def _tree_specs(inv: Invocation) -> list[str]:
 
 
 def _commit_trees(inv: Invocation, repo: Repo, options: TreeWriteOptions) -> tuple[str, str]:
+    from strata.image.commit import commit_root, layer_roots, modifies_metadata, rewrite_tree, write_tree_from_dir
+    from strata.image.tarimport import import_tar
     roots = []
     for spec in _tree_specs(inv):
         kind, sep, value = spec.partition("=")
@@ -822,6 +817,7 @@ def _check_hardlink_mode(repo: Repo, user_mode: bool, require_hardlinks: bool) -
 
 
 def _checkout_one(inv: Invocation, repo: Repo, rev: str, dest: str, user_mode: bool) -> None:
+    from strata.image.checkout import CheckoutOptions, checkout_commit
     a = inv.args
     checksum = resolve(repo, rev)
     repo = holder_of(repo, checksum)
@@ -911,6 +907,7 @@ def file_checksum(path: Path, *, ignore_xattrs: bool) -> str:
 
 
 def diff(inv: Invocation) -> int:
+    from strata.image.treediff import DiskOptions, diff_listings
     if len(inv.positional) < 2:
         raise UsageError("REV must be specified")
     repo = inv.repo()
@@ -932,6 +929,7 @@ def _is_disk_target(target: str) -> bool:
 
 def _listing(repo: Repo, target: str, disk: DiskOptions) -> Listing:
     """A rev names a commit; anything else that is a directory on disk is read from there."""
+    from strata.image.treediff import commit_listing, disk_listing
     if _is_disk_target(target):
         return disk_listing(Path(target), disk)
     return commit_listing(repo, _commit_pair(repo, resolve(repo, target)))

@@ -3,6 +3,7 @@ through the real gpg tools: `gpg` to keep a remote's keyring, `gpgv` to check a 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -12,6 +13,7 @@ from strata.errors import StrataError
 from strata.image import gvariant
 
 GPG_KEY = "ostree.gpgsigs"
+GLOBAL_KEYRING_DIR = "/usr/share/ostree/trusted.gpg.d"
 
 
 def _tool(name: str) -> str:
@@ -60,11 +62,22 @@ def signatures(detached: bytes | None) -> list[bytes]:
     return [bytes(s) for s in gvariant.vardict_lookup(entries, GPG_KEY, "aay", [])]
 
 
+def trusted_keyrings(remote_keyring: Path) -> list[Path]:
+    """The remote's keyring and the global ones: every *.gpg in $OSTREE_GPG_HOME, else in
+    /usr/share/ostree/trusted.gpg.d (where ostree looks)."""
+    rings = [remote_keyring] if remote_keyring.exists() else []
+    global_dir = Path(os.environ.get("OSTREE_GPG_HOME") or GLOBAL_KEYRING_DIR)
+    if global_dir.is_dir():
+        rings += sorted(p for p in global_dir.iterdir() if p.name.endswith(".gpg") and p.is_file())
+    return rings
+
+
 def verify(data: bytes, detached: bytes | None, keyring: Path, what: str) -> None:
     found = signatures(detached)
     if not found:
         raise StrataError(f"{what}: no GPG signature found, but GPG verification is enabled")
-    if not keyring.exists():
+    keyrings = trusted_keyrings(keyring)
+    if not keyrings:
         raise StrataError(f"{what}: no trusted GPG keys for this remote (add them with --gpg-import)")
     with tempfile.TemporaryDirectory(prefix="strata-gpgv-") as tmp:
         data_path = Path(tmp) / "data"
@@ -72,8 +85,9 @@ def verify(data: bytes, detached: bytes | None, keyring: Path, what: str) -> Non
         for index, signature in enumerate(found):
             sig_path = Path(tmp) / f"sig{index}"
             sig_path.write_bytes(signature)
-            proc = subprocess.run([_tool("gpgv"), "--homedir", tmp, "--keyring", str(keyring), str(sig_path),
-                                   str(data_path)], capture_output=True, check=False)
+            rings = [arg for ring in keyrings for arg in ("--keyring", str(ring))]
+            proc = subprocess.run([_tool("gpgv"), "--homedir", tmp, *rings, str(sig_path), str(data_path)],
+                                  capture_output=True, check=False)
             if proc.returncode == 0:
                 return
     raise StrataError(f"{what}: none of {len(found)} GPG signatures is valid for the remote's keys")

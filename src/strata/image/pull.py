@@ -6,27 +6,24 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.client
-import io
 import os
+import re
 import secrets
 import sys
-import tempfile
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, BinaryIO, TypeVar, cast
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any, BinaryIO, TypeVar
 
 from strata.errors import CorruptionError, NotFoundError, StrataError
 from strata.image import gpg, sign
 from strata.image import objects as O
 from strata.image.deltas import UnsupportedDeltaError, apply_part, delta_relpath, parse_superblock
+from strata.image.fetcher import Fetcher, FetcherRecipe, FetchError, Request
 from strata.image.objects import Commit, DirTree, ObjectType
-from strata.image.remote import Remote, get_remote
+from strata.image.remote import Remote, fetch_settings, get_remote
 from strata.image.repo import Repo
 from strata.image.summary import advertised_deltas, parse_summary
 from strata.progress import transfer as current_transfer
@@ -35,25 +32,15 @@ from strata.units import human_size
 Progress = Callable[[str], None]
 _T = TypeVar("_T")
 _WORKERS = 12
-_PROCESSES = 3
+_PROCESSES = 4  # more than the cores: each stores files one at a time, waiting on the disk between
 _PROCESS_THRESHOLD = 512
 _INFLATE_IN_MEMORY = 16 << 20
-_SPOOL_IN_MEMORY = 8 << 20
 _BATCH = 128
-_RETRIES = 3
-_TIMEOUT = 30.0
 # ostree 2022.7's OSTREE_MAX_METADATA_SIZE: the cap on commits, dirtrees, dirmetas, the summary, signatures
 # and refs fetched over HTTP (later ostree releases raised it to 128 MiB).
 MAX_METADATA_SIZE = 10 << 20
-_READ = 1 << 20
-_ERROR_BODY = 64 << 10
 
-
-class FetchError(StrataError):
-    def __init__(self, url: str, status: int | None, message: str) -> None:
-        super().__init__(message)
-        self.url = url
-        self.status = status
+__all__ = ["MAX_METADATA_SIZE", "FetchError", "Fetcher", "PullOptions", "PullStats", "pull", "remote_refs"]
 
 
 @dataclass
@@ -64,6 +51,11 @@ class PullOptions:
     disable_static_deltas: bool = False
     progress: Progress | None = None
     trusted: bool = False  # --http-trusted: archive objects are stored as served, unchecked (mirroring)
+    url: str | None = None  # --url: this URL instead of the remote's
+    headers: tuple[tuple[str, str], ...] = ()
+    user_agent_suffix: str | None = None
+    retries: int | None = None
+    localcache: tuple[str, ...] = ()  # --localcache-repo: objects found there are copied, not fetched
 
 
 @dataclass
@@ -79,132 +71,13 @@ class PullStats:
     imported_content: int = 0
 
 
-class Fetcher:
-    """HTTP GETs over one keep-alive connection per worker thread, with retries for transient failures."""
-
-    def __init__(self, base_url: str, timeout: float = _TIMEOUT) -> None:
-        self.base_url = base_url
-        self.timeout = timeout
-        parsed = urllib.parse.urlsplit(base_url)
-        if parsed.scheme not in ("http", "https"):
-            raise StrataError(f"unsupported URL scheme for pull: {base_url}")
-        self.scheme = parsed.scheme
-        self.netloc = parsed.netloc
-        self.base_path = parsed.path.rstrip("/")
-        self.local = threading.local()
-        self.lock = threading.Lock()
-        self.bytes = 0
-
-    def _connection(self) -> http.client.HTTPConnection:
-        conn = getattr(self.local, "conn", None)
-        if conn is None:
-            cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-            conn = cls(self.netloc, timeout=self.timeout)
-            self.local.conn = conn
-        return conn  # type: ignore[no-any-return]
-
-    def get(self, relpath: str, *, optional: bool = False, limit: int | None = None) -> bytes | None:
-        body = self._get(relpath, optional, limit, None)
-        return None if body is None else body.read()
-
-    def get_spooled(self, relpath: str, spool_dir: Path) -> BinaryIO:
-        """The body as a file object: in memory while small, in an unnamed file in spool_dir beyond that, so
-        a large (or endless) object never has to fit in memory."""
-        body = self._get(relpath, False, None, spool_dir)
-        assert body is not None
-        return body
-
-    def _get(self, relpath: str, optional: bool, limit: int | None, spool_dir: Path | None) -> BinaryIO | None:
-        url = f"{self.scheme}://{self.netloc}{self.base_path}/{relpath}"
-        last: Exception | None = None
-        for attempt in range(_RETRIES):
-            try:
-                return self._get_once(relpath, url, optional, limit, spool_dir)
-            except FetchError as exc:
-                if exc.status is not None and exc.status < 500:
-                    raise
-                last = exc
-            except http.client.IncompleteRead:
-                last = FetchError(url, None, f"Truncated response for {url}")
-            except TimeoutError:
-                last = FetchError(url, None, f"While fetching {url}: no answer within {self.timeout:g} s")
-            except (OSError, http.client.HTTPException) as exc:
-                last = FetchError(url, None, f"While fetching {url}: {exc or type(exc).__name__}")
-            self.local.conn = None
-            time.sleep(0.2 * (attempt + 1))
-        assert last is not None
-        raise last
-
-    def _get_once(self, relpath: str, url: str, optional: bool, limit: int | None,
-                  spool_dir: Path | None) -> BinaryIO | None:
-        conn = self._connection()
-        conn.request("GET", f"{self.base_path}/{relpath}", headers={"User-Agent": "strata"})
-        response = conn.getresponse()
-        if response.status != 200:
-            self._discard(response)
-            if response.status == 404 and optional:
-                return None
-            raise FetchError(url, response.status, f"Server returned HTTP {response.status} for {url}")
-        declared = _content_length(response, url)
-        if limit is not None and declared is not None and declared > limit:
-            self._drop_connection()
-            raise CorruptionError(f"URI {url} exceeded maximum size of {limit} bytes")
-        body = _body_buffer(spool_dir)
-        try:
-            received = self._read_capped(response, url, limit, body)
-            if declared is not None and declared != received:
-                raise FetchError(url, None, f"Truncated response for {url}")
-        except BaseException:
-            body.close()
-            raise
-        with self.lock:
-            self.bytes += received
-        body.seek(0)
-        return body
-
-    def _read_capped(self, response: http.client.HTTPResponse, url: str, limit: int | None, body: BinaryIO) -> int:
-        """Copy the body in chunks: one byte over limit ends the transfer (the server may not have said)."""
-        received = 0
-        while chunk := response.read(_READ):
-            body.write(chunk)
-            received += len(chunk)
-            if limit is not None and received > limit:
-                self._drop_connection()
-                raise CorruptionError(f"URI {url} exceeded maximum size of {limit} bytes")
-        return received
-
-    def _discard(self, response: http.client.HTTPResponse) -> None:
-        """Read an error body to reuse the connection, unless it is large: then the connection goes."""
-        if len(response.read(_ERROR_BODY)) == _ERROR_BODY and response.read(1):
-            self._drop_connection()
-
-    def _drop_connection(self) -> None:
-        conn = getattr(self.local, "conn", None)
-        if conn is not None:
-            conn.close()
-        self.local.conn = None
-
-
-def _body_buffer(spool_dir: Path | None) -> BinaryIO:
-    """Where a response body goes (the caller closes it)."""
-    if spool_dir is None:
-        return io.BytesIO()
-    return cast(BinaryIO, tempfile.SpooledTemporaryFile(_SPOOL_IN_MEMORY, dir=str(spool_dir)))
-
-
-def _content_length(response: http.client.HTTPResponse, url: str) -> int | None:
-    value = response.getheader("Content-Length")
-    if value is None:
-        return None
-    if not value.strip().isdigit():
-        raise FetchError(url, None, f"Invalid Content-Length for {url}")
-    return int(value)
-
-
 def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | None = None) -> PullStats:
     opts = options or PullOptions()
     remote = get_remote(repo, remote_name)
-    fetcher = Fetcher(remote.url, remote.timeout)
+    unconfigured = repo.config.get(f'remote "{remote_name}"', "unconfigured-state")
+    if unconfigured:
+        raise StrataError(f"remote unconfigured-state: {unconfigured}")
+    fetcher = remote_fetcher(repo, remote, opts)
     stats = PullStats()
     summary = fetcher.get("summary", optional=True, limit=MAX_METADATA_SIZE)
     if summary is not None and remote.sign_verify:
@@ -243,6 +116,8 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
     stats.fetched_content = session.fetched_content
     stats.content_written = session.content_written
     stats.fetched_delta_parts = session.fetched_delta_parts
+    stats.imported_metadata = session.imported_metadata
+    stats.imported_content = session.imported_content
     session.report(final=True)
     session.transfer.end()
     return stats
@@ -251,7 +126,7 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
 def remote_refs(repo: Repo, remote_name: str) -> list[str]:
     """The refs a remote's summary lists (verified like a pull would)."""
     remote = get_remote(repo, remote_name)
-    fetcher = Fetcher(remote.url)
+    fetcher = remote_fetcher(repo, remote, PullOptions())
     summary = fetcher.get("summary", optional=True, limit=MAX_METADATA_SIZE)
     if summary is None:
         raise StrataError(f"remote {remote_name} has no summary file")
@@ -259,6 +134,15 @@ def remote_refs(repo: Repo, remote_name: str) -> list[str]:
         sign.verify(summary, fetcher.get("summary.sig", optional=True, limit=MAX_METADATA_SIZE), list(remote.keys),
                     "summary")
     return [ref.name for ref in parse_summary(summary)[0]]
+
+
+def remote_fetcher(repo: Repo, remote: Remote, opts: PullOptions) -> Fetcher:
+    """A fetcher with the remote's transport settings and the pull's overrides."""
+    settings = fetch_settings(repo, remote.name)
+    settings = replace(settings, headers=settings.headers + opts.headers,
+                       user_agent=" ".join(filter(None, (settings.user_agent, opts.user_agent_suffix))),
+                       retries=settings.retries if opts.retries is None else opts.retries)
+    return Fetcher(opts.url or remote.url, settings, content_url=remote.content_url)
 
 
 def _resolve_refs(fetcher: Fetcher, summary: bytes | None, refs: list[str]) -> dict[str, str]:
@@ -297,6 +181,9 @@ class _Session:
         self.started = time.monotonic()
         self.transfer = current_transfer()  # the caller's progress receiver, for the worker threads to report to
         self.processes: ProcessPoolExecutor | None = None
+        self.caches = [Repo.open(path) for path in opts.localcache]
+        self.imported_metadata = 0
+        self.imported_content = 0
 
     def close(self) -> None:
         if self.processes is not None:
@@ -306,6 +193,8 @@ class _Session:
         current: str | None = checksum
         depth = self.opts.depth
         while current is not None:
+            if current != checksum and not self._server_has_commit(current):
+                break  # history the server pruned ends the walk back, as in ostree
             commit = self._fetch_commit(ref if current == checksum else None, current)
             if not self.opts.commit_metadata_only:
                 self._fetch_tree(commit)
@@ -358,14 +247,22 @@ class _Session:
             self.repo.clear_partial(checksum)
         return True
 
+    def _server_has_commit(self, checksum: str) -> bool:
+        if self.repo.has_object(checksum, ObjectType.COMMIT) and not self.repo.is_partial(checksum):
+            return True
+        relpath = O.object_relpath(checksum, ObjectType.COMMIT, False)
+        return self.fetcher.get(relpath, optional=True, limit=MAX_METADATA_SIZE) is not None
+
     def _fetch_commit(self, ref: str | None, checksum: str, data: bytes | None = None) -> Commit:
         detached = self.fetcher.get(O.object_relpath(checksum, ObjectType.COMMITMETA, False), optional=True,
                                     limit=MAX_METADATA_SIZE)
+        self._count(metadata=1)  # ostree counts the request for detached metadata, found or not
         if data is None:
             if self.repo.has_object(checksum, ObjectType.COMMIT) and not self.repo.is_partial(checksum):
                 data = self.repo.read_metadata(checksum, ObjectType.COMMIT)
             else:
-                data = self._get_metadata(checksum, ObjectType.COMMIT)
+                data = self._cached_metadata(checksum, ObjectType.COMMIT) or self._get_metadata(
+                    checksum, ObjectType.COMMIT)
         if self.remote.sign_verify:
             sign.verify(data, detached, list(self.remote.keys), f"commit {checksum}")
         if self.remote.gpg_verify:
@@ -392,30 +289,90 @@ class _Session:
         return data
 
     def _fetch_tree(self, commit: Commit) -> None:
+        """Walk the tree level by level (metadata on threads); content objects go out in batches as they are
+        found, so the worker processes store files while the walk goes on."""
         with ThreadPoolExecutor(max_workers=_WORKERS) as pool, self.repo.lock():
             self._store_metadata(pool, [(commit.root_meta, ObjectType.DIRMETA)])
             level = [commit.root_tree]
             seen: set[str] = set()
+            wanted: set[str] = set()
+            pending: list[str] = []
+            batches: list[Future[tuple[int, int, int]]] = []
             while level:
                 trees = list(pool.map(self._tree, level))
-                files: list[str] = []
                 metas: list[tuple[str, ObjectType]] = []
                 next_level: list[str] = []
                 for tree in trees:
-                    files += [c for c in tree.files.values() if not self.repo.has_object(c, ObjectType.FILE)]
+                    for checksum in tree.files.values():
+                        if checksum not in wanted and not self.repo.has_object(checksum, ObjectType.FILE):
+                            wanted.add(checksum)
+                            if not self._import_content(checksum):
+                                pending.append(checksum)
                     for sub_tree, sub_meta in tree.dirs.values():
                         metas.append((sub_meta, ObjectType.DIRMETA))
                         if sub_tree not in seen:
                             seen.add(sub_tree)
                             next_level.append(sub_tree)
                 self._store_metadata(pool, metas)
-                self._fetch_contents(pool, sorted(set(files)))
+                pending = self._send_batches(pending, batches, final=False)
                 level = next_level
+            self._send_batches(pending, batches, final=True)
+            if pending and self.processes is None:
+                list(pool.map(self._fetch_content, pending))
+            for batch in batches:
+                self._collect(batch.result())
+
+    def _send_batches(self, pending: list[str], batches: list[Future[tuple[int, int, int]]], *,
+                      final: bool) -> list[str]:
+        """Hand full batches to the worker processes once there are enough objects to be worth them;
+        returns what is still to be sent."""
+        if self.processes is None and len(pending) < _PROCESS_THRESHOLD:
+            return pending
+        if self.processes is None:
+            self.processes = ProcessPoolExecutor(max_workers=_PROCESSES, initializer=_init_worker,
+                                                 initargs=(str(self.repo.path), self.fetcher.recipe(),
+                                                           self.opts.trusted))
+        whole = len(pending) if final else len(pending) - len(pending) % _BATCH
+        for start in range(0, whole, _BATCH):
+            batches.append(self.processes.submit(_fetch_batch, pending[start:start + _BATCH]))
+        for done in [b for b in batches if b.done()]:
+            batches.remove(done)
+            self._collect(done.result())
+        return pending[whole:]
+
+    def _collect(self, result: tuple[int, int, int]) -> None:
+        count, size, written = result
+        with self.count_lock:
+            self.fetcher.bytes += size
+        self._count(content=count, written=written)
+
+    def _cached_metadata(self, checksum: str, objtype: ObjectType) -> bytes | None:
+        """A metadata object of a --localcache-repo, checked against its name."""
+        for cache in self.caches:
+            if cache.has_object(checksum, objtype):
+                data = cache.read_metadata(checksum, objtype)
+                if hashlib.sha256(data).hexdigest() == checksum:
+                    with self.count_lock:
+                        self.imported_metadata += 1
+                    return data
+        return None
+
+    def _import_content(self, checksum: str) -> bool:
+        """Copy a content object from a --localcache-repo (verified on the way in); False if none has it."""
+        for cache in self.caches:
+            if cache.has_object(checksum, ObjectType.FILE):
+                meta, content = cache.read_file(checksum, verify=False)
+                self.repo.write_content(meta, content, expected=checksum)
+                with self.count_lock:
+                    self.imported_content += 1
+                    self.content_written += 0 if meta.is_symlink else len(content)
+                return True
+        return False
 
     def _tree(self, checksum: str) -> DirTree:
         if self.repo.has_object(checksum, ObjectType.DIRTREE):
             return self.repo.load_dirtree(checksum)
-        data = self._get_metadata(checksum, ObjectType.DIRTREE)
+        data = self._cached_metadata(checksum, ObjectType.DIRTREE) or self._get_metadata(checksum, ObjectType.DIRTREE)
         tree = _parsed(DirTree.parse, data, checksum, ObjectType.DIRTREE)
         self.repo.write_metadata(ObjectType.DIRTREE, data, expected=checksum)
         return tree
@@ -424,7 +381,7 @@ class _Session:
         missing = sorted({w for w in wanted if not self.repo.has_object(*w)})
 
         def fetch(item: tuple[str, ObjectType]) -> None:
-            data = self._get_metadata(*item)
+            data = self._cached_metadata(*item) or self._get_metadata(*item)
             _parsed(O.DirMeta.parse, data, *item)
             self.repo.write_metadata(item[1], data, expected=item[0])
         list(pool.map(fetch, missing))
@@ -433,21 +390,6 @@ class _Session:
         _received, written = store_content_object(self.repo, self.fetcher, checksum,
                                                          trusted=self.opts.trusted)
         self._count(content=1, written=written)
-
-    def _fetch_contents(self, pool: ThreadPoolExecutor, checksums: list[str]) -> None:
-        """Many objects go to worker processes (the GIL would cap threads at one core); few to threads."""
-        if len(checksums) < _PROCESS_THRESHOLD:
-            list(pool.map(self._fetch_content, checksums))
-            return
-        if self.processes is None:
-            self.processes = ProcessPoolExecutor(max_workers=_PROCESSES, initializer=_init_worker,
-                                                 initargs=(str(self.repo.path), self.fetcher.base_url,
-                                                           self.fetcher.timeout, self.opts.trusted))
-        batches = [checksums[i:i + _BATCH] for i in range(0, len(checksums), _BATCH)]
-        for count, size, written in self.processes.map(_fetch_batch, batches):
-            with self.count_lock:
-                self.fetcher.bytes += size
-            self._count(content=count, written=written)
 
     def _count(self, *, metadata: int = 0, content: int = 0, written: int = 0) -> None:
         with self.count_lock:
@@ -473,15 +415,32 @@ def _parsed(parse: Callable[[Any], _T], data: Any, checksum: str, objtype: Objec
     try:
         return parse(data)
     except StrataError as exc:
+        slash = _SLASH_IN_NAME.match(str(exc))
+        if slash:
+            raise CorruptionError(f"{checksum}.{objtype.value}: Invalid / in filename {slash[1]}") from None
         raise CorruptionError(f"Invalid {objtype.value} object {checksum} from the server: {exc}") from None
+
+
+_SLASH_IN_NAME = re.compile(r"^invalid file name in tree: '(.*/.*)'$")
+
+
+def _content_request(repo: Repo, checksum: str) -> Request:
+    return Request(O.object_relpath(checksum, ObjectType.FILE, True), spool_dir=repo.tmp_dir, tag=checksum)
 
 
 def store_content_object(repo: Repo, fetcher: Fetcher, checksum: str, *,
                          trusted: bool = False) -> tuple[int, int]:
     """Fetch one .filez, check it against its name, store it; returns the bytes received and the object's
-    uncompressed size. Memory stays bounded whatever the object's size: the body spools to disk when large
-    and is inflated in chunks."""
-    with fetcher.get_spooled(O.object_relpath(checksum, ObjectType.FILE, True), repo.tmp_dir) as body:
+    uncompressed size."""
+    body = fetcher.get_body(_content_request(repo, checksum))
+    assert body is not None
+    return store_fetched_object(repo, body, checksum, trusted=trusted)
+
+
+def store_fetched_object(repo: Repo, body: BinaryIO, checksum: str, *, trusted: bool = False) -> tuple[int, int]:
+    """Check a fetched .filez against its name and store it (closing body). Memory stays bounded whatever the
+    object's size: the body spooled to disk when large and is inflated in chunks."""
+    with body:
         received = body.seek(0, os.SEEK_END)
         body.seek(0)
         try:
@@ -536,21 +495,25 @@ class _Tee:
         self.out.write(data)
 
 
-_worker_state: tuple[Repo, Fetcher, ThreadPoolExecutor, bool] | None = None
+_worker_state: tuple[Repo, Fetcher, bool] | None = None
 
 
-def _init_worker(repo_path: str, base_url: str, timeout: float, trusted: bool) -> None:
+def _init_worker(repo_path: str, recipe: FetcherRecipe, trusted: bool) -> None:
     global _worker_state
-    _worker_state = (Repo.open(repo_path), Fetcher(base_url, timeout), ThreadPoolExecutor(max_workers=_WORKERS // 2),
-                     trusted)
+    _worker_state = (Repo.open(repo_path), Fetcher.from_recipe(recipe), trusted)
 
 
 def _fetch_batch(checksums: list[str]) -> tuple[int, int, int]:
     """Objects stored, bytes received, uncompressed bytes written."""
     assert _worker_state is not None
-    repo, fetcher, pool, trusted = _worker_state
+    repo, fetcher, trusted = _worker_state
+    sizes: list[tuple[int, int]] = []
+
+    def store(request: Request, body: BinaryIO | None) -> None:
+        assert body is not None
+        sizes.append(store_fetched_object(repo, body, str(request.tag), trusted=trusted))
     try:
-        sizes = list(pool.map(lambda c: store_content_object(repo, fetcher, c, trusted=trusted), checksums))
+        fetcher.fetch_many((_content_request(repo, checksum) for checksum in checksums), store)
     except CorruptionError as exc:
         raise CorruptionError(str(exc)) from None
     except StrataError as exc:  # FetchError and friends do not pickle with their extra fields

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from strata.errors import InvalidInputError, NotFoundError
 from strata.image.gpg import import_keys
 from strata.image.repo import Repo, validate_remote_name
 from strata.image.sign import public_keys
+
+if TYPE_CHECKING:
+    from strata.image.fetcher import FetchSettings
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,7 @@ class Remote:
     keys: tuple[bytes, ...]
     branches: tuple[str, ...]
     timeout: float = 30.0
+    content_url: str | None = None  # `contenturl`: where objects come from, when not from url
 
     @property
     def verifies(self) -> bool:
@@ -97,4 +102,20 @@ def get_remote(repo: Repo, name: str) -> Remote:
                   repo.config.get_bool(group, "sign-verify", False),
                   repo.config.get_bool(group, "sign-verify-summary", False), tuple(keys),
                   tuple(repo.config.get_list(group, "branches")),
-                  repo.config.get_number(group, "timeout", 30, low=0.1, high=86400))
+                  repo.config.get_number(group, "timeout", 30, low=0.1, high=86400),
+                  repo.config.get(group, "contenturl") or None)
+
+
+def fetch_settings(repo: Repo, name: str) -> FetchSettings:
+    """The transport keys of a remote, as ostree reads them (tls-*, proxy, http2, network retries)."""
+    from strata.image.fetcher import FetchSettings
+    group = _group(name)
+    config = repo.config
+    return FetchSettings(
+        timeout=config.get_number(group, "timeout", 30, low=0.1, high=86400),
+        tls_ca_path=config.get(group, "tls-ca-path") or None,
+        tls_client_cert_path=config.get(group, "tls-client-cert-path") or None,
+        tls_client_key_path=config.get(group, "tls-client-key-path") or None,
+        tls_permissive=config.get_bool(group, "tls-permissive", False),
+        proxy=config.get(group, "proxy") or None,
+        http2=config.get_bool(group, "http2", True))
