@@ -61,7 +61,11 @@ def box(lab_repo: Path, tmp_path: Path) -> Path:
     return lab_sysroot(tmp_path / "sysroot", f"file://{lab_repo}", Repo.open(lab_repo))
 
 
-def test_local_tree_rebase_and_back(box: Path) -> None:
+def test_local_tree_rebase_and_back(box: Path, tmp_path: Path) -> None:
+    tool = Package("local-tool", "2.0", summary="a local RPM layered before the local compose")
+    tool.add_file("/usr/bin/local-tool", b"#!/bin/sh\necho local-tool works\n", 0o755)
+    strata("install", "--sysroot", str(box), str(build_rpm(tool, tmp_path)))
+    strata("admin", "boot", "--sysroot", str(box))
     dry = strata("compose", "local", "--sysroot", str(box), "--dry-run", "htop")
     assert "Source: lab deployment " in dry.stdout and "Adding 3 packages:\n  libnl-3-200-" in dry.stdout
     assert "--dry-run complete" in dry.stdout and Sysroot.open(box).repo.read_ref("local/lab") is None
@@ -74,6 +78,7 @@ def test_local_tree_rebase_and_back(box: Path) -> None:
     source = Sysroot.open(box).booted()
     assert source is not None and meta.meta("strata.local.source-checksum") == source.csum
     assert meta.meta("strata.local.source-refspec") == ORIGIN_REF and meta.version == "1.local"
+    assert "requested-local=" in meta.meta("strata.local.source-origin")
     assert "htop-3.2.2-2.x86_64" in meta.meta("strata.local.added")
 
     trees = strata("compose", "trees", "--sysroot", str(box)).stdout
@@ -82,7 +87,8 @@ def test_local_tree_rebase_and_back(box: Path) -> None:
     strata("rebase", ":local/lab", "--sysroot", str(box))
     strata("admin", "boot", "--sysroot", str(box))
     assert inside(box, "htop", "--version").stdout.startswith("htop 3.2.2")
-    assert "htop-3.2.2-2" in rpm_qa(box) and "bash" in " ".join(rpm_qa(box))
+    assert "htop-3.2.2-2" in rpm_qa(box) and "local-tool-2.0-1" in rpm_qa(box)
+    assert inside(box, "local-tool").stdout == "local-tool works\n"
     assert "● :local/lab" in strata("status", "--sysroot", str(box)).stdout
     assert inside(box, "cat", "/etc/yum.repos.d/strata-lab.repo").stdout.startswith("[lab]")
 
@@ -121,3 +127,19 @@ def test_newer_builds_pulled_in_and_hosted_over_http(box: Path, lab_repo: Path, 
     strata("admin", "boot", "--sysroot", str(other))
     assert "demo-engine 1.13.1-22" in inside(other, "demo-engine").stdout
     assert "demo-addon-1.0-1" in rpm_qa(other)
+
+
+def test_bad_requests_write_nothing(box: Path, tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.rpm"
+    garbage.write_bytes(b"\xed\xab\xee\xdb" + b"\0" * 200)
+    for args, message in ((["--ref", "mine", "htop"], "error: --ref must name a ref under local/"),
+                          (["--ref", "local/../x", "htop"], "error: "),
+                          ([str(garbage)], "error: "),
+                          (["no-such-package"], "error: Packages not found: no-such-package"),
+                          (["test-broken-dep"], "error: Could not depsolve transaction")):
+        proc = strata("compose", "local", "--sysroot", str(box), *args, check=False)
+        assert proc.returncode != 0 and proc.stderr.startswith(message), (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    repo = Sysroot.open(box).repo
+    assert repo.list_refs("local") == {} and not list(repo.tmp_dir.glob("compose-local-*"))
+    assert strata("compose", "trees", "--sysroot", str(box)).stdout == "No local trees.\n"
