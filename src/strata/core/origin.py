@@ -62,6 +62,7 @@ class Origin:
     override_replace_remote: tuple[RemoteReplacement, ...] = ()
     regenerate_initramfs: bool = False
     initramfs_args: tuple[str, ...] = ()
+    initramfs_etc: tuple[str, ...] = ()  # /etc files packed into an overlay initrd (`initramfs-etc --track`)
     unconfigured_state: str | None = None
     pinned: bool = False
     custom_url: str | None = None  # rebase --custom-origin-url: where the commit comes from, for people
@@ -93,7 +94,8 @@ class Origin:
                  ("origin", "unconfigured-state"), ("packages", "requested"), ("packages", "requested-local"),
                  ("packages", "requested-local-fileoverride"), ("overrides", "remove"),
                  ("overrides", "replace-local"), ("overrides", "replace"), ("rpmostree", "regenerate-initramfs"),
-                 ("rpmostree", "initramfs-args"), ("libostree-transient", "pinned"), ("origin", "custom-url"),
+                 ("rpmostree", "initramfs-args"), ("rpmostree", "initramfs-etc"), ("libostree-transient", "pinned"),
+                 ("origin", "custom-url"),
                  ("origin", "custom-description")}
         extra: dict[str, dict[str, str]] = {}
         for group, entries in kf.groups.items():
@@ -112,6 +114,7 @@ class Origin:
             override_replace_remote=tuple(map(RemoteReplacement.parse, kf.get_list("overrides", "replace"))),
             regenerate_initramfs=kf.get_bool("rpmostree", "regenerate-initramfs", False),
             initramfs_args=tuple(kf.get_list("rpmostree", "initramfs-args")),
+            initramfs_etc=tuple(kf.get_list("rpmostree", "initramfs-etc")),
             unconfigured_state=kf.get("origin", "unconfigured-state"),
             pinned=kf.get_bool("libostree-transient", "pinned", False),
             custom_url=kf.get("origin", "custom-url"),
@@ -138,6 +141,8 @@ class Origin:
             kf.set("rpmostree", "regenerate-initramfs", True)
         if self.initramfs_args:
             kf.set("rpmostree", "initramfs-args", list(self.initramfs_args))
+        if self.initramfs_etc:
+            kf.set("rpmostree", "initramfs-etc", list(self.initramfs_etc))
         if self.requested:
             kf.set("packages", "requested", sorted(self.requested))
         if self.requested_local:

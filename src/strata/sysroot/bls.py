@@ -94,3 +94,32 @@ def with_ostree_karg(args: list[str], value: str) -> list[str]:
 
 def without_ostree_karg(args: list[str]) -> list[str]:
     return [a for a in args if karg_key(a) != "ostree"]
+
+
+# ---------------------------------------------------------------- overlay initrds
+
+OVERLAY_INITRDS_DIR = "ostree/initramfs-overlays"  # under the /boot filesystem, named SHA256.img
+_OVERLAY_NAME = re.compile(r"^[0-9a-f]{64}$")
+
+
+def overlay_initrd_path(checksum: str) -> str:
+    """The `initrd` value of an overlay initrd, relative to the root of /boot."""
+    if not _OVERLAY_NAME.match(checksum):
+        raise ValueError(f"not an overlay initrd checksum: {checksum!r}")
+    return f"/{OVERLAY_INITRDS_DIR}/{checksum}.img"
+
+
+def overlay_initrds(entry: BlsEntry) -> list[str]:
+    """The checksums of the overlay initrds an entry lists, in its order (after the kernel's initramfs)."""
+    found = []
+    for value in (value for key, value in entry.fields if key == "initrd"):
+        directory, _, name = value.rpartition("/")
+        checksum = name.removesuffix(".img")
+        if directory.endswith(f"/{OVERLAY_INITRDS_DIR}") and name.endswith(".img") and _OVERLAY_NAME.match(checksum):
+            found.append(checksum)
+    return found
+
+
+def with_overlay_initrds(entry: BlsEntry, checksums: list[str]) -> BlsEntry:
+    """The entry with one extra `initrd` line per overlay initrd, after the kernel's own initramfs."""
+    return BlsEntry([*entry.fields, *(("initrd", overlay_initrd_path(c)) for c in checksums)])
