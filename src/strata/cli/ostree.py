@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("STRATA_DEBUG"):
             raise
         sys.stdout.flush()
-        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"error: {_one_line(_ostree_words(str(exc)))}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         return 0
@@ -196,6 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {_one_line(where + (exc.strerror or str(exc)))}", file=sys.stderr)
         return 1
+
+
+def _ostree_words(text: str) -> str:
+    """A few refusals in the words ostree uses, which scripts grep for."""
+    if "invalid file name in tree: '" in text:
+        import re
+        return re.sub(r"invalid file name in tree: '(.*/.*)'", r"Invalid / in filename \1", text)
+    return text
 
 
 def _one_line(text: str) -> str:

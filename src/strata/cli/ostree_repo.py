@@ -657,9 +657,16 @@ def _print_sizes(repo: Repo, loaded: O.Commit) -> int:
 def _print_signatures(repo: Repo, checksum: str) -> None:
     """ostree lists a commit's GPG signatures after it (ed25519 ones are not listed by show)."""
     from strata.image import gpg
-    count = len(gpg.signatures(repo.read_detached_metadata(checksum)))
-    if count:
-        print(f"Found {count} signature{'' if count == 1 else 's'}:")
+    detached = repo.read_detached_metadata(checksum)
+    count = len(gpg.signatures(detached))
+    if not count:
+        return
+    print(f"Found {count} signature{'' if count == 1 else 's'}:")
+    keyrings = gpg.trusted_keyrings(repo.path / "no-remote.trustedkeys.gpg")
+    for report in gpg.describe(repo.read_metadata(checksum, ObjectType.COMMIT), detached, keyrings):
+        print()
+        for line in report:
+            print(f"  {line}")
 
 
 def _show_object(repo: Repo, checksum: str) -> int:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from strata.errors import StrataError
@@ -91,3 +92,53 @@ def verify(data: bytes, detached: bytes | None, keyring: Path, what: str) -> Non
             if proc.returncode == 0:
                 return
     raise StrataError(f"{what}: none of {len(found)} GPG signatures is valid for the remote's keys")
+
+
+def describe(data: bytes, detached: bytes | None, keyrings: list[Path]) -> list[list[str]]:
+    """What ostree's `show` says about each GPG signature of data: when and with which key it was made, and
+    whether that key is trusted and the signature good (from gpgv's status lines)."""
+    reports = []
+    with tempfile.TemporaryDirectory(prefix="strata-gpgv-") as tmp:
+        data_path = Path(tmp) / "data"
+        data_path.write_bytes(data)
+        rings = [arg for ring in keyrings for arg in ("--keyring", str(ring))]
+        for index, signature in enumerate(signatures(detached)):
+            sig_path = Path(tmp) / f"sig{index}"
+            sig_path.write_bytes(signature)
+            proc = subprocess.run([_tool("gpgv"), "--homedir", tmp, "--status-fd", "1", *rings, str(sig_path),
+                                   str(data_path)], capture_output=True, text=True, check=False)
+            reports.append(_describe_status(proc.stdout))
+    return reports
+
+
+_PUBKEY_ALGOS = {"1": "RSA", "17": "DSA", "19": "ECDSA", "22": "EdDSA"}
+
+
+def _describe_status(status: str) -> list[str]:
+    fields = {line.split()[1]: line.split()[2:] for line in status.splitlines()
+              if line.startswith("[GNUPG:] ") and len(line.split()) > 1}
+    key_id, algo, made, primary, verdict = "", "", "", "", ""
+    if "ERRSIG" in fields:  # ERRSIG keyid pkalgo hashalgo class time rc fpr
+        err = fields["ERRSIG"]
+        key_id, algo, made = err[0], _PUBKEY_ALGOS.get(err[1], err[1]), err[4] if len(err) > 4 else ""
+        verdict = "Can't check signature: public key not found"
+    for word, text in (("GOODSIG", "Good signature from"), ("EXPKEYSIG", "BAD signature from"),
+                       ("BADSIG", "BAD signature from"), ("REVKEYSIG", "BAD signature from")):
+        if word in fields:
+            key_id = fields[word][0]
+            verdict = f'{text} "{_user_id(" ".join(fields[word][1:]))}"'
+    if "VALIDSIG" in fields:  # VALIDSIG fpr date timestamp expires version reserved pkalgo hashalgo class primary
+        valid = fields["VALIDSIG"]
+        made = valid[2]
+        algo = _PUBKEY_ALGOS.get(valid[6], valid[6]) if len(valid) > 6 else algo
+        primary = valid[9][-16:] if len(valid) > 9 and not valid[9].endswith(key_id) else ""
+    when = time.strftime("%a %b %e %H:%M:%S %Y", time.gmtime(int(made))) if made.isdigit() else made
+    lines = [f"Signature made {when} using {algo or 'unknown'} key ID {key_id}", verdict]
+    if primary:
+        lines.append(f"Primary key ID {primary}")
+    return lines
+
+
+def _user_id(text: str) -> str:
+    """ostree names a signer as "Name <email>", with empty brackets when the user ID has no address."""
+    return text if "<" in text else f"{text} <>"
