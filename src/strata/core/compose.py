@@ -162,11 +162,14 @@ def build_and_commit(plan: ComposePlan, pkgcache: Repo, options: ComposeOptions,
         postprocess_root(rootfs, plan.treefile, log)
         state = BuildState(plan.inputhash, plan.version, sorted(p.nevra.pkglist_entry() for p in plan.solution),
                            plan.sources.repo_timestamps())
-        commit = commit_root(plan.repo, rootfs, plan.treefile, state, plan.previous, options, log,
-                             parent=plan.parent)
-    if options.tests:
-        test_commit(plan.repo, commit, options.tests, log)
-        publish_commit(plan.repo, commit, plan.treefile.ref, options, log, update_summary=True)
+        # held until the ref names the commit: a prune (exclusive) cannot take it while the tests run
+        with plan.repo.lock():
+            commit = commit_root(plan.repo, rootfs, plan.treefile, state, plan.previous, options, log,
+                                 parent=plan.parent)
+            if options.tests:
+                fsroot.remove_tree(rootfs)  # room for the scratch sysroot
+                test_commit(plan.repo, commit, options.tests, log)
+                publish_commit(plan.repo, commit, plan.treefile.ref, options, log, update_summary=True)
     return commit
 
 
