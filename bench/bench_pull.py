@@ -1,7 +1,9 @@
 """Benchmark: `strata repo pull` vs the real `ostree pull` of the same archive repository from the same local
-nginx, in one run (time and bytes), into fresh bare-user repositories. Page caches dropped before each run.
+nginx, in one run (time, CPU time and bytes), into fresh bare-user repositories, alternating the two, --reps
+times each (median and spread). Page caches dropped before each run. CPU time (user+sys of the pull and its
+worker processes) is the steadier number on a shared machine: wall time follows the machine's load.
 
-    .venv/bin/python bench/bench_pull.py [--source-repo ARCHIVE_REPO]
+    .venv/bin/python bench/bench_pull.py [--source-repo ARCHIVE_REPO] [--reps 3] [--skip-update]
 
 The default source is the archive repo bench_image.py leaves behind (a commit of /usr/share and /usr/bin).
 """
@@ -9,12 +11,14 @@ The default source is the archive repo bench_image.py leaves behind (a commit of
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-from benchlib import timed
+from benchlib import timed, timed_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.pull.nginx import start_nginx, stop_nginx
@@ -23,6 +27,34 @@ STRATA = [sys.executable, "-m", "strata.cli.main"]
 WORK = Path("/var/tmp/strata-bench-pull")
 
 
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_with_cpu(argv: list[str]) -> tuple[float, float]:
+    """Wall seconds (cold caches) and CPU seconds of argv and the processes it waited for."""
+    before = children_cpu()
+    elapsed = timed_run(argv)[0]
+    return elapsed, children_cpu() - before
+
+
+def fresh_client(path: Path, url: str, *, strata: bool) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    if strata:
+        subprocess.run([*STRATA, "repo", "init", "--repo", str(path), "--mode", "bare-user"], check=True)
+        subprocess.run([*STRATA, "repo", "remote", "add", "--repo", str(path), "origin", url], check=True)
+    else:
+        subprocess.run(["ostree", f"--repo={path}", "init", "--mode=bare-user"], check=True)
+        subprocess.run(["ostree", f"--repo={path}", "remote", "add", "--no-gpg-verify", "origin", url], check=True)
+
+
+def summary_line(name: str, runs: list[tuple[float, float]]) -> str:
+    walls, cpus = [w for w, _ in runs], [c for _, c in runs]
+    return (f"{name:<22}{statistics.median(walls):>9.2f} ({min(walls):.1f}-{max(walls):.1f})"
+            f"{statistics.median(cpus):>9.2f} ({min(cpus):.1f}-{max(cpus):.1f})")
 
 
 def bytes_served(access_log: Path) -> int:
@@ -69,6 +101,8 @@ def _content_checksum(path: Path) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--source-repo", type=Path, default=Path("/var/tmp/strata-bench-image/runs/strata-archive"))
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--skip-update", action="store_true", help="only the full pulls")
     args = parser.parse_args()
     source: Path = args.source_repo
     if not (source / "config").exists():
@@ -86,19 +120,26 @@ def main() -> int:
     url, pid_file = start_nginx(source.parent, WORK / "nginx")
     log = pid_file.parent / "access.log"
     remote_url = f"{url}/{source.name}"
+    theirs: list[tuple[float, float]] = []
+    ours: list[tuple[float, float]] = []
     try:
         ostree_repo, strata_repo = WORK / "ostree-client", WORK / "strata-client"
-        subprocess.run(["ostree", f"--repo={ostree_repo}", "init", "--mode=bare-user"], check=True)
-        subprocess.run(["ostree", f"--repo={ostree_repo}", "remote", "add", "--no-gpg-verify", "origin", remote_url],
-                       check=True)
-        subprocess.run([*STRATA, "repo", "init", "--repo", str(strata_repo), "--mode", "bare-user"], check=True)
-        subprocess.run([*STRATA, "repo", "remote", "add", "--repo", str(strata_repo), "origin", remote_url],
-                       check=True)
-        before = bytes_served(log)
-        theirs = timed(["ostree", f"--repo={ostree_repo}", "pull", "origin", *refs])
-        middle = bytes_served(log)
-        ours = timed([*STRATA, "repo", "pull", "--repo", str(strata_repo), "origin", *refs])
-        after = bytes_served(log)
+        for _ in range(args.reps):
+            fresh_client(ostree_repo, remote_url, strata=False)
+            before = bytes_served(log)
+            theirs.append(timed_with_cpu(["ostree", f"--repo={ostree_repo}", "pull", "origin", *refs]))
+            middle = bytes_served(log)
+            fresh_client(strata_repo, remote_url, strata=True)
+            ours.append(timed_with_cpu([*STRATA, "repo", "pull", "--repo", str(strata_repo), "origin", *refs]))
+            after = bytes_served(log)
+        print(f"{'pull':<22}{'seconds (spread)':>22}{'CPU s (spread)':>22}")
+        print(summary_line("ostree pull", theirs) + f"   {(middle - before) / 1e6:.1f} MB")
+        print(summary_line("strata repo pull", ours) + f"   {(after - middle) / 1e6:.1f} MB")
+        wall_ratio = statistics.median(w for w, _ in ours) / statistics.median(w for w, _ in theirs)
+        cpu_ratio = statistics.median(c for _, c in ours) / statistics.median(c for _, c in theirs)
+        print(f"ratio strata/ostree: {wall_ratio:.2f} wall, {cpu_ratio:.2f} CPU (target <= 0.8)")
+        if args.skip_update:
+            return 0
         update = small_update(source, refs[0])
         objects_client = WORK / "strata-client-objects"
         subprocess.run(["cp", "-a", str(strata_repo), str(objects_client)], check=True)
@@ -111,10 +152,6 @@ def main() -> int:
         delta_bytes = bytes_served(log) - mark
     finally:
         stop_nginx(pid_file)
-    print(f"{'pull':<22}{'seconds':>10}{'MB':>10}")
-    print(f"{'ostree pull':<22}{theirs:>10.2f}{(middle - before) / 1e6:>10.1f}")
-    print(f"{'strata repo pull':<22}{ours:>10.2f}{(after - middle) / 1e6:>10.1f}")
-    print(f"ratio strata/ostree: {ours / theirs:.2f} (target <= 1.0)")
     print(f"update of {update[0]} changed files ({update[1]} bytes as compressed .filez objects):")
     print(f"  by objects: {by_objects:.2f} s, {objects_bytes} bytes")
     print(f"  by static delta: {by_delta:.2f} s, {delta_bytes} bytes "
