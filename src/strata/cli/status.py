@@ -242,7 +242,9 @@ def _deployment_lines(context: _Context, dep: Deployment, record: dict[str, Any]
     if origin.requested_local_fileoverride:
         lines.append(_line("LocalForcedPackages", " ".join(e.nevra for e in origin.requested_local_fileoverride)))
     if origin.regenerate_initramfs:
-        lines.append(_line("Initramfs", " ".join(origin.initramfs_args) or "regenerate"))
+        lines.append(_line("Initramfs", " ".join(shlex.quote(a) for a in origin.initramfs_args) or "regenerate"))
+    if origin.initramfs_etc:
+        lines.append(_line("InitramfsEtc", " ".join(origin.initramfs_etc)))
     if sysroot.is_pinned(dep):
         lines.append(_line("Pinned", "yes"))
     if record.get("unlocked", "none") != "none":

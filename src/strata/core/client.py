@@ -170,8 +170,10 @@ def apply_change(txn: Transaction, ctx: Context, change: Change) -> Outcome:
     if unchanged and not change.force_new:
         return Outcome(None, target, guest=ctx.is_guest)
     stage = ctx.booted is not None and not ctx.is_guest
+    from strata.core.initramfs import overlay_initrds_for  # the module builds its verbs on this one
     options = DeployOptions(ctx.stateroot, _origin_keyfile(change.origin), change.kargs or KargEdits(), stage=stage,
-                            not_as_default=ctx.is_guest, merge=ctx.merge, etc_merge=ctx.etc_merge)
+                            not_as_default=ctx.is_guest, merge=ctx.merge, etc_merge=ctx.etc_merge,
+                            overlay_initrds=overlay_initrds_for(ctx.sysroot, ctx.etc_merge, change.origin))
     # The new base is held by a ref before the deployment's own cleanup prunes the repository.
     sync_base_refs(ctx.sysroot, [base] if is_layered(repo, target) else [])
     with txn.critical():
@@ -263,6 +265,9 @@ def _target_commit(txn: Transaction, ctx: Context, origin: Origin, base: str) ->
                                   previous=PreviousLayer(ctx.merge.csum, ctx.origin()))
     if plan.removals or plan.replacements or plan.local:
         check_closure(repo, base, commit)
+    if origin.regenerate_initramfs:
+        from strata.core.initramfs import regenerate_in_commit
+        commit = regenerate_in_commit(repo, commit, origin.initramfs_args, etc.parent, txn.log)
     return commit
 
 

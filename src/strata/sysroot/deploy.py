@@ -57,6 +57,7 @@ class DeployOptions:
     prune: bool = True
     merge: Deployment | None = None  # kargs and origin come from it; default: merge_deployment()
     etc_merge: Deployment | None = None  # /etc comes from it; default: the merge deployment
+    overlay_initrds: list[str] = field(default_factory=list)  # staged in boot/ostree/initramfs-overlays first
 
 
 def merge_deployment(sysroot: Sysroot, stateroot: str) -> Deployment | None:
@@ -119,6 +120,7 @@ def _prepare(sysroot: Sysroot, commit: str, options: DeployOptions, merge: Deplo
         _prepare_etc(sysroot, commit, target)
         dep.bootcsum = kernel.bootcsum
         dep.kernel_version = kernel.version
+        dep.overlay_initrds = list(options.overlay_initrds)
         base = merge.kargs if merge is not None else []
         dep.kargs = options.kargs.apply(base) if not options.kargs.empty else list(base)
         origin = options.origin

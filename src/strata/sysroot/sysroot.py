@@ -44,6 +44,7 @@ class Deployment:
     staged: bool = False
     bootserial: int = 0
     kernel_version: str = ""
+    overlay_initrds: list[str] = field(default_factory=list)  # SHA-256 names in boot/ostree/initramfs-overlays
 
     @property
     def name(self) -> str:
@@ -178,6 +179,7 @@ class Sysroot:
                 continue
             dep = self._deployment_from_bootlink(ostree_arg)
             dep.kargs = args  # ostree= stays where it is; it is rewritten in place for each entry
+            dep.overlay_initrds = bls.overlay_initrds(entry)
             result.append(dep)
         return result
 
@@ -208,6 +210,8 @@ class Sysroot:
         kargs = list(state["kargs"].value) if "kargs" in state else []
         dep = Deployment(target["osname"].value, match.group(1), int(match.group(2)), target["bootcsum"].value,
                          kargs, staged=True)
+        if "overlay-initrds" in state:
+            dep.overlay_initrds = list(state["overlay-initrds"].value)
         if not self.deployment_dir(dep).is_dir():
             return None
         return dep
@@ -382,6 +386,7 @@ class Sysroot:
             ])
             if kernel.initramfs is not None:
                 entry.fields.append(("initrd", f"{bootdir}/initramfs-{kernel.version}.img"))
+            entry = bls.with_overlay_initrds(entry, dep.overlay_initrds)
             atomic_write(entries / f"ostree-{number}-{dep.stateroot}.conf", entry.serialize().encode())
         fsync_dir(entries)
 
@@ -431,11 +436,13 @@ class Sysroot:
         crash_point("cleanup-midway")
         self._remove_unlisted_deployments(keep)
         used_boot = {f"{d.stateroot}-{d.bootcsum}" for d in listed}
+        used_boot.add(Path(bls.OVERLAY_INITRDS_DIR).name)
         boot_ostree = self.path / "boot" / "ostree"
         if boot_ostree.is_dir():
             for entry in boot_ostree.iterdir():
                 if entry.name not in used_boot:
                     _remove_tree(entry)
+        self._remove_unused_overlay_initrds(listed)
         for ref in list(self.repo.list_refs("ostree", remotes=False)):
             parts = ref.split("/")
             if len(parts) != 4:
@@ -446,6 +453,14 @@ class Sysroot:
         if prune_repo:
             from strata.image.prune import PruneOptions, prune
             prune(self.repo, PruneOptions(refs_only=True, depth=0))
+
+    def _remove_unused_overlay_initrds(self, listed: list[Deployment]) -> None:
+        used = {f"{checksum}.img" for dep in listed for checksum in dep.overlay_initrds}
+        overlays = self.path / "boot" / bls.OVERLAY_INITRDS_DIR
+        if overlays.is_dir():
+            for entry in overlays.iterdir():
+                if entry.name not in used:
+                    _remove_tree(entry)
 
     def _remove_unlisted_deployments(self, keep: set[tuple[str, str]]) -> None:
         for stateroot in self.stateroots():
@@ -469,6 +484,8 @@ class Sysroot:
             state.append(("merge-deployment", ident(merge)))
         if kargs is not None:
             state.append(("kargs", gvariant.Variant("as", kargs)))
+        if dep.overlay_initrds:
+            state.append(("overlay-initrds", gvariant.Variant("as", dep.overlay_initrds)))
         path = self.path / STAGED_STATE
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, gvariant.encode("a{sv}", state))
@@ -536,6 +553,8 @@ def _same_boot_config(current: list[Deployment], new: list[Deployment], sysroot:
         if not same_args or (old.stateroot, old.bootcsum) != (dep.stateroot, dep.bootcsum):
             return False
         if sysroot.commit_version(old.csum) != sysroot.commit_version(dep.csum):
+            return False
+        if old.overlay_initrds != dep.overlay_initrds:
             return False
     return True
 
