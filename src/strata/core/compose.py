@@ -14,7 +14,7 @@ from pathlib import Path
 from strata import bwrap, fsroot, progress
 from strata.core import composepasswd, layout
 from strata.core.assemble import merge_package_trees, run_package_scripts
-from strata.core.composetest import parse_test_command, test_commit
+from strata.core.composetest import parse_test_command, run_compose_tests
 from strata.core.lockfile import load_lockfiles, write_lockfile
 from strata.core.packagefilter import PackageFilter, filter_package
 from strata.core.treefile import Treefile, host_basearch, load_treefile
@@ -168,7 +168,7 @@ def build_and_commit(plan: ComposePlan, pkgcache: Repo, options: ComposeOptions,
                                  parent=plan.parent)
             if options.tests:
                 fsroot.remove_tree(rootfs)  # room for the scratch sysroot
-                test_commit(plan.repo, commit, options.tests, log)
+                run_compose_tests(plan.repo, commit, options.tests, log)
                 publish_commit(plan.repo, commit, plan.treefile.ref, options, log, update_summary=True)
     return commit
 

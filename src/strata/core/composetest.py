@@ -39,7 +39,7 @@ def parse_test_command(text: str) -> list[str]:
     return argv
 
 
-def test_commit(repo: Repo, commit: str, commands: list[str], log: Log) -> None:
+def run_compose_tests(repo: Repo, commit: str, commands: list[str], log: Log) -> None:
     """Deploy commit into a scratch sysroot beside repo, boot it, run each command; the first failing one
     raises ComposeTestFailed after its output was logged. The scratch sysroot is removed either way."""
     argvs = [parse_test_command(text) for text in commands]
