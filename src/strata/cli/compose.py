@@ -212,8 +212,8 @@ def _trees(args: argparse.Namespace) -> int:
         print(f"     Source: {source} ({(tree.source_checksum or '?')[:10]})")
         print(f"  Requested: {' '.join(tree.requested) or '(none)'}")
         print(f"      Added: {' '.join(tree.added) or '(none)'}")
-        if tree.updated:
-            print(f"    Updated: {' '.join(f'{old} -> {new}' for old, new in tree.updated)}")
+        for index, (old, new) in enumerate(tree.updated):
+            print(f"    {'Updated:' if index == 0 else '        '} {old} -> {new}")
     return 0
 
 

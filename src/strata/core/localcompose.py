@@ -263,9 +263,14 @@ def _copy_repo_files(etc: Path, workdir: Path) -> list[str]:
 
 
 def _next_version(repo: Repo, ref: str, source_version: str | None) -> str:
+    """SOURCE.local, then SOURCE.local.1, .2 ...; a source that is itself a local tree counts on."""
+    stem = (source_version or "").partition(".local")[0]
+    prefix = f"{stem}.local" if stem else "local"
     previous = repo.read_ref(ref)
     last = repo.load_commit(previous).version if previous else None
-    return next_version(f"{source_version}.local" if source_version else "local", last)
+    if last is None or not last.startswith(prefix):
+        last = source_version if source_version and source_version.startswith(prefix) else None
+    return next_version(prefix, last)
 
 
 def _metadata(sysroot: Sysroot, plan: LocalPlan, request: LocalComposeRequest) -> list[tuple[str, str, object]]:
@@ -293,12 +298,11 @@ def local_trees(repo: Repo) -> list[LocalTree]:
         if not ref.startswith(LOCAL_REF_PREFIX):
             continue
         loaded = repo.load_commit(commit)
-        updated = loaded.meta(META_UPDATED) or []
         trees.append(LocalTree(
             ref, commit, loaded.version, _text(loaded.meta(META_SOURCE_CHECKSUM)),
             _text(loaded.meta(META_SOURCE_REFSPEC)), _text(loaded.meta(META_SOURCE_VERSION)),
             _texts(loaded.meta(META_REQUESTED)), _texts(loaded.meta(META_ADDED)),
-            [(str(old), str(new)) for old, new in updated if isinstance(updated, list)]))
+            _pairs(loaded.meta(META_UPDATED))))
     return trees
 
 
@@ -309,3 +313,8 @@ def _text(value: object) -> str | None:
 def _texts(value: object) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
+
+def _pairs(value: object) -> list[tuple[str, str]]:
+    if not isinstance(value, list):
+        return []
+    return [(str(item[0]), str(item[1])) for item in value if isinstance(item, tuple | list) and len(item) == 2]
