@@ -16,7 +16,8 @@ from strata.errors import StrataError
 # Each module has register(subparsers) adding its verbs; a verb sets func(args) -> int.
 MAX_ERROR_CHARS = 2000
 VERB_MODULES = ("strata.cli.repo", "strata.cli.admin", "strata.cli.compose", "strata.cli.db", "strata.cli.client",
-                "strata.cli.initramfs", "strata.cli.status", "strata.cli.lab", "strata.cli.daemon", "strata.cli.ostree")
+                "strata.cli.initramfs", "strata.cli.status", "strata.cli.lab", "strata.cli.daemon", "strata.cli.ostree",
+                "strata.cli.bisect")
 # Verbs whose module alone defines them: only that module is imported (with cold caches, importing every verb
 # module costs seconds, more than many repo and admin operations themselves).
 OWN_MODULE_VERBS = {"repo": "strata.cli.repo", "admin": "strata.cli.admin"}
