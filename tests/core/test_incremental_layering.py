@@ -4,6 +4,7 @@ pure additions (uninstall, overrides) rebuild from the base and still agree."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from strata.image.checkout import CheckoutOptions, checkout_tree
+from strata.image.inspect import diff_trees
+from strata.image.objects import ObjectType
 from strata.image.repo import Repo
 from strata.image.transfer import pull_local
 from strata.packages.labdistro import Entry, Package, build_rpm
@@ -40,8 +43,9 @@ def _packages() -> list[Package]:
 
 
 class Box:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, server: Path) -> None:
         self.root = root
+        self.server = server  # the remote the base comes from
 
     def run(self, *args: str) -> str:
         proc = subprocess.run([sys.executable, "-m", "strata.cli.main", *args, "--sysroot", str(self.root)],
@@ -67,10 +71,14 @@ def box(lab_repo: Path, tmp_path: Path) -> Box:
     for pkg in _packages():
         build_rpm(pkg, extra / "Packages")
     subprocess.run(["createrepo_c", "--quiet", str(extra)], check=True)
+    server = tmp_path / "server"
+    subprocess.run(["cp", "-a", str(lab_repo), str(server)], check=True)
     sysroot = Sysroot.init_fs(tmp_path / "sysroot")
     sysroot.os_init("lab")
-    pull_local(Repo.open(lab_repo), sysroot.repo, [LAB_REF], remote="lab")
-    result = Box(sysroot.path)
+    pull_local(Repo.open(server), sysroot.repo, [LAB_REF], remote="lab")
+    sysroot.repo.config.set('remote "lab"', "url", f"file://{server}")
+    sysroot.repo.save_config()
+    result = Box(sysroot.path, server)
     result.run("admin", "deploy", "--os=lab", f"lab:{LAB_REF}")
     result.run("admin", "boot")
     etc = sysroot.deployment_dir(Sysroot.open(sysroot.path).deployments()[0]) / "etc"
@@ -118,3 +126,28 @@ def test_overrides_then_addition_agrees_with_the_other_order(box: Box) -> None:
     box.run("install", "inc-plain")
     assert INCREMENTAL not in box.run("override", "remove", "strace")  # overrides changed: from the base
     assert box.pending() == incremental
+
+
+def _publish_same_tree(server: Path) -> str:
+    """A new base commit on the remote: the same tree, a minute younger."""
+    repo = Repo.open(server)
+    old = repo.read_ref(LAB_REF)
+    assert old is not None
+    newer = dataclasses.replace(repo.load_commit(old), parent=old, timestamp=repo.load_commit(old).timestamp + 60)
+    commit = repo.write_metadata(ObjectType.COMMIT, newer.serialize())
+    repo.set_ref(LAB_REF, commit)
+    return commit
+
+
+def test_upgrade_rebuilds_the_layer_on_the_new_base(box: Box) -> None:
+    box.run("install", "inc-plain")
+    layered = box.pending()
+    new_base = _publish_same_tree(box.server)
+    assert INCREMENTAL not in box.run("upgrade")
+    upgraded = box.pending()
+    repo = Sysroot.open(box.root).repo
+    before, after = repo.load_commit(layered), repo.load_commit(upgraded)
+    assert after.parent == new_base
+    # the same tree and packages: only the install times in the rpmdb follow the new base's timestamp
+    changes = list(diff_trees(repo, (before.root_tree, before.root_meta), (after.root_tree, after.root_meta)))
+    assert changes == [("M", "/usr/share/rpm/rpmdb.sqlite")]
