@@ -202,6 +202,8 @@ def _ostree_words(text: str) -> str:
     """A few refusals in the words ostree uses, which scripts grep for."""
     if "invalid file name in tree: '" in text:
         import re
+        text = re.sub(r"Invalid (\w+) object (\w+) from the server: invalid file name in tree: '(.*/.*)'",
+                      r"\2.\1: Invalid / in filename \3", text)
         return re.sub(r"invalid file name in tree: '(.*/.*)'", r"Invalid / in filename \1", text)
     return text
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import secrets
 import sys
 import threading
@@ -415,13 +414,8 @@ def _parsed(parse: Callable[[Any], _T], data: Any, checksum: str, objtype: Objec
     try:
         return parse(data)
     except StrataError as exc:
-        slash = _SLASH_IN_NAME.match(str(exc))
-        if slash:
-            raise CorruptionError(f"{checksum}.{objtype.value}: Invalid / in filename {slash[1]}") from None
         raise CorruptionError(f"Invalid {objtype.value} object {checksum} from the server: {exc}") from None
 
-
-_SLASH_IN_NAME = re.compile(r"^invalid file name in tree: '(.*/.*)'$")
 
 
 def _content_request(repo: Repo, checksum: str) -> Request:
