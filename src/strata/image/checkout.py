@@ -290,7 +290,7 @@ class _Checkout:
 
     def checkout_single_file(self, checksum: str, dest: str) -> None:
         parent, _, name = dest.rpartition("/")
-        dir_fd = os.open(parent or "/", _DIR_FLAGS)
+        dir_fd = os.open(parent or ("/" if dest.startswith("/") else "."), _DIR_FLAGS)  # "name" alone: cwd
         try:
             self.place_file(checksum, dir_fd, name, parent)
         finally:
