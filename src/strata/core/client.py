@@ -592,13 +592,13 @@ class _Reset:
             return Change(origin.evolve(requested=(), requested_local=(), requested_local_fileoverride=(),
                                         override_remove=(), override_replace_local=(),
                                         override_replace_remote=(), regenerate_initramfs=False,
-                                        initramfs_args=()))
+                                        initramfs_args=(), initramfs_etc=()))
         if self.request.overlays:
             origin = origin.evolve(requested=(), requested_local=(), requested_local_fileoverride=())
         if self.request.overrides:
             origin = origin.evolve(override_remove=(), override_replace_local=(), override_replace_remote=())
         if self.request.initramfs:
-            origin = origin.evolve(regenerate_initramfs=False, initramfs_args=())
+            origin = origin.evolve(regenerate_initramfs=False, initramfs_args=(), initramfs_etc=())
         return Change(origin)
 
 
