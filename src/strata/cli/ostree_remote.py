@@ -675,6 +675,10 @@ def fsck(inv: Invocation) -> int:
         _add_tombstones(repo)
     if not quiet:
         print(f"Verifying content integrity of {report.commits} commit objects...")
+    missing = [found for found in map(_MISSING_RE.match, report.problems) if found]
+    if missing and len(missing) == len(report.problems) and not a.flag("delete"):
+        _mark_missing(repo, missing)  # ostree reports every missing object and carries on
+        raise CorruptionError("Repository corruption encountered")
     problems = [ostree_problem(problem) for problem in report.problems]
     if problems and not a.flag("delete"):
         raise CorruptionError(problems[0])  # ostree stops at the first corrupt object
@@ -690,6 +694,23 @@ def fsck(inv: Invocation) -> int:
     if not quiet:
         print(f"object fsck of {report.commits} commits completed successfully - no errors found.")
     return 0
+
+
+_MISSING_RE = re.compile(r"^(?:Missing (\w+) object (\w+)) \(in commit (\w+)\)$")
+_SUFFIXES = {"file": "file", "dirtree": "dirtree", "dirmeta": "dirmeta", "commit": "commit"}
+
+
+def _mark_missing(repo: Repo, missing: list[re.Match[str]]) -> None:
+    """ostree's report of objects gone from under a commit; the commit becomes partial (marker 'f')."""
+    marked: set[str] = set()
+    for found in missing:
+        objtype, checksum, commit = found[1], found[2], found[3]
+        print(f"Object missing in commits {commit}: {checksum}.{_SUFFIXES.get(objtype, objtype)}", file=sys.stderr)
+        if commit not in marked:
+            marked.add(commit)
+            print(f"Marking commit as partial: {commit}", file=sys.stderr)
+            with repo.lock():
+                repo.mark_partial(commit, b"f")
 
 
 def _fsck_partial_commits(repo: Repo) -> int:
