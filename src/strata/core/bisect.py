@@ -55,7 +55,10 @@ class Build:
 
     @property
     def label(self) -> str:
-        return self.version if self.version is not None else self.commit[:10]
+        """The version, as one printable line whatever the server put in it; the short commit without one."""
+        if self.version is None:
+            return self.commit[:10]
+        return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in self.version)
 
 
 @dataclass
@@ -276,16 +279,8 @@ def resolve_range(source: BuildSource, refspec: str, good: str, bad: str) -> lis
         if newest_first or _matches(bad, current, commit):
             newest_first.append(Build(current, commit.version))
         current = commit.parent
-    if not newest_first:
-        raise _not_found(bad, refspec)
-    # Bad was found and good was not: either it is not in the history at all, or it is newer than bad.
-    try:
-        resolve_range(source, refspec, bad, good)
-    except InvalidInputError:
-        raise _not_found(good, refspec) from None
-    except NotFoundError:
-        raise _not_found(good, refspec) from None
-    raise InvalidInputError(f"good build {good} is not an ancestor of bad build {bad}")
+    # A good build newer than the bad one was met first; one not met at all is not in the history.
+    raise _not_found(good if newest_first else bad, refspec)
 
 
 # ---------------------------------------------------------------- the verbs
