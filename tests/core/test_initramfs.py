@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,14 @@ def test_overlay_cpio_refuses_what_is_not_a_file(tmp_path: Path) -> None:
     (etc / "a.conf").write_bytes(b"x" * 5)
     members = read_newc(initramfs.etc_overlay_cpio(etc, ["/etc/a.conf"]))
     assert list(members) == ["etc", "etc/a.conf"] and members["etc/a.conf"][1] == b"xxxxx"
+
+
+def test_the_lab_dracut_writes_a_newc_initramfs(tmp_path: Path) -> None:
+    from strata.packages.labdistro import dracut_package
+    script = dracut_package().entries["/usr/bin/dracut"].data
+    assert script is not None
+    (tmp_path / "dracut").write_bytes(script)
+    subprocess.run(["bash", str(tmp_path / "dracut"), "--force", "-I", "/etc/x", str(tmp_path / "out.img"), "6.1"],
+                   check=True)
+    members = read_newc((tmp_path / "out.img").read_bytes())
+    assert b"args: --force -I /etc/x " in members["strata-lab-initramfs"][1]

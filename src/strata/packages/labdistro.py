@@ -267,6 +267,36 @@ def kernel_package() -> Package:
     return pkg
 
 
+# The lab's dracut, a stand-in as its kernel is: `dracut [OPTION...] IMAGE KVER` writes IMAGE as a newc cpio
+# (what the kernel unpacks) holding one file that records the arguments and the /etc/hostname it saw.
+_LAB_DRACUT = r"""#!/bin/bash
+set -e
+out="${@: -2:1}"
+body="strata lab stand-in initramfs made by dracut
+args: $*
+hostname: $(cat /etc/hostname 2>/dev/null || echo none)
+"
+pad() { [ "$1" -eq 0 ] || head -c $(( 4 - $1 )) /dev/zero; }
+member() {
+  local namesize=$(( ${#1} + 1 ))
+  printf '070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X' 1 "$3" 0 0 1 0 "${#2}" 0 0 0 0 "$namesize" 0
+  printf '%s\0' "$1"
+  pad $(( (110 + namesize) % 4 ))
+  printf '%s' "$2"
+  pad $(( ${#2} % 4 ))
+}
+{ member strata-lab-initramfs "$body" 33188; member 'TRAILER!!!' '' 0; } > "$out"
+"""
+
+
+def dracut_package() -> Package:
+    """In the lab repository, not in the base: `strata install dracut` then `strata initramfs --enable`."""
+    pkg = Package("dracut", "059", "1.lab", summary="A stand-in dracut for the lab (its kernel is a stand-in too)")
+    pkg.add_file("/usr/bin/dracut", _LAB_DRACUT.encode(), 0o755)
+    pkg.requires.update({"/bin/bash", "coreutils"})
+    return pkg
+
+
 def nss_altfiles_entry(workdir: Path) -> Entry:
     """Compile the lab's altfiles NSS module (see labdata/nss_altfiles.c)."""
     source = Path(__file__).parent / "labdata" / "nss_altfiles.c"
@@ -450,7 +480,7 @@ def build_lab(out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="strata-lab-build-") as tmp:
         packages = lab_packages(Path(tmp))
-        lab = [*packages.values(), *family_packages("21"), *test_packages()]
+        lab = [*packages.values(), *family_packages("21"), *test_packages(), dracut_package()]
         write_repo(out / "lab", lab)
         write_repo(out / "lab-updates", family_packages("22"))
     write_repo_file(out)
