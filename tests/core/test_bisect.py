@@ -169,3 +169,25 @@ def test_bisect_manual_steps_and_bad_input(server: Server, box: Lab) -> None:
     assert _status(box)["first-bad"] == {"version": "11", "commit": server.commits[10]}
     assert "Bisect is finished (first bad build: 11)" in box.run("bisect bad", check=False).stderr
     _assert_reset(box, before)
+
+
+def test_skipped_builds_leave_candidates(tmp_path: Path) -> None:
+    from strata.core.bisect import BisectState, Build, state_path
+    sysroot = Sysroot.init_fs(tmp_path / "sysroot")
+    sysroot.os_init("lab")
+    builds = [Build(f"{n:064x}", str(n)) for n in range(1, 5)]
+    state = BisectState("lab", "lab:ref", "x.0", False, [], builds, good=0, bad=3, skipped=[1])
+    path = state_path(sysroot, "lab")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(state.to_json()))
+    root = str(sysroot.path)
+    assert "is not newer than the good build 1" in strata("bisect", "bad", "1", "--sysroot", root,
+                                                          check=False).stderr
+    out = strata("bisect", "skip", "3", "--sysroot", root).stdout
+    assert out == "There are only skipped builds left to test. The first bad build could be any of: 2, 3, 4\n"
+    status = json.loads(strata("bisect", "status", "--json", "--sysroot", root).stdout)
+    assert status["done"] is True and status["first-bad"] is None
+    assert [c["version"] for c in status["candidates"]] == ["2", "3", "4"]
+    assert strata("bisect", "log", "--sysroot", root).stdout.splitlines()[1:] == [f"skip 3 ({builds[2].commit})"]
+    path.write_text("{")
+    assert "unreadable bisect state" in strata("bisect", "status", "--sysroot", root, check=False).stderr
