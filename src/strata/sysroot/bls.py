@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from strata.errors import StrataError
+
 _KEY_ORDER = ("title", "version", "options", "devicetree", "linux", "initrd")
 
 
@@ -105,7 +107,7 @@ _OVERLAY_NAME = re.compile(r"^[0-9a-f]{64}$")
 def overlay_initrd_path(checksum: str) -> str:
     """The `initrd` value of an overlay initrd, relative to the root of /boot."""
     if not _OVERLAY_NAME.match(checksum):
-        raise ValueError(f"not an overlay initrd checksum: {checksum!r}")
+        raise StrataError(f"malformed overlay initrd checksum: {checksum!r}")
     return f"/{OVERLAY_INITRDS_DIR}/{checksum}.img"
 
 
