@@ -181,7 +181,7 @@ def pull(inv: Invocation) -> int:
                           headers=tuple(_header(text) for text in a.strings("http-header")),
                           user_agent_suffix=a.string("append-user-agent"),
                           retries=a.number("network-retries", 5) if a.string("network-retries") else None,
-                          localcache=tuple(a.strings("localcache-repo")))
+                          localcache=tuple(a.strings("localcache-repo")), cache_dir=a.string("cache-dir"))
     _check_pull_request(repo, name, inv)
     pinned = dict(_split_at(ref) for ref in ref_args if "@" in ref)  # REF@COMMIT: that commit, REF moved to it
     ref_args = [ref.partition("@")[2] if "@" in ref else ref for ref in ref_args]
@@ -751,6 +751,7 @@ def prune(inv: Invocation) -> int:
     result = prune_repo(repo, options)
     if repo.config.get_bool("core", "tombstone-commits", False) and not a.flag("no-prune"):
         _tombstone_deleted(repo, commits_before)
+    _drop_stale_summary_caches(repo)
     print(f"Total objects: {result.total}")
     if result.deleted == 0:
         print("No unreachable objects")
@@ -759,6 +760,17 @@ def prune(inv: Invocation) -> int:
     else:
         print(f"Deleted {result.deleted} objects, {human_size(result.freed_bytes)} freed")
     return 0
+
+
+def _drop_stale_summary_caches(repo: Repo) -> None:
+    """Cached summaries of remotes that no longer exist go, as ostree's prune removes them."""
+    folder = repo.path / "tmp" / "cache" / "summaries"
+    if not folder.is_dir():
+        return
+    known = set(remotes.list_remotes(repo))
+    for path in folder.iterdir():
+        if path.name.removesuffix(".sig") not in known:
+            path.unlink(missing_ok=True)
 
 
 def _tombstone_deleted(repo: Repo, commits_before: set[str]) -> None:

@@ -107,14 +107,14 @@ def describe(data: bytes, detached: bytes | None, keyrings: list[Path]) -> list[
             sig_path.write_bytes(signature)
             proc = subprocess.run([_tool("gpgv"), "--homedir", tmp, "--status-fd", "1", *rings, str(sig_path),
                                    str(data_path)], capture_output=True, text=True, check=False)
-            reports.append(_describe_status(proc.stdout))
+            reports.append(_describe_status(proc.stdout, keyrings))
     return reports
 
 
 _PUBKEY_ALGOS = {"1": "RSA", "17": "DSA", "19": "ECDSA", "22": "EdDSA"}
 
 
-def _describe_status(status: str) -> list[str]:
+def _describe_status(status: str, keyrings: list[Path]) -> list[str]:
     fields = {line.split()[1]: line.split()[2:] for line in status.splitlines()
               if line.startswith("[GNUPG:] ") and len(line.split()) > 1}
     key_id, algo, made, primary, verdict = "", "", "", "", ""
@@ -132,11 +132,35 @@ def _describe_status(status: str) -> list[str]:
         made = valid[2]
         algo = _PUBKEY_ALGOS.get(valid[6], valid[6]) if len(valid) > 6 else algo
         primary = valid[9][-16:] if len(valid) > 9 and not valid[9].endswith(key_id) else ""
-    when = time.strftime("%a %b %e %H:%M:%S %Y", time.gmtime(int(made))) if made.isdigit() else made
-    lines = [f"Signature made {when} using {algo or 'unknown'} key ID {key_id}", verdict]
+    lines = [f"Signature made {_date(made)} using {algo or 'unknown'} key ID {key_id}", verdict]
+    if "EXPKEYSIG" in fields:
+        lines.append(f"Key expired {_date(fields.get('KEYEXPIRED', [''])[0])}")
+    if "REVKEYSIG" in fields:
+        lines.append("Key revoked")
     if primary:
         lines.append(f"Primary key ID {primary}")
+        expired = _primary_expiry(fields["VALIDSIG"][9], keyrings)
+        if expired:
+            lines.append(f"Primary key expired {_date(expired)}")
     return lines
+
+
+def _date(stamp: str) -> str:
+    return time.strftime("%a %b %e %H:%M:%S %Y", time.gmtime(int(stamp))) if stamp.isdigit() else stamp
+
+
+def _primary_expiry(fingerprint: str, keyrings: list[Path]) -> str | None:
+    """When the primary key of fingerprint expired (gpg's key listing), or None while it is valid."""
+    rings = [arg for ring in keyrings for arg in ("--keyring", str(ring))]
+    with tempfile.TemporaryDirectory(prefix="strata-gpg-") as home:
+        proc = subprocess.run([_tool("gpg"), "--homedir", home, "--batch", "--no-default-keyring", *rings,
+                               "--with-colons", "--list-keys", fingerprint], capture_output=True, text=True,
+                              check=False)
+    for line in proc.stdout.splitlines():
+        fields = line.split(":")
+        if fields[0] == "pub" and len(fields) > 6:
+            return fields[6] if fields[1] == "e" else None
+    return None
 
 
 def _user_id(text: str) -> str:

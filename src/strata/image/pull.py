@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from strata.errors import CorruptionError, NotFoundError, StrataError
@@ -55,6 +56,7 @@ class PullOptions:
     user_agent_suffix: str | None = None
     retries: int | None = None
     localcache: tuple[str, ...] = ()  # --localcache-repo: objects found there are copied, not fetched
+    cache_dir: str | None = None  # --cache-dir: where signed summaries are kept (default REPO/tmp/cache)
 
 
 @dataclass
@@ -79,14 +81,14 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
     fetcher = remote_fetcher(repo, remote, opts)
     stats = PullStats()
     summary = fetcher.get("summary", optional=True, limit=MAX_METADATA_SIZE)
-    if summary is not None and remote.sign_verify:
-        signature = fetcher.get("summary.sig", optional=True, limit=MAX_METADATA_SIZE)
-        if signature is not None or remote.sign_verify_summary:
-            sign.verify(summary, signature, list(remote.keys), "summary")
-    if summary is not None and remote.gpg_verify:
-        signature = fetcher.get("summary.sig", optional=True, limit=MAX_METADATA_SIZE)
-        if gpg.signatures(signature):
-            gpg.verify(summary, signature, remote.gpg_keyring, "summary")
+    signature = None if summary is None else fetcher.get("summary.sig", optional=True, limit=MAX_METADATA_SIZE)
+    if summary is not None and remote.sign_verify and (signature is not None or remote.sign_verify_summary):
+        sign.verify(summary, signature, list(remote.keys), "summary")
+    if summary is not None and remote.gpg_verify and gpg.signatures(signature):
+        gpg.verify(summary, signature, remote.gpg_keyring, "summary")
+    if summary is not None and signature is not None:
+        _cache_summary(Path(opts.cache_dir) if opts.cache_dir else repo.path / "tmp" / "cache", remote_name,
+                       summary, signature)
     targets = _resolve_refs(fetcher, summary, refs or list(remote.branches))
     if not targets:
         raise StrataError(f"No refs to pull from remote {remote_name}")
@@ -133,6 +135,15 @@ def remote_refs(repo: Repo, remote_name: str) -> list[str]:
         sign.verify(summary, fetcher.get("summary.sig", optional=True, limit=MAX_METADATA_SIZE), list(remote.keys),
                     "summary")
     return [ref.name for ref in parse_summary(summary)[0]]
+
+
+def _cache_summary(cache_dir: Path, remote_name: str, summary: bytes, signature: bytes) -> None:
+    """Keep a signed summary as ostree keeps it (cache/summaries/REMOTE and REMOTE.sig)."""
+    from strata.image.fsutil import atomic_write
+    folder = cache_dir / "summaries"
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / remote_name, summary, fsync=False)
+    atomic_write(folder / f"{remote_name}.sig", signature, fsync=False)
 
 
 def remote_fetcher(repo: Repo, remote: Remote, opts: PullOptions) -> Fetcher:
