@@ -525,7 +525,7 @@ def summary(inv: Invocation) -> int:
     if a.flag("raw"):
         from strata.image import gvariant
         from strata.image.summary import SUMMARY_TYPE
-        print(inspect.format_value(gvariant.decode(SUMMARY_TYPE, path.read_bytes())))
+        print(inspect.format_typed(SUMMARY_TYPE, gvariant.decode(SUMMARY_TYPE, path.read_bytes())))
         return 0
     refs, extra = parse_summary(path.read_bytes())
     for ref in refs:

@@ -6,8 +6,10 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from strata.errors import InvalidInputError, NotFoundError
+from strata.image import gvariant
 from strata.image.gvariant import Variant
 from strata.image.objects import Commit, FileMeta, check_timestamp
 from strata.image.repo import Repo
@@ -63,6 +65,48 @@ def format_value(value: object) -> str:
             return "{" + ", ".join(f"{format_value(k)}: <{format_value(v)}>" for k, v in value) + "}"
         return "[" + ", ".join(format_value(v) for v in value) + "]"
     return str(value)
+
+
+_ANNOTATED = {"y": "byte", "n": "int16", "q": "uint16", "u": "uint32", "x": "int64", "t": "uint64",
+              "h": "handle", "o": "objectpath", "g": "signature"}
+
+
+def format_typed(sig: str, value: Any, annotate: bool = True) -> str:
+    """A value of GVariant type sig as g_variant_print(value, TRUE) prints it: a type word before a value
+    whose type the text would not tell (uint64, byte, ...), for the first element of a container only, and
+    always inside a variant."""
+    code = sig[0]
+    if code == "v":
+        return "<" + format_typed(value.type, value.value, True) + ">"
+    if code == "(":
+        members = gvariant.parse_type(sig).children
+        items = [format_typed(t.code, v, annotate) for t, v in zip(members, value, strict=True)]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    if code == "a":
+        return _format_typed_array(sig, list(value), annotate)
+    if code == "b":
+        return "true" if value else "false"
+    if code in "sog":
+        text = format_value(str(value))
+    elif code == "y":
+        text = f"0x{int(value):02x}"
+    elif code == "d":
+        text = repr(float(value))
+    else:
+        text = str(int(value))
+    return f"{_ANNOTATED[code]} {text}" if annotate and code in _ANNOTATED else text
+
+
+def _format_typed_array(sig: str, items: list[Any], annotate: bool) -> str:
+    element = sig[1:]
+    if not items:
+        return f"@{sig} []" if annotate else "[]"
+    if element.startswith("{"):
+        key_type, value_type = (t.code for t in gvariant.parse_type(element).children)
+        entries = [f"{format_typed(key_type, k, annotate and not i)}: {format_typed(value_type, v, annotate and not i)}"
+                   for i, (k, v) in enumerate(items)]
+        return "{" + ", ".join(entries) + "}"
+    return "[" + ", ".join(format_typed(element, item, annotate and not i) for i, item in enumerate(items)) + "]"
 
 
 def walk(repo: Repo, root: tuple[str, str], path: str = "", *, recursive: bool = True) -> Iterator[TreeEntry]:
