@@ -97,8 +97,8 @@ def run_strata(base: Any, args: list[str]) -> int:
         raise dnf.exceptions.Error(f"cannot run strata: {err}") from err
 
 
-def strata_json(base: Any, args: list[str]) -> Any:
-    """Run a strata verb with --json and return what it printed, decoded."""
+def strata_json(base: Any, args: list[str], expect: type) -> Any:
+    """Run a strata verb with --json and return what it printed, decoded (a value of type expect)."""
     try:
         proc = subprocess.run([*strata_command(base), *args], check=False, capture_output=True, text=True)
     except OSError as err:
@@ -106,9 +106,13 @@ def strata_json(base: Any, args: list[str]) -> Any:
     if proc.returncode != 0:
         raise dnf.exceptions.Error(proc.stderr.strip() or f"strata {args[0]} failed ({proc.returncode})")
     try:
-        return json.loads(proc.stdout)
+        value = json.loads(proc.stdout)
     except ValueError as err:
         raise dnf.exceptions.Error(f"strata {args[0]} --json printed no JSON: {err}") from err
+    if not isinstance(value, expect):
+        raise dnf.exceptions.Error(f"strata {args[0]} --json printed a {type(value).__name__}, not a "
+                                   f"{expect.__name__}")
+    return value
 
 
 def require_target(base: Any) -> Target:
@@ -253,7 +257,7 @@ class OstreeCommand(dnf.cli.Command):  # type: ignore[misc]
         return words + (["--dry-run"] if self.opts.strata_dry_run else [])
 
     def _status(self, target: Target, words: list[str]) -> int:
-        status = strata_json(self.base, ["status", "--json", *target.sysroot_args(with_os=False), *words])
+        status = strata_json(self.base, ["status", "--json", *target.sysroot_args(with_os=False), *words], dict)
         if self.opts.strata_json:
             print(json.dumps(status, indent=2))
         else:
@@ -273,7 +277,8 @@ class OstreeCommand(dnf.cli.Command):  # type: ignore[misc]
         return run_strata(self.base, ["compose", "local", *target.sysroot_args(), *self._passed_options(), *words])
 
     def _trees(self, target: Target, words: list[str]) -> int:
-        trees = strata_json(self.base, ["compose", "trees", "--json", *target.sysroot_args(with_os=False), *words])
+        args = ["compose", "trees", "--json", *target.sysroot_args(with_os=False), *words]
+        trees = strata_json(self.base, args, list)
         if self.opts.strata_json:
             print(json.dumps(trees, indent=2))
         else:
