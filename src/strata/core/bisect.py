@@ -305,6 +305,8 @@ def start(sysroot: Sysroot, request: StartRequest, progress: Progress) -> Bisect
     if request.run is not None and _is_real_host(sysroot):
         raise InvalidInputError("--run needs a directory sysroot; a booted system continues with "
                                 "`strata bisect good|bad|skip` after each reboot")
+    if request.run is not None and ctx.is_guest:
+        raise InvalidInputError(f"--run boots each build: it bisects the booted stateroot only, not '{ctx.stateroot}'")
     start_dep = _start_deployment(ctx)
     refspec = ctx.origin().refspec
     if ":" not in refspec and len(refspec) == 64:
@@ -317,9 +319,9 @@ def start(sysroot: Sysroot, request: StartRequest, progress: Progress) -> Bisect
     state = BisectState(ctx.stateroot, refspec, start_dep.name, pinned,
                         [d.name for d in sysroot.deployments() if d.stateroot == ctx.stateroot],
                         builds, good=0, bad=len(builds) - 1, run=request.run)
+    _save(sysroot, state)  # before the pin: a crash in between leaves a state `reset` can undo
     if not pinned:
         admin.pin(sysroot, _index(sysroot, start_dep), True, progress)
-    _save(sysroot, state)
     return _advance(sysroot, state, progress)
 
 
