@@ -143,7 +143,7 @@ class DirTree:
     @classmethod
     def parse(cls, data: bytes, *, strict: bool = True) -> DirTree:
         """strict also checks normal form: always for data from elsewhere (pull, fsck)."""
-        fast = decode_dirtree_fast(data)
+        fast = decode_dirtree_fast(data, strict=strict)
         if fast is not None:
             files_raw, dirs_raw = fast
         else:
@@ -214,15 +214,22 @@ def _gv_width(size: int) -> int:
 
 
 def _gv_fast_entries(data: bytes, start: int, stop: int, raw_len: int) -> list[tuple[Any, ...]]:
+    """The (s ay...) entries of an array between start and stop; ValueError unless every element has exactly
+    the shape of normal form (a name, its NUL, raw_len bytes, its framing offsets)."""
     if start == stop:
         return []
     width = _gv_width(stop - start)
     table = start + int.from_bytes(data[stop - width:stop], "little")
+    if not start <= table <= stop or (stop - table) % width:
+        raise ValueError("bad array framing")
     entries: list[tuple[Any, ...]] = []
     pos = start
+    offsets = raw_len // 32
     for off in range(table, stop, width):
         end = start + int.from_bytes(data[off:off + width], "little")
         nul = data.index(0, pos, end)
+        if nul + 1 + raw_len + offsets * _gv_width(end - pos) != end:
+            raise ValueError("element not in normal form")
         raw = data[nul + 1:nul + 1 + raw_len]
         name = data[pos:nul].decode("utf-8")
         entries.append((name, raw) if raw_len == 32 else (name, raw[:32], raw[32:]))
@@ -230,16 +237,22 @@ def _gv_fast_entries(data: bytes, start: int, stop: int, raw_len: int) -> list[t
     return entries
 
 
-def decode_dirtree_fast(data: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]] | None:
-    """A dirtree in normal form decoded without the generic codec; None for anything else (the caller then
-    uses the generic decoder, which explains what is wrong). Normal form is proven by re-encoding: the
-    normal form of a value is unique, so bytes that re-encode to themselves were decoded correctly."""
+def decode_dirtree_fast(data: bytes, *, strict: bool = True
+                        ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]] | None:
+    """A dirtree whose every element has the shape of normal form, decoded without the generic codec; None for
+    anything else (the caller then uses the generic decoder, which explains what is wrong). With strict,
+    normal form is proven by re-encoding: it is unique, so bytes that re-encode to themselves were decoded
+    exactly as the generic decoder decodes them."""
     try:
         size = len(data)
         width = _gv_width(size)
         split = int.from_bytes(data[size - width:], "little")
+        if not 0 <= split <= size - width:
+            return None
         files = _gv_fast_entries(data, 0, split, 32)
         dirs = _gv_fast_entries(data, split, size - width, 64)
+        if not strict:
+            return files, dirs
         again = encode_dirtree([(n.encode("utf-8"), r) for n, r in files],
                                [(n.encode("utf-8"), t + m) for n, t, m in dirs])
     except (ValueError, IndexError, UnicodeError):
