@@ -61,5 +61,25 @@ def reachable(repo: Repo, roots: list[tuple[str, int]]) -> set[ObjectName]:
         for commit in history(repo, root, depth):
             if (commit, ObjectType.COMMIT) in found:
                 continue
-            found.update(commit_objects(repo, commit, seen_trees))
+            found.add((commit, ObjectType.COMMIT))
+            loaded = repo.load_commit(commit)
+            found.add((loaded.root_meta, ObjectType.DIRMETA))
+            _add_tree(repo, loaded.root_tree, seen_trees, found)
     return found
+
+
+def _add_tree(repo: Repo, dirtree: str, seen: set[str], found: set[ObjectName]) -> None:
+    """tree_objects into a set, without a generator step per object (prune walks every object of a sysroot)."""
+    file_type, tree_type, meta_type = ObjectType.FILE, ObjectType.DIRTREE, ObjectType.DIRMETA
+    stack = [dirtree]
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        found.add((current, tree_type))
+        tree = repo.load_dirtree(current)
+        found.update([(checksum, file_type) for checksum in tree.files.values()])
+        for sub_tree, sub_meta in tree.dirs.values():
+            found.add((sub_meta, meta_type))
+            stack.append(sub_tree)
