@@ -211,11 +211,12 @@ class LayeringRemove(RemoveCommand):  # type: ignore[misc]
 
 
 def repo_args(opts: Any) -> list[str]:
-    """dnf's --enablerepo/--disablerepo, passed on in order (strata reads the deployment's .repo files)."""
-    words: list[str] = []
+    """dnf's --enablerepo/--disablerepo, the last word for each repo (dnf parses its options twice, so the
+    list it keeps holds each of them twice)."""
+    actions: dict[str, str] = {}
     for repo, action in getattr(opts, "repos_ed", None) or []:
-        words += [f"--{action}repo", repo]
-    return words
+        actions[repo] = action
+    return [word for repo, action in actions.items() for word in (f"--{action}repo", repo)]
 
 
 class OstreeCommand(dnf.cli.Command):  # type: ignore[misc]

@@ -171,7 +171,8 @@ def test_argument_mapping_and_exit_codes(tmp_path: Path) -> None:
     (sysroot / "ostree/repo").mkdir(parents=True)
     (sysroot / "ostree/repo/config").write_text("[core]\nrepo_version=1\nmode=bare\n")
     deploy = sysroot / "ostree/deploy/os1/deploy" / ("ab" * 32 + ".0")
-    deploy.mkdir(parents=True)
+    (deploy / "etc/yum.repos.d").mkdir(parents=True)
+    (deploy / "etc/yum.repos.d/lab.repo").write_text("[lab]\nbaseurl=file:///nonexistent\nenabled=0\n")
     target = f"--sysroot {sysroot} --os os1"
 
     def mapped(*args: str, rc: int = 0) -> str:
@@ -184,6 +185,8 @@ def test_argument_mapping_and_exit_codes(tmp_path: Path) -> None:
         f"install {target} -y --apply-live htop /srv/x.rpm"
     assert mapped("--assumeno", "remove", "htop") == f"uninstall {target} --dry-run htop"
     assert mapped("-q", "install", "htop", rc=77) == f"-q install {target} htop"
+    assert mapped("-C", "--downloadonly", "--disablerepo=*", "--enablerepo=lab", "install", "htop") == \
+        f"install {target} --cache-only --download-only --disablerepo * --enablerepo lab htop"
     assert mapped("ostree", "compose", "--ref", "local/x", "--dry-run", "htop") == \
         f"compose local {target} --ref local/x --dry-run htop"
     assert mapped("ostree", "bisect", "start", "--good", "3", "--bad", "10", "--run", "test -x /usr/bin/htop",
