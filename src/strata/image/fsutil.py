@@ -67,6 +67,23 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def syncfs(path: str | os.PathLike[str]) -> None:
+    """Flush the filesystem holding path (syncfs(2), as ostree commits a transaction), not every mounted one:
+    on a shared machine sync() also waits for everybody else's dirty data."""
+    import ctypes  # only here: most commands never sync
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if not hasattr(libc, "syncfs"):
+            os.sync()
+        elif libc.syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), str(path))
+    finally:
+        os.close(fd)
+
+
 def read_xattrs(path: str | os.PathLike[str], *, follow_symlinks: bool = False) -> list[tuple[bytes, bytes]]:
     """All extended attributes of path, sorted by name (empty if the filesystem has none)."""
     try:

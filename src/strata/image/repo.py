@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from strata.errors import CorruptionError, InvalidInputError, NotFoundError, StrataError
 from strata.image import objects as O
-from strata.image.fsutil import apply_xattrs, atomic_write, flock, fsync_file, read_xattrs
+from strata.image.fsutil import apply_xattrs, atomic_write, flock, fsync_file, read_xattrs, syncfs
 from strata.image.keyfile import KeyFile
 from strata.image.objects import Commit, DirMeta, DirTree, FileMeta, ObjectType
 
@@ -515,7 +515,7 @@ class Repo:
     def sync(self) -> None:
         """Flush written objects to disk before a ref points at them (ostree syncs once per transaction)."""
         if self.fsync:
-            os.sync()
+            syncfs(self.tmp_dir)
 
     # ------------------------------------------------------------ refs
 
