@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 
 import pytest
 import yaml
@@ -70,3 +71,15 @@ def test_quiet_is_accepted_after_the_verb(capsys: pytest.CaptureFixture[str]) ->
     assert cli_main.main(["status", "-q", "--sysroot", "/nonexistent/sysroot"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "unrecognized arguments" not in err
+
+
+def test_each_verb_imports_only_its_home_module() -> None:
+    """The table main() uses to import one verb module must name the module that registers each verb."""
+    registered: dict[str, str] = {}
+    for name in cli_main.VERB_MODULES:
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(name).register(sub)
+        registered.update(dict.fromkeys(sub.choices, name))
+    assert registered == cli_main.VERB_HOME
+    parser = cli_main.build_parser("install")
+    assert parser.get_default("known_verbs") == frozenset(v for v, m in registered.items() if m == "strata.cli.client")

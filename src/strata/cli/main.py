@@ -18,9 +18,17 @@ MAX_ERROR_CHARS = 2000
 VERB_MODULES = ("strata.cli.repo", "strata.cli.admin", "strata.cli.compose", "strata.cli.db", "strata.cli.client",
                 "strata.cli.initramfs", "strata.cli.status", "strata.cli.lab", "strata.cli.daemon", "strata.cli.ostree",
                 "strata.cli.bisect")
-# Verbs whose module alone defines them: only that module is imported (with cold caches, importing every verb
-# module costs seconds, more than many repo and admin operations themselves).
-OWN_MODULE_VERBS = {"repo": "strata.cli.repo", "admin": "strata.cli.admin"}
+# The module that registers each verb: a command imports only its own verb module (with cold caches, importing
+# every verb module costs seconds, more than many operations themselves). Help and unknown words import them all;
+# tests/test_cli_main.py checks this table against what the modules register.
+CLIENT_VERBS = ("apply-live", "cancel", "cleanup", "deploy", "ex", "finalize-deployment", "install", "kargs",
+                "makecache", "override", "pkg-add", "pkg-remove", "rebase", "refresh-md", "remove", "reset",
+                "rollback", "search", "uninstall", "unlock", "update", "upgrade", "usroverlay")
+VERB_HOME = {"repo": "strata.cli.repo", "admin": "strata.cli.admin", "compose": "strata.cli.compose",
+             "db": "strata.cli.db", "status": "strata.cli.status", "lab": "strata.cli.lab",
+             "daemon": "strata.cli.daemon", "reload": "strata.cli.daemon", "ostree": "strata.cli.ostree",
+             "bisect": "strata.cli.bisect", "initramfs": "strata.cli.initramfs",
+             "initramfs-etc": "strata.cli.initramfs", **dict.fromkeys(CLIENT_VERBS, "strata.cli.client")}
 
 
 QUIET_FLAGS = ("-q", "--quiet")
@@ -40,8 +48,8 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
                         help="suppress progress and informational output (errors and results still print)")
     parser.add_argument("--daemon-address", help=argparse.SUPPRESS)  # a private bus (tests); $STRATA_DAEMON_ADDRESS
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
-    own = OWN_MODULE_VERBS.get(verb or "")
-    for name in (own,) if own else VERB_MODULES:
+    home = VERB_HOME.get(verb or "")
+    for name in (home,) if home else VERB_MODULES:
         module = import_optional(name)
         if module is not None:
             module.register(sub)
