@@ -93,7 +93,8 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
     if not targets:
         raise StrataError(f"No refs to pull from remote {remote_name}")
     session = _Session(repo, fetcher, remote, opts)
-    deltas = {} if summary is None or opts.disable_static_deltas else advertised_deltas(summary)
+    no_deltas = opts.disable_static_deltas or opts.commit_metadata_only  # a delta brings the whole tree
+    deltas = {} if summary is None or no_deltas else advertised_deltas(summary)
     try:
         for ref, checksum in targets.items():
             local = repo.read_ref(ref) if opts.mirror else repo.read_ref(ref, remote=remote_name)
