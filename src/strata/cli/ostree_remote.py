@@ -740,6 +740,11 @@ def prune(inv: Invocation) -> int:
     a = inv.args
     repo = inv.repo()
     delete_commit = a.string("delete-commit")
+    if a.flag("static-deltas-only"):
+        if not delete_commit:
+            raise UsageError("--static-deltas-only requires --delete-commit")
+        _delete_deltas_to(repo, resolve(repo, delete_commit))
+        return 0
     deletes = [resolve(repo, delete_commit)] if delete_commit else []
     for commit in deletes:
         _refuse_referenced(repo, commit)
@@ -760,6 +765,18 @@ def prune(inv: Invocation) -> int:
     else:
         print(f"Deleted {result.deleted} objects, {human_size(result.freed_bytes)} freed")
     return 0
+
+
+def _delete_deltas_to(repo: Repo, target: str) -> None:
+    """prune --static-deltas-only: the static deltas that lead to target go; the commit stays."""
+    import shutil
+
+    from strata.image.deltas import delta_dir, list_deltas
+    with repo.lock():
+        for name, _digest in list_deltas(repo):
+            source, _, to = name.rpartition("-")
+            if to == target:
+                shutil.rmtree(delta_dir(repo.path, source or None, to), ignore_errors=True)
 
 
 def _drop_stale_summary_caches(repo: Repo) -> None:
