@@ -64,11 +64,11 @@ def reachable(repo: Repo, roots: list[tuple[str, int]]) -> set[ObjectName]:
             found.add((commit, ObjectType.COMMIT))
             loaded = repo.load_commit(commit)
             found.add((loaded.root_meta, ObjectType.DIRMETA))
-            _add_tree(repo, loaded.root_tree, seen_trees, found)
+            _add_tree(repo, loaded.root_tree, seen_trees, found, partial=repo.is_partial(commit))
     return found
 
 
-def _add_tree(repo: Repo, dirtree: str, seen: set[str], found: set[ObjectName]) -> None:
+def _add_tree(repo: Repo, dirtree: str, seen: set[str], found: set[ObjectName], *, partial: bool = False) -> None:
     """tree_objects into a set, without a generator step per object (prune walks every object of a sysroot)."""
     file_type, tree_type, meta_type = ObjectType.FILE, ObjectType.DIRTREE, ObjectType.DIRMETA
     stack = [dirtree]
@@ -78,6 +78,8 @@ def _add_tree(repo: Repo, dirtree: str, seen: set[str], found: set[ObjectName]) 
             continue
         seen.add(current)
         found.add((current, tree_type))
+        if partial and not repo.has_object(current, tree_type):
+            continue  # a partial commit (e.g. pulled --commit-metadata-only) lacks parts of its tree
         tree = repo.load_dirtree(current)
         found.update([(checksum, file_type) for checksum in tree.files.values()])
         for sub_tree, sub_meta in tree.dirs.values():
