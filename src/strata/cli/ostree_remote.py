@@ -371,7 +371,10 @@ def _pull_local(inv: Invocation) -> int:
     source_path, *ref_args = inv.positional
     source = Repo.open(Path(source_path))
     target = inv.repo()
-    refs = ref_args or list(source.list_refs(remotes=False))
+    refs = ref_args or sorted(source.list_refs())
+    for ref in refs if not ref_args else []:
+        if ":" in ref:  # ostree mirrors every ref and refuses a remote one (a known limit it reports cleanly)
+            raise InvalidInputError(f"Invalid ref name {ref}")
     _verify_local_source(inv, source, target, refs)
     if a.flag("commit-metadata-only"):
         _copy_commit_objects(source, target, refs, a.string("remote"), a.number("depth", 0))
