@@ -195,11 +195,11 @@ class _Checkout:
         try:
             self.dirs_to_finish.append((path, meta, created))
             if self.can_link and not (self.opts.union or self.opts.union_add):
-                copies = self._link_files(dir_fd, path, tree.files)
+                for name, checksum in self._link_files(dir_fd, path, tree.files):
+                    self.copy_file(checksum, dir_fd, name, path)  # known not to be linkable: no second try
             else:
-                copies = list(tree.files.items())
-            for name, checksum in copies:
-                self.place_file(checksum, dir_fd, name, path)
+                for name, checksum in tree.files.items():
+                    self.place_file(checksum, dir_fd, name, path)
             if self.opts.files_done is not None:
                 self.opts.files_done(len(tree.files))
             children: list[_Item] = []
@@ -304,6 +304,9 @@ class _Checkout:
                 return
         if self.can_link and self._try_link(checksum, dir_fd, name, path):
             return
+        self.copy_file(checksum, dir_fd, name, path)
+
+    def copy_file(self, checksum: str, dir_fd: int, name: str, path: str) -> None:
         meta, content = self.repo.read_file(checksum, verify=True)
         self._write_copy(meta, content, dir_fd, name, path)
 
