@@ -687,6 +687,8 @@ def fsck(inv: Invocation) -> int:
         raise CorruptionError(problems[0])  # ostree stops at the first corrupt object
     for problem in problems:
         print(problem, file=sys.stderr)
+    for commit in sorted(report.bad_commits) if a.flag("delete") else []:
+        print(f"Marking commit as partial: {commit}", file=sys.stderr)
     if report.partial:
         print(f"{report.partial} partial commits not verified")
     if problems:

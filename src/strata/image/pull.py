@@ -206,12 +206,14 @@ class _Session:
         while current is not None:
             if current != checksum and not self._server_has_commit(current):
                 break  # history the server pruned ends the walk back, as in ostree
+            complete = self.repo.has_object(current, ObjectType.COMMIT) and not self.repo.is_partial(current)
             commit = self._fetch_commit(ref if current == checksum else None, current)
             if not self.opts.commit_metadata_only:
                 self._fetch_tree(commit)
-            with self.repo.lock():
-                self.repo.sync()
-                self.repo.clear_partial(current)
+            if complete or not self.opts.commit_metadata_only:  # without its tree a new commit stays partial
+                with self.repo.lock():
+                    self.repo.sync()
+                    self.repo.clear_partial(current)
             if depth == 0 or commit.parent is None:
                 break
             depth -= 1
@@ -267,7 +269,8 @@ class _Session:
     def _fetch_commit(self, ref: str | None, checksum: str, data: bytes | None = None) -> Commit:
         detached = self.fetcher.get(O.object_relpath(checksum, ObjectType.COMMITMETA, False), optional=True,
                                     limit=MAX_METADATA_SIZE)
-        self._count(metadata=1)  # ostree counts the request for detached metadata, found or not
+        with self.count_lock:  # ostree's closing line counts this request, found or not; strata's does not
+            self.fetched_metadata += 1
         if data is None:
             if self.repo.has_object(checksum, ObjectType.COMMIT) and not self.repo.is_partial(checksum):
                 data = self.repo.read_metadata(checksum, ObjectType.COMMIT)
