@@ -57,9 +57,9 @@ def spread(values: list[float]) -> str:
 
 def print_figures(figures: list[Figure], *, reference: str = "ostree") -> None:
     """Median of every figure, its spread (min-max), and the median of the per-run ratios."""
-    print(f"{'operation':<34}{'strata s':>9}{'(spread)':>13}{reference + ' s':>10}{'(spread)':>13}"
+    print(f"{'operation':<34}{'strata s':>9}{'(spread)':>16}{reference + ' s':>10}{'(spread)':>16}"
           f"{'ratio':>7}{'(spread)':>12}{'RSS MB':>8}  runs")
     for fig in figures:
-        print(f"{fig.name:<34}{statistics.median(fig.ours):>9.2f}{spread(fig.ours):>13}"
-              f"{statistics.median(fig.theirs):>10.2f}{spread(fig.theirs):>13}"
+        print(f"{fig.name:<34}{statistics.median(fig.ours):>9.2f}{spread(fig.ours):>16}"
+              f"{statistics.median(fig.theirs):>10.2f}{spread(fig.theirs):>16}"
               f"{statistics.median(fig.ratios):>7.2f}{spread(fig.ratios):>12}{max(fig.rss):>8.0f}  {len(fig.ours)}")
