@@ -184,6 +184,7 @@ def pull(inv: Invocation) -> int:
                           localcache=tuple(a.strings("localcache-repo")), cache_dir=a.string("cache-dir"))
     _check_pull_request(repo, name, inv)
     pinned = dict(_split_at(ref) for ref in ref_args if "@" in ref)  # REF@COMMIT: that commit, REF moved to it
+    options.not_older_than = _timestamp_floors(repo, inv, name, ref_args)
     ref_args = [ref.partition("@")[2] if "@" in ref else ref for ref in ref_args]
     mirror_all = a.flag("mirror") and not ref_args and not _find_remote(repo, name).branches
     if mirror_all:
@@ -213,6 +214,20 @@ def pull(inv: Invocation) -> int:
         _mirror_summary(repo, name)
     print(_pull_status(stats, elapsed))
     return 0
+
+
+def _timestamp_floors(repo: Repo, inv: Invocation, remote: str, ref_args: list[str]) -> dict[str, str]:
+    """-T / --timestamp-check-from-rev: for each pull target, the commit it may not be older than."""
+    from_rev = inv.args.string("timestamp-check-from-rev")
+    if not (inv.args.flag("timestamp-check") or from_rev):
+        return {}
+    floors = {}
+    for arg in ref_args:
+        ref, _, pinned = arg.partition("@")
+        current = resolve(repo, from_rev) if from_rev else repo.read_ref(ref, remote=remote)
+        if current:
+            floors[pinned or ref] = current
+    return floors
 
 
 def _header(text: str) -> tuple[str, str]:

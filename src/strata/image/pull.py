@@ -56,6 +56,7 @@ class PullOptions:
     user_agent_suffix: str | None = None
     retries: int | None = None
     localcache: tuple[str, ...] = ()  # --localcache-repo: objects found there are copied, not fetched
+    not_older_than: dict[str, str] = field(default_factory=dict)  # -T: target -> commit it may not predate
     cache_dir: str | None = None  # --cache-dir: where signed summaries are kept (default REPO/tmp/cache)
 
 
@@ -283,6 +284,9 @@ class _Session:
             gpg.verify(data, detached, self.remote.gpg_keyring, f"commit {checksum}")
         commit = _parsed(Commit.parse, data, checksum, ObjectType.COMMIT)
         _parsed(O.check_timestamp, commit.timestamp, checksum, ObjectType.COMMIT)
+        floor = self.opts.not_older_than.get(ref or "")
+        if floor and floor != checksum and commit.timestamp < self.repo.load_commit(floor).timestamp:
+            raise StrataError(f"Upgrade {checksum} is chronologically older than current {floor}")
         bindings = commit.typed_meta("ostree.ref-binding", "as")
         if ref is not None and not O.is_checksum(ref) and bindings is not None and ref not in bindings:
             raise StrataError(f"commit {checksum} is not bound to ref {ref} (bound to {', '.join(bindings)})")
