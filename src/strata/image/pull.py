@@ -81,7 +81,9 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
         raise StrataError(f"remote unconfigured-state: {unconfigured}")
     fetcher = remote_fetcher(repo, remote, opts)
     stats = PullStats()
-    summary = fetcher.get("summary", optional=True, limit=MAX_METADATA_SIZE)
+    wanted = refs or list(remote.branches)
+    by_checksum_only = bool(wanted) and all(O.is_checksum(ref) for ref in wanted)  # REF@COMMIT needs no summary
+    summary = None if by_checksum_only else fetcher.get("summary", optional=True, limit=MAX_METADATA_SIZE)
     signature = None if summary is None else fetcher.get("summary.sig", optional=True, limit=MAX_METADATA_SIZE)
     if summary is not None and remote.sign_verify and (signature is not None or remote.sign_verify_summary):
         sign.verify(summary, signature, list(remote.keys), "summary")
@@ -90,7 +92,7 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
     if summary is not None and signature is not None:
         _cache_summary(Path(opts.cache_dir) if opts.cache_dir else repo.path / "tmp" / "cache", remote_name,
                        summary, signature)
-    targets = _resolve_refs(fetcher, summary, refs or list(remote.branches))
+    targets = _resolve_refs(fetcher, summary, wanted)
     if not targets:
         raise StrataError(f"No refs to pull from remote {remote_name}")
     session = _Session(repo, fetcher, remote, opts)
