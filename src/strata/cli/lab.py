@@ -116,6 +116,17 @@ def layering(s: Session, sysroot: str, distro: Path) -> None:
     s.run("status", *sr)
 
 
+def local_compose(s: Session, sysroot: str) -> None:
+    sr = ["--sysroot", sysroot]
+    s.say("A local compose: the installed system plus tree, as a new tree in the sysroot's repo, to rebase onto")
+    s.run("compose", "local", *sr, "--ref", "local/tools", "tree")
+    s.run("compose", "trees", *sr)
+    s.run("rebase", *sr, ":local/tools")
+    s.run("admin", "boot", *sr)
+    s.run("admin", "run", *sr, "--", "tree", "--version")
+    s.run("status", *sr)
+
+
 def _lab(args: argparse.Namespace) -> int:
     if args.workdir:
         workdir = Path(args.workdir).resolve()
@@ -135,5 +146,6 @@ def _run_lab(workdir: Path) -> int:
     build_repo = compose_base(session, distro)
     sysroot = deploy_and_boot(session, build_repo)
     layering(session, sysroot, distro)
+    local_compose(session, sysroot)
     print("\nlab complete")
     return 0
