@@ -1,4 +1,4 @@
-"""ostree's distribution and maintenance verbs: remote, pull, pull-local, summary, static-delta, sign, gpg-sign,
+"""ostree's distribution and maintenance verbs: remote, pull, pull-local, summary, sign, gpg-sign,
 fsck, prune, config."""
 
 from __future__ import annotations
@@ -391,6 +391,8 @@ def _pull_local(inv: Invocation) -> int:
         if ":" in ref:  # ostree mirrors every ref and refuses a remote one (a known limit it reports cleanly)
             raise InvalidInputError(f"Invalid ref name {ref}")
     _verify_local_source(inv, source, target, refs)
+    if a.flag("require-static-deltas"):
+        _apply_local_deltas(source, target, refs)
     if a.flag("commit-metadata-only"):
         _copy_commit_objects(source, target, refs, a.string("remote"), a.number("depth", 0))
         return 0
@@ -407,6 +409,15 @@ def _pull_local(inv: Invocation) -> int:
     copy_local(source, target, refs, remote=a.string("remote"), depth=depth, trusted=not a.flag("untrusted"))
     print(f"{len(metadata)} metadata, {len(contents)} content objects imported; {human_size(written)} content written")
     return 0
+
+
+def _apply_local_deltas(source: Repo, target: Repo, refs: list[str]) -> None:
+    """--require-static-deltas: each ref's commit arrives through a delta the source advertises, or not at all."""
+    from strata.image.deltas import apply_local
+    for ref in refs:
+        commit = source.resolve_rev(ref)
+        if commit is not None and not target.has_object(commit, ObjectType.COMMIT):
+            apply_local(target, source, commit)
 
 
 _CORRUPT_RES = (re.compile(r"[Cc]orrupted (\w+) object (\w+) \(actual (\w+)\)"),
@@ -586,95 +597,6 @@ def _sign_summary(inv: Invocation, repo: Repo, data: bytes) -> None:
         return
     from strata.cli.ostree_sign import detached_signatures
     (repo.path / "summary.sig").write_bytes(detached_signatures(data, keys, inv.args.string("sign-type") or "ed25519"))
-
-
-# ---------------------------------------------------------------- static-delta
-
-
-def _delta_generate(inv: Invocation) -> int:
-    from strata.image.deltas import generate
-    a = inv.args
-    a = inv.args
-    repo = inv.repo()
-    target_rev = a.string("to") or (inv.positional[0] if inv.positional else None)
-    if not target_rev:
-        raise UsageError("--to requires an argument")
-    target = resolve(repo, target_rev)
-    source: str | None = None
-    if not a.flag("empty"):
-        source_rev = a.string("from") or f"{target_rev}^"
-        source = resolve(repo, source_rev)
-    print("Generating static delta:")
-    print(f"  From: {source or 'empty'}")
-    print(f"  To:   {target}")
-    name = f"{source}-{target}" if source else target
-    from strata.image.deltas import delta_dir
-    if a.flag("if-not-exists") and (delta_dir(repo.path, source, target) / "superblock").exists():
-        print(f"Delta {name} already exists.")
-        return 0
-    with repo.lock():
-        generate(repo, source, target)
-    return 0
-
-
-def _delta_list(inv: Invocation) -> int:
-    from strata.image.deltas import list_deltas
-    deltas = list_deltas(inv.repo())
-    if not deltas:
-        print("(No static deltas)")
-    for name, _digest in deltas:
-        print(name)
-    return 0
-
-
-def _delta_reindex(inv: Invocation) -> int:
-    from strata.image.summary import write_delta_indexes
-    repo = inv.repo()
-    with repo.lock():
-        write_delta_indexes(repo)
-    return 0
-
-
-def _delta_indexes(inv: Invocation) -> int:
-    from strata.image.deltas import from_mbase64
-    top = inv.repo().path / "delta-indexes"
-    names = sorted(p.parent.name + p.name[:-len(".index")] for p in top.glob("*/*.index"))
-    for name in names:
-        print(from_mbase64(name))
-    return 0
-
-
-def _delta_delete(inv: Invocation) -> int:
-    import shutil
-
-    from strata.image.deltas import delta_dir
-    if not inv.positional:
-        raise UsageError("DELTA must be specified")
-    repo = inv.repo()
-    source, _, target = inv.positional[0].rpartition("-")
-    path = delta_dir(repo.path, source or None, target)
-    if not path.is_dir():
-        raise NotFoundError(f"Can't find delta {inv.positional[0]}")
-    with repo.lock():
-        shutil.rmtree(path)
-    return 0
-
-
-DELTA_VERBS = {
-    "list": Verb("list", _delta_list),
-    "reindex": Verb("reindex", _delta_reindex, (string("to"),)),
-    "indexes": Verb("indexes", _delta_indexes),
-    "delete": Verb("delete", _delta_delete),
-    "generate": Verb("generate", _delta_generate, (
-        string("from"), flag("empty"), flag("inline"), string("to"), flag("disable-bsdiff"),
-        flag("if-not-exists", "n"), string("set-endianness"), flag("swap-endianness"),
-        string("min-fallback-size"), string("max-bsdiff-size"), string("max-chunk-size"), string("filename"),
-        array("sign"), string("sign-type"))),
-}
-
-
-def static_delta(inv: Invocation) -> int:
-    return dispatch(DELTA_VERBS, _raw_args(inv), "command")
 
 
 # ---------------------------------------------------------------- fsck, prune
@@ -901,7 +823,6 @@ def gpg_sign(inv: Invocation) -> int:
 
 VERBS = (
     Verb("remote", remote, has_subverbs=True),
-    Verb("static-delta", static_delta, has_subverbs=True),
     Verb("pull", pull, (
         flag("commit-metadata-only"), string("cache-dir"), flag("disable-fsync"), flag("per-object-fsync"),
         flag("disable-static-deltas"), flag("require-static-deltas"), flag("mirror"), array("subpath"),
