@@ -57,18 +57,29 @@ class Lab:
         return sorted(out.split())
 
 
-@pytest.fixture
-def lab_sysroot(lab_repo: Path, lab: Path, tmp_path: Path) -> Lab:
-    root = Sysroot.init_fs(tmp_path / "sysroot")
+def booted_lab(lab: Path, remote_repo: Path, sysroot_dir: Path, *deploy_options: str) -> Lab:
+    """A sysroot with stateroot `lab` whose remote `lab` is remote_repo, its lab ref deployed and booted."""
+    root = Sysroot.init_fs(sysroot_dir)
     root.os_init("lab")
-    source = Repo.open(lab_repo)
-    pull_local(source, root.repo, [LAB_REF], remote="lab")
-    root.repo.config.set('remote "lab"', "url", f"file://{lab_repo}")
+    pull_local(Repo.open(remote_repo), root.repo, [LAB_REF], remote="lab")
+    root.repo.config.set('remote "lab"', "url", f"file://{remote_repo}")
     root.repo.save_config()
     box = Lab(root.path, lab)
-    box.admin("deploy", "--os=lab", "--karg=rw", ORIGIN_REF)
+    box.admin("deploy", "--os=lab", *deploy_options, ORIGIN_REF)
     box.admin("boot")
     return box
+
+
+def served_lab_sysroot(lab: Path, lab_repo: Path, tmp_path: Path, *deploy_options: str) -> tuple[Lab, Path]:
+    """A booted lab sysroot whose remote is a private copy of the lab repository, to publish new commits into."""
+    server = tmp_path / "server"
+    subprocess.run(["cp", "-a", str(lab_repo), str(server)], check=True)
+    return booted_lab(lab, server, tmp_path / "sysroot", *deploy_options), server
+
+
+@pytest.fixture
+def lab_sysroot(lab_repo: Path, lab: Path, tmp_path: Path) -> Lab:
+    return booted_lab(lab, lab_repo, tmp_path / "sysroot", "--karg=rw")
 
 
 def test_layering_lab(lab_sysroot: Lab) -> None:
@@ -200,16 +211,7 @@ def _compose_variant(lab: Path, repo: Path, tmp: Path, name: str, **changes: obj
 
 
 def test_upgrade_deploy_version_and_rebase(lab: Path, lab_repo: Path, tmp_path: Path) -> None:
-    server = tmp_path / "server"
-    subprocess.run(["cp", "-a", str(lab_repo), str(server)], check=True)
-    root = Sysroot.init_fs(tmp_path / "sysroot")
-    root.os_init("lab")
-    pull_local(Repo.open(server), root.repo, [LAB_REF], remote="lab")
-    root.repo.config.set('remote "lab"', "url", f"file://{server}")
-    root.repo.save_config()
-    box = Lab(root.path, lab)
-    box.admin("deploy", "--os=lab", ORIGIN_REF)
-    box.admin("boot")
+    box, server = served_lab_sysroot(lab, lab_repo, tmp_path)
     box.run("install", "htop", "nano")
     box.admin("boot")
     assert "No upgrade available." in box.run("upgrade").stdout

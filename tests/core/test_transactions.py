@@ -12,11 +12,9 @@ from pathlib import Path
 import pytest
 
 from strata.core.invariants import check_invariants
-from strata.image.repo import Repo
-from strata.image.transfer import pull_local
 from strata.sysroot.sysroot import STAGED_STATE, Sysroot
 from tests.conftest import LAB_REF, run_ostree
-from tests.core.test_client import ORIGIN_REF, Lab, lab_sysroot, strata
+from tests.core.test_client import ORIGIN_REF, Lab, lab_sysroot, served_lab_sysroot, strata
 
 __all__ = ["lab_sysroot"]
 
@@ -33,16 +31,7 @@ def booted_cmdline(box: Lab) -> list[str]:
 @pytest.fixture
 def served_lab(lab: Path, lab_repo: Path, tmp_path: Path) -> tuple[Lab, Path]:
     """A booted lab sysroot whose remote is a private copy of the lab repo, to publish new bases into."""
-    server = tmp_path / "server"
-    subprocess.run(["cp", "-a", str(lab_repo), str(server)], check=True)
-    root = Sysroot.init_fs(tmp_path / "sysroot")
-    root.os_init("lab")
-    pull_local(Repo.open(server), root.repo, [LAB_REF], remote="lab")
-    root.repo.config.set('remote "lab"', "url", f"file://{server}")
-    root.repo.save_config()
-    box = Lab(root.path, lab)
-    box.admin("deploy", "--os=lab", "--karg=rw", ORIGIN_REF)
-    box.admin("boot")
+    box, server = served_lab_sysroot(lab, lab_repo, tmp_path, "--karg=rw")
     return box, server
 
 

@@ -16,11 +16,10 @@ from strata.core.repos import RepoOptions, selected_ids
 from strata.errors import InvalidInputError
 from strata.image.commit import CommitRequest, write_commit
 from strata.image.repo import Repo
-from strata.image.transfer import pull_local
 from strata.packages.rpmmd import RepoConfig
 from strata.sysroot.sysroot import Sysroot
 from tests.conftest import LAB_REF
-from tests.core.test_client import ORIGIN_REF, Lab, lab_sysroot
+from tests.core.test_client import ORIGIN_REF, Lab, lab_sysroot, served_lab_sysroot
 
 __all__ = ["lab_sysroot"]
 DEVEL_REF = "strata-lab/x86_64/devel"
@@ -40,16 +39,7 @@ def _branch(server: Path, ref: str, timestamp_shift: int, version: str) -> str:
 
 @pytest.fixture
 def served(lab: Path, lab_repo: Path, tmp_path: Path) -> tuple[Lab, Path]:
-    server = tmp_path / "server"
-    subprocess.run(["cp", "-a", str(lab_repo), str(server)], check=True)
-    root = Sysroot.init_fs(tmp_path / "sysroot")
-    root.os_init("lab")
-    pull_local(Repo.open(server), root.repo, [LAB_REF], remote="lab")
-    root.repo.config.set('remote "lab"', "url", f"file://{server}")
-    root.repo.save_config()
-    box = Lab(root.path, lab)
-    box.admin("deploy", "--os=lab", "--karg=rw", ORIGIN_REF)
-    box.admin("boot")
+    box, server = served_lab_sysroot(lab, lab_repo, tmp_path, "--karg=rw")
     return box, server
 
 

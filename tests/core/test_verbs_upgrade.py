@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from strata.image.commit import CommitRequest, write_commit
 from strata.image.repo import Repo
-from strata.image.transfer import pull_local
 from strata.sysroot.sysroot import Sysroot
 from tests.conftest import LAB_REF
-from tests.core.test_client import ORIGIN_REF, Lab, lab_sysroot
+from tests.core.test_client import Lab, lab_sysroot, served_lab_sysroot
 
 __all__ = ["lab_sysroot"]
 
@@ -56,16 +54,7 @@ def _commit_at(repo_path: Path, parent: str, timestamp: int, version: str) -> st
 
 
 def test_upgrade_downgrade_cache_only_and_download_only(lab: Path, lab_repo: Path, tmp_path: Path) -> None:
-    server = tmp_path / "server"
-    subprocess.run(["cp", "-a", str(lab_repo), str(server)], check=True)
-    root = Sysroot.init_fs(tmp_path / "sysroot")
-    root.os_init("lab")
-    pull_local(Repo.open(server), root.repo, [LAB_REF], remote="lab")
-    root.repo.config.set('remote "lab"', "url", f"file://{server}")
-    root.repo.save_config()
-    box = Lab(root.path, lab)
-    box.admin("deploy", "--os=lab", ORIGIN_REF)
-    box.admin("boot")
+    box, server = served_lab_sysroot(lab, lab_repo, tmp_path)
     first = Repo.open(server).resolve_rev(LAB_REF)
     assert first is not None
     nothing = box.run("update", "--unchanged-exit-77", check=False)
@@ -77,14 +66,14 @@ def test_upgrade_downgrade_cache_only_and_download_only(lab: Path, lab_repo: Pat
     assert refused.returncode == 1 and "chronologically older" in refused.stderr
     assert "--allow-downgrade" in refused.stderr and len(_deployment_keys(box)) == 1
     box.run("upgrade", "--allow-downgrade")
-    assert Sysroot.open(root.path).deployments()[0].csum == older
+    assert Sysroot.open(box.root).deployments()[0].csum == older
 
     newer = _commit_at(server, first, timestamp + 3600, "1.1")
     cached = box.run("upgrade", "-C", "--unchanged-exit-77", check=False)
     assert cached.returncode == 77  # the newer commit is not pulled
     assert "Update downloaded." in box.run("upgrade", "--download-only").stdout
-    assert Sysroot.open(root.path).deployments()[0].csum == older
+    assert Sysroot.open(box.root).deployments()[0].csum == older
     box.run("upgrade", "-C")
-    assert Sysroot.open(root.path).deployments()[0].csum == newer
+    assert Sysroot.open(box.root).deployments()[0].csum == newer
     disallowed = box.run("deploy", "--disallow-downgrade", f"revision={first}", check=False)
     assert disallowed.returncode == 1 and "chronologically older" in disallowed.stderr

@@ -13,11 +13,8 @@ from pathlib import Path
 import pytest
 from gi.repository import GLib
 
-from strata.image.repo import Repo
-from strata.image.transfer import pull_local
 from strata.sysroot.sysroot import Sysroot
-from tests.conftest import LAB_REF
-from tests.core.test_client import ORIGIN_REF, Lab, _compose_variant, json_packages
+from tests.core.test_client import Lab, _compose_variant, json_packages, served_lab_sysroot
 from tests.daemon.bus import DaemonProcess, PrivateBus, start_daemon
 from tests.daemon.fleetlock_server import FleetLockServer
 from tests.daemon.rpmostree_client import (
@@ -35,16 +32,7 @@ from tests.daemon.rpmostree_client import (
 @pytest.fixture
 def served(lab: Path, lab_repo: Path, tmp_path: Path) -> tuple[Lab, Path]:
     """A booted lab sysroot whose remote is a copy of the lab repository that the test can add commits to."""
-    server = tmp_path / "server"
-    subprocess.run(["cp", "-a", str(lab_repo), str(server)], check=True)
-    root = Sysroot.init_fs(tmp_path / "sysroot")
-    root.os_init("lab")
-    pull_local(Repo.open(server), root.repo, [LAB_REF], remote="lab")
-    root.repo.config.set('remote "lab"', "url", f"file://{server}")
-    root.repo.save_config()
-    box = Lab(root.path, lab)
-    box.admin("deploy", "--os=lab", ORIGIN_REF)
-    box.admin("boot")
+    box, server = served_lab_sysroot(lab, lab_repo, tmp_path)
     return box, server
 
 
