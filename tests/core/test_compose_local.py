@@ -5,7 +5,6 @@ and another sysroot rebasing onto the tree served by nginx."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,17 +14,8 @@ from strata.image.transfer import pull_local
 from strata.packages.labdistro import Package, build_rpm
 from strata.sysroot.sysroot import Sysroot
 from tests.conftest import LAB_REF
+from tests.core.test_client import ORIGIN_REF, strata
 from tests.pull.nginx import start_nginx, stop_nginx
-
-ORIGIN_REF = f"lab:{LAB_REF}"
-
-
-def strata(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "strata.cli.main", *args], capture_output=True, text=True,
-                          check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"strata {' '.join(args)} failed: {proc.stderr}")
-    return proc
 
 
 def lab_sysroot(root: Path, url: str, repo: Repo | None = None) -> Path:

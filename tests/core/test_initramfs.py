@@ -14,6 +14,7 @@ import pytest
 
 from strata.core import initramfs
 from strata.errors import StrataError
+from strata.packages.labdistro import stand_in_dracut
 from strata.sysroot import bls
 from strata.sysroot.sysroot import Sysroot
 from tests.core.test_client import Lab, lab_sysroot  # noqa: F401  (lab_sysroot is a fixture)
@@ -21,23 +22,8 @@ from tests.hostile.rpms import build_hostile_rpm
 
 # A stand-in dracut: `dracut [OPTION...] IMAGE KVER` writes IMAGE as a newc cpio holding one file that records
 # the arguments it got and the machine /etc it saw.
-FAKE_DRACUT = r"""#!/bin/bash
-set -e
-out="${@: -2:1}"
-body="args: $*
-machine: $(cat /etc/strata-machine-marker 2>/dev/null || echo none)
-"
-pad() { [ "$1" -eq 0 ] || head -c $(( 4 - $1 )) /dev/zero; }
-member() {
-  local namesize=$(( ${#1} + 1 ))
-  printf '070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X' 1 "$3" 0 0 1 0 "${#2}" 0 0 0 0 "$namesize" 0
-  printf '%s\0' "$1"
-  pad $(( (110 + namesize) % 4 ))
-  printf '%s' "$2"
-  pad $(( ${#2} % 4 ))
-}
-{ member strata-fake-dracut "$body" 33188; member 'TRAILER!!!' '' 0; } > "$out"
-"""
+FAKE_DRACUT = stand_in_dracut("strata-fake-dracut",
+                              "args: $*\nmachine: $(cat /etc/strata-machine-marker 2>/dev/null || echo none)\n")
 
 
 def read_newc(data: bytes) -> dict[str, tuple[int, bytes]]:

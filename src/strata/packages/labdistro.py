@@ -267,16 +267,9 @@ def kernel_package() -> Package:
     return pkg
 
 
-# The lab's dracut, a stand-in as its kernel is: `dracut [OPTION...] IMAGE KVER` writes IMAGE as a newc cpio
-# (what the kernel unpacks) holding one file that records the arguments and the /etc/hostname it saw.
-_LAB_DRACUT = r"""#!/bin/bash
-set -e
-out="${@: -2:1}"
-body="strata lab stand-in initramfs made by dracut
-args: $*
-hostname: $(cat /etc/hostname 2>/dev/null || echo none)
-"
-pad() { [ "$1" -eq 0 ] || head -c $(( 4 - $1 )) /dev/zero; }
+# The lab's dracut is a stand-in, as its kernel is: `dracut [OPTION...] IMAGE KVER` writes IMAGE as a newc cpio
+# (what the kernel unpacks) holding one file whose text (shell-expanded when dracut runs) records what it saw.
+_NEWC_WRITER = r"""pad() { [ "$1" -eq 0 ] || head -c $(( 4 - $1 )) /dev/zero; }
 member() {
   local namesize=$(( ${#1} + 1 ))
   printf '070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X' 1 "$3" 0 0 1 0 "${#2}" 0 0 0 0 "$namesize" 0
@@ -285,8 +278,17 @@ member() {
   printf '%s' "$2"
   pad $(( ${#2} % 4 ))
 }
-{ member strata-lab-initramfs "$body" 33188; member 'TRAILER!!!' '' 0; } > "$out"
 """
+
+
+def stand_in_dracut(member: str, body: str) -> str:
+    """A dracut stand-in script writing one cpio member named member with body (a shell double-quoted text)."""
+    return ('#!/bin/bash\nset -e\nout="${@: -2:1}"\n' f'body="{body}"\n' + _NEWC_WRITER
+            + f"{{ member {member} \"$body\" 33188; member 'TRAILER!!!' '' 0; }} > \"$out\"\n")
+
+
+_LAB_DRACUT = stand_in_dracut("strata-lab-initramfs", "strata lab stand-in initramfs made by dracut\nargs: $*\n"
+                              "hostname: $(cat /etc/hostname 2>/dev/null || echo none)\n")
 
 
 def dracut_package() -> Package:
