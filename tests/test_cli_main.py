@@ -83,3 +83,13 @@ def test_each_verb_imports_only_its_home_module() -> None:
     assert registered == cli_main.VERB_HOME
     parser = cli_main.build_parser("install")
     assert parser.get_default("known_verbs") == frozenset(v for v, m in registered.items() if m == "strata.cli.client")
+
+
+def test_quiet_silences_every_verb_for_one_invocation_only(capsys: pytest.CaptureFixture[str]) -> None:
+    from strata.cli.progress import make_progress
+    from strata.core.transaction import SilentProgress
+    cli_main.main(["-q", "admin", "status", "--sysroot", "/nonexistent/sysroot"])
+    assert isinstance(make_progress(), SilentProgress)  # admin, compose and bisect verbs too, not only client verbs
+    cli_main.main(["admin", "status", "--sysroot", "/nonexistent/sysroot"])
+    assert not isinstance(make_progress(), SilentProgress)
+    capsys.readouterr()

@@ -113,11 +113,10 @@ def _usage_error(parser: argparse.ArgumentParser, message: str) -> int:
     return 1
 
 
-def _quiet_progress() -> None:
-    """-q: transactions report through a silent Progress; results and errors still print."""
-    from strata.cli import client as cli_client
-    from strata.core.transaction import SilentProgress
-    cli_client._progress = SilentProgress  # type: ignore[assignment]
+def _set_quiet(quiet: bool) -> None:
+    """-q: every verb of this invocation reports through a silent Progress; results and errors still print."""
+    from strata.cli.progress import set_quiet_everywhere
+    set_quiet_everywhere(quiet)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -140,8 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
-    if getattr(args, "global_quiet", False):
-        _quiet_progress()
+    _set_quiet(bool(getattr(args, "global_quiet", False)))
     try:
         from strata.cli.via_daemon import route
         routed = route(args)

@@ -25,10 +25,19 @@ def tqdm_size(count: float) -> str:
     return str(tqdm.format_sizeof(count))
 
 
+_quiet_everywhere = False
+
+
+def set_quiet_everywhere(quiet: bool) -> None:
+    """Global -q/--quiet: every renderer made from now on is silent (results and errors still print)."""
+    global _quiet_everywhere
+    _quiet_everywhere = quiet
+
+
 def make_progress(quiet: bool = False, stream: IO[str] | None = None) -> Progress:
     """The renderer for stream (stdout by default): bars when it is a terminal, plain lines otherwise."""
     out = stream if stream is not None else sys.stdout
-    if quiet:
+    if quiet or _quiet_everywhere:
         return SilentProgress()
     if _is_terminal(out):
         return TerminalProgress(out)
