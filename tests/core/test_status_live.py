@@ -28,5 +28,6 @@ def test_status_with_live_changes(lab_sysroot: Lab) -> None:  # noqa: F811
     assert pending["layered-commit-meta"]["rpmostree.clientlayer"] is True
     assert "rpmostree.packages" not in pending["layered-commit-meta"]  # promoted to "packages", as rpm-ostree
     assert pending["packages"] == ["nano"] and pending["base-commit-meta"]["version"] == "1"
+    assert pending["initramfs-etc"] == [] and booted["initramfs-etc"] == []  # present when empty, as rpm-ostree
     assert json.loads(box.run("status", "-J", "$.deployments[1].live-replaced").stdout) == [pending["checksum"]]
     assert box.run("status", "--pending-exit-77", check=False).returncode == 77

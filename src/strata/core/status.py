@@ -136,8 +136,7 @@ def deployment_record(sysroot: Sysroot, dep: Deployment, booted: Deployment | No
     }
     if origin.initramfs_args:
         data["initramfs-args"] = list(origin.initramfs_args)
-    if origin.initramfs_etc:
-        data["initramfs-etc"] = list(origin.initramfs_etc)
+    data["initramfs-etc"] = list(origin.initramfs_etc)  # rpm-ostree always has it, empty when nothing is tracked
     base = repo.load_commit(commit.parent) if layered and commit.parent else commit
     if layered and commit.parent:
         data.update({"base-checksum": commit.parent, "base-version": base.version,

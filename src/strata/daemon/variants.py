@@ -21,7 +21,8 @@ MEMBER_TYPES = {
     "requested-packages": "as", "requested-local-packages": "as", "requested-base-removals": "as",
     "requested-base-local-replacements": "as", "regenerate-initramfs": "b", "base-checksum": "s",
     "base-version": "s", "base-timestamp": "t", "live-replaced": "s", "live-inprogress": "s",
-    "requested-local-fileoverride-packages": "as", "initramfs-args": "as", "endoflife": "s", "gpg-enabled": "b",
+    "requested-local-fileoverride-packages": "as", "initramfs-args": "as", "initramfs-etc": "as", "endoflife": "s",
+    "gpg-enabled": "b",
 }
 
 # rpm-ostree's RpmOstreePkgTypes: the u of GetDeploymentsRpmDiff's (sua{sv}) entries
