@@ -23,7 +23,7 @@ from typing import Protocol
 from strata.core.invariants import InvariantError, PendingSnapshot, check_invariants, snapshot_pending
 from strata.errors import LockedError, StrataError
 from strata.image.fsutil import atomic_write
-from strata.progress import reporting_to, split_count
+from strata.progress import Reporter, reporting_to, split_count
 from strata.sysroot.crashpoints import crash_point
 from strata.sysroot.sysroot import Sysroot
 from strata.units import human_size
@@ -36,20 +36,9 @@ class CancelledError(StrataError):
     """The transaction was cancelled before it changed anything."""
 
 
-class Progress(Protocol):
-    """What a running transaction reports; every method may be called from the transaction's thread only."""
-
-    def message(self, text: str) -> None: ...
-
-    def task_begin(self, text: str) -> None: ...
-
-    def task_end(self, text: str) -> None: ...
-
-    def percent(self, text: str, percentage: int) -> None: ...
-
-    def download(self, fetched_objects: int, fetched_bytes: int) -> None: ...
-
-    def progress_end(self) -> None: ...
+class Progress(Reporter, Protocol):
+    """What a running transaction reports (the lower layers' Reporter calls plus the end of the transaction);
+    every method may be called from the transaction's thread only."""
 
     def finished(self, success: bool, error_message: str) -> None: ...
 

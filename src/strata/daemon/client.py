@@ -79,11 +79,7 @@ def call_os(bus: Gio.DBusConnection, stateroot: str | None, method: str, params:
 
 def follow(address: str, progress: Progress) -> None:
     """Connect to a transaction (peer to peer), Start it, forward its signals; raise when it failed."""
-    try:
-        peer = Gio.DBusConnection.new_for_address_sync(address, Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT,
-                                                       None, None)
-    except GLib.Error as exc:
-        raise DaemonError(f"cannot connect to the transaction: {exc.message}") from None
+    peer = _transaction_peer(address)
     outcome: list[tuple[bool, str]] = []
     peer.signal_subscribe(None, TX_IFACE, None, "/", None, Gio.DBusSignalFlags.NONE,
                           _forwarder(progress, outcome), None)
@@ -152,19 +148,15 @@ def active_transaction(bus: Gio.DBusConnection) -> tuple[str, str] | None:
     if not address:
         return None
     try:
-        peer = Gio.DBusConnection.new_for_address_sync(address, Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT,
-                                                       None, None)
-    except GLib.Error:
+        peer = _transaction_peer(address)
+    except DaemonError:
         return None  # it ended meanwhile
     try:
-        title, initiator = (_call(peer, None, "/", "org.freedesktop.DBus.Properties", "Get",
-                                  GLib.Variant("(ss)", (TX_IFACE, name)))[0]
-                            for name in ("Title", "InitiatingClientDescription"))
+        return _transaction_property(peer, "Title"), _transaction_property(peer, "InitiatingClientDescription")
     except DaemonError:
         return None
     finally:
         peer.close_sync(None)
-    return str(title), str(initiator)
 
 
 def cancel_active(bus: Gio.DBusConnection) -> str | None:
@@ -172,16 +164,25 @@ def cancel_active(bus: Gio.DBusConnection) -> str | None:
     address = str(sysroot_property(bus, "ActiveTransactionPath"))
     if not address:
         return None
+    peer = _transaction_peer(address)
+    title = _transaction_property(peer, "Title")
+    _call(peer, None, "/", TX_IFACE, "Cancel", None)
+    peer.close_sync(None)
+    return title
+
+
+def _transaction_peer(address: str) -> Gio.DBusConnection:
+    """The peer-to-peer connection to a transaction at address."""
     try:
-        peer = Gio.DBusConnection.new_for_address_sync(address, Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT,
+        return Gio.DBusConnection.new_for_address_sync(address, Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT,
                                                        None, None)
     except GLib.Error as exc:
         raise DaemonError(f"cannot connect to the transaction: {exc.message}") from None
-    title = _call(peer, None, "/", "org.freedesktop.DBus.Properties", "Get",
-                  GLib.Variant("(ss)", (TX_IFACE, "Title")))[0]
-    _call(peer, None, "/", TX_IFACE, "Cancel", None)
-    peer.close_sync(None)
-    return str(title)
+
+
+def _transaction_property(peer: Gio.DBusConnection, name: str) -> str:
+    reply = _call(peer, None, "/", "org.freedesktop.DBus.Properties", "Get", GLib.Variant("(ss)", (TX_IFACE, name)))
+    return str(reply[0])
 
 
 def jsonable(value: Any) -> Any:
