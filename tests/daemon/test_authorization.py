@@ -57,28 +57,38 @@ def daemon_granting(open_dir: Path, lab_sysroot: Lab) -> Iterator[DaemonProcess]
     yield from _serve(open_dir, lab_sysroot, {"50-strata-test.rules": GRANT_NOGROUP})
 
 
-def _as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*AS_NOBODY, *argv], capture_output=True, text=True, check=False, cwd=REPO_ROOT,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)})
+def _as_nobody(*argv: str, pythonpath: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", **({"PYTHONPATH": str(pythonpath)} if pythonpath else {})}
+    return subprocess.run([*AS_NOBODY, *argv], capture_output=True, text=True, check=False, cwd="/", env=env)
 
 
-def _install_as_nobody(address: str) -> subprocess.CompletedProcess[str]:
-    return _as_nobody("/usr/bin/python3", "-m", "tests.daemon.user_client", address, "install", "htop")
+def _install_as_nobody(address: str, open_dir: Path) -> subprocess.CompletedProcess[str]:
+    """The client runs from a copy in open_dir: the checkout itself may sit where nobody cannot enter (a clone in
+    a 0700 mktemp directory)."""
+    root = open_dir / "client"
+    (root / "tests" / "daemon").mkdir(parents=True, exist_ok=True)
+    for name in ("tests/__init__.py", "tests/daemon/__init__.py", "tests/daemon/user_client.py",
+                 "tests/daemon/rpmostree_client.py"):
+        shutil.copyfile(REPO_ROOT / name, root / name)
+    for directory in (root, root / "tests", root / "tests" / "daemon"):
+        directory.chmod(0o755)
+    return _as_nobody("/usr/bin/python3", "-m", "tests.daemon.user_client", address, "install", "htop",
+                      pythonpath=root)
 
 
-def test_nobody_reads_but_cannot_install(daemon_no_rules: DaemonProcess, lab_sysroot: Lab) -> None:
+def test_nobody_reads_but_cannot_install(daemon_no_rules: DaemonProcess, lab_sysroot: Lab, open_dir: Path) -> None:
     address = daemon_no_rules.address
     booted = _as_nobody("busctl", f"--address={address}", "get-property", "org.projectatomic.rpmostree1",
                         "/org/projectatomic/rpmostree1/Sysroot", "org.projectatomic.rpmostree1.Sysroot", "Booted")
     assert booted.stdout.strip() == 'o "/org/projectatomic/rpmostree1/lab"', booted.stderr
     before = strata("status", "--sysroot", str(lab_sysroot.root)).stdout
-    refused = _install_as_nobody(address)
+    refused = _install_as_nobody(address, open_dir)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "AccessDenied" in refused.stdout and "PkgChange not allowed for user" in refused.stdout
     assert strata("status", "--sysroot", str(lab_sysroot.root)).stdout == before
 
 
-def test_polkit_rule_grants_install(daemon_granting: DaemonProcess, lab_sysroot: Lab) -> None:
-    done = _install_as_nobody(daemon_granting.address)
+def test_polkit_rule_grants_install(daemon_granting: DaemonProcess, lab_sysroot: Lab, open_dir: Path) -> None:
+    done = _install_as_nobody(daemon_granting.address, open_dir)
     assert done.returncode == 0 and done.stdout.strip() == "[true, \"\"]", done.stdout + done.stderr
     assert "LayeredPackages: htop" in strata("status", "--sysroot", str(lab_sysroot.root)).stdout
