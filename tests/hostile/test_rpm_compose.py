@@ -81,11 +81,14 @@ def test_tmpfiles_injection_is_refused(tmp_path: Path) -> None:
 
 
 def test_write_through_a_packaged_symlink_is_refused(tmp_path: Path) -> None:
-    rpm = evil(tmp_path, symlinks={"/usr/share/evil": str(HOST_ESCAPE)}, files={"/usr/share/evil/x": b"x"})
-    HOST_ESCAPE.mkdir()
+    # A directory of this test's own, outside the compose root: the fixed HOST_ESCAPE path must stay absent,
+    # since tests in other workers assert that it does not exist.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    rpm = evil(tmp_path, symlinks={"/usr/share/evil": str(outside)}, files={"/usr/share/evil/x": b"x"})
     proc, repo = compose_packages(tmp_path, [rpm], ["evil"])
     assert proc.returncode != 0 and "is not a directory" in proc.stderr, proc.stderr
-    assert list(HOST_ESCAPE.iterdir()) == []
+    assert list(outside.iterdir()) == []
     assert Repo.open(repo.path).list_refs() == {}
 
 
