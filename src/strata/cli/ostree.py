@@ -145,8 +145,9 @@ def require_args(inv: Invocation, count: int, message: str) -> list[str]:
 VERB_MODULES = {
     **dict.fromkeys(("init", "commit", "refs", "rev-parse", "reset", "log", "show", "ls", "cat", "checkout",
                      "checksum", "diff"), "strata.cli.ostree_repo"),
-    **dict.fromkeys(("remote", "pull", "pull-local", "summary", "fsck", "prune", "config", "sign",
-                     "gpg-sign"), "strata.cli.ostree_remote"),
+    **dict.fromkeys(("remote", "sign", "gpg-sign"), "strata.cli.ostree_remote"),
+    **dict.fromkeys(("pull", "pull-local"), "strata.cli.ostree_pull"),
+    **dict.fromkeys(("summary", "fsck", "prune", "config"), "strata.cli.ostree_maint"),
     "static-delta": "strata.cli.ostree_delta",
     "admin": "strata.cli.ostree_admin",
 }

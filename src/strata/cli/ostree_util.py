@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,3 +94,32 @@ def refs_changed(repo: Repo, *, by_commit: bool = False) -> None:
             by_commit and config.get_bool("core", "commit-update-summary", False)):
         from strata.image.summary import update_summary
         update_summary(repo)
+
+
+def repo_chain(repo: Repo) -> list[Repo]:
+    """repo and its core.parent repositories, nearest first."""
+    chain = [repo]
+    while len(chain) < 16 and chain[-1].config.get("core", "parent"):
+        chain.append(Repo.open(Path(chain[-1].config.get("core", "parent") or "")))
+    return chain
+
+
+_CORRUPT_RES = (re.compile(r"[Cc]orrupted (\w+) object (\w+) \(actual (\w+)\)"),
+                re.compile(r"[Cc]orrupted (\w+) object (\w+); actual checksum (\w+)"))
+_BAD_NAME_RE = re.compile(r"Invalid (\w+) object (\w+): invalid file name in tree: '([^']*)'")
+_MISSING_REF_RE = re.compile(r"^Ref (\S+) points to missing commit (\w+)$")
+_IN_COMMIT_RE = re.compile(r"^(.*) \(in commit (\w+)\)$")
+
+
+def ostree_problem(text: str) -> str:
+    """strata's corruption messages in the words ostree uses (scripts grep 'Corrupted ... checksum' and
+    'In commits C: ...')."""
+    for pattern in _CORRUPT_RES:
+        text = pattern.sub(lambda m: f"Corrupted {m[1]} object; checksum expected='{m[2]}' actual='{m[3]}'", text)
+    text = _BAD_NAME_RE.sub(lambda m: f"fsck {m[2]}.{m[1]}: {m[2]}.{m[1]}: Invalid / in filename {m[3]}"
+                            if "/" in m[3] else m[0], text)
+    missing = _MISSING_REF_RE.match(text)
+    if missing:
+        return f"Loading commit for ref {missing[1]}: No such metadata object {missing[2]}.commit"
+    found = _IN_COMMIT_RE.match(text)
+    return f"In commits {found[2]}: {found[1]}" if found else text

@@ -1,0 +1,287 @@
+"""ostree's repository maintenance verbs: summary, fsck, prune, config."""
+from __future__ import annotations
+
+import re
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from strata.cli.ostree import Invocation, UsageError, Verb
+from strata.cli.ostree_options import array, flag, integer, string
+from strata.cli.ostree_util import ostree_problem, parse_datetime, resolve
+from strata.errors import CorruptionError, InvalidInputError, NotFoundError, StrataError
+from strata.image import inspect
+from strata.image import objects as O
+from strata.image import remote as remotes
+from strata.image.config import config_get, config_set, config_unset
+from strata.image.fsck import fsck as fsck_repo
+from strata.image.objects import ObjectType
+from strata.image.prune import PruneOptions
+from strata.image.prune import prune as prune_repo
+from strata.image.repo import Repo
+from strata.image.summary import parse_summary, summary_metadata, update_summary
+
+if TYPE_CHECKING:
+    pass
+from strata.units import human_size
+
+# ---------------------------------------------------------------- summary
+
+
+def summary(inv: Invocation) -> int:
+    a = inv.args
+    repo = inv.repo()
+    if a.flag("update"):
+        from strata.cli.ostree_repo import parse_metadata_option
+        additional = [parse_metadata_option(text, "add-metadata") for text in a.strings("add-metadata")]
+        data = update_summary(repo, additional)
+        _sign_summary(inv, repo, data)
+        return 0
+    path = repo.path / "summary"
+    if not path.exists():
+        raise NotFoundError("No summary file")
+    if a.flag("raw"):
+        from strata.image import gvariant
+        from strata.image.summary import SUMMARY_TYPE
+        print(inspect.format_typed(SUMMARY_TYPE, gvariant.decode(SUMMARY_TYPE, path.read_bytes())))
+        return 0
+    refs, extra = parse_summary(path.read_bytes())
+    for ref in refs:
+        print(f"* {ref.name}")
+        print(f"    Latest Commit ({ref.size} bytes):")
+        print(f"      {ref.checksum}")
+        if ref.version:
+            print(f"    Version (ostree.commit.version): {ref.version}")
+        if ref.timestamp is not None:
+            when = datetime.fromtimestamp(ref.timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S+00")
+            print(f"    Timestamp (ostree.commit.timestamp): {when}")
+    print()
+    typed = summary_metadata(path.read_bytes())
+    for key in sorted(extra):
+        print(f"{key}: {_summary_value(typed.get(key, extra[key]))}")
+    return 0
+
+
+def _summary_value(value: object) -> str:
+    from strata.image.gvariant import Variant
+    if isinstance(value, Variant):
+        if value.type.startswith("a{") and not value.value:
+            return "{}"
+        value = value.value
+    return inspect.format_value(value)
+
+
+def _sign_summary(inv: Invocation, repo: Repo, data: bytes) -> None:
+    keys = inv.args.strings("sign")
+    gpg_keys = inv.args.strings("gpg-sign")
+    if gpg_keys:
+        from strata.image import gpg
+        homedir = inv.args.string("gpg-homedir")
+        detached: bytes | None = None
+        for key_id in gpg_keys:
+            detached = gpg.add_signature(detached, gpg.sign(data, key_id, Path(homedir) if homedir else None))
+        assert detached is not None
+        (repo.path / "summary.sig").write_bytes(detached)
+    if not keys:
+        return
+    from strata.cli.ostree_sign import detached_signatures
+    (repo.path / "summary.sig").write_bytes(detached_signatures(data, keys, inv.args.string("sign-type") or "ed25519"))
+
+
+# ---------------------------------------------------------------- fsck, prune
+
+
+def fsck(inv: Invocation) -> int:
+    a = inv.args
+    quiet = a.flag("quiet")
+    repo = inv.repo()
+    if not quiet:
+        print("Validating refs...")
+        print("Validating refs in collections...")
+        print("Enumerating commits...")
+    report = fsck_repo(repo, delete=a.flag("delete"))
+    if a.flag("add-tombstones"):
+        _add_tombstones(repo)
+    if not quiet:
+        print(f"Verifying content integrity of {report.commits} commit objects...")
+    missing = [found for found in map(_MISSING_RE.match, report.problems) if found]
+    if missing and len(missing) == len(report.problems) and not a.flag("delete"):
+        _mark_missing(repo, missing)  # ostree reports every missing object and carries on
+        raise CorruptionError("Repository corruption encountered")
+    problems = [ostree_problem(problem) for problem in report.problems]
+    if problems and not a.flag("delete"):
+        raise CorruptionError(problems[0])  # ostree stops at the first corrupt object
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    for commit in sorted(report.bad_commits) if a.flag("delete") else []:
+        print(f"Marking commit as partial: {commit}", file=sys.stderr)
+    if report.partial:
+        print(f"{report.partial} partial commits not verified")
+    if problems:
+        raise StrataError(f"{len(report.bad_commits) or len(problems)} partial commits from fsck-detected corruption")
+    fsck_partial = _fsck_partial_commits(repo)
+    if fsck_partial:
+        raise StrataError(f"{fsck_partial} partial commits from fsck-detected corruption")
+    if not quiet:
+        print(f"object fsck of {report.commits} commits completed successfully - no errors found.")
+    return 0
+
+
+_MISSING_RE = re.compile(r"^(?:Missing (\w+) object (\w+)) \(in commit (\w+)\)$")
+_SUFFIXES = {"file": "file", "dirtree": "dirtree", "dirmeta": "dirmeta", "commit": "commit"}
+
+
+def _mark_missing(repo: Repo, missing: list[re.Match[str]]) -> None:
+    """ostree's report of objects gone from under a commit; the commit becomes partial (marker 'f')."""
+    marked: set[str] = set()
+    for found in missing:
+        objtype, checksum, commit = found[1], found[2], found[3]
+        print(f"Object missing in commits {commit}: {checksum}.{_SUFFIXES.get(objtype, objtype)}", file=sys.stderr)
+        if commit not in marked:
+            marked.add(commit)
+            print(f"Marking commit as partial: {commit}", file=sys.stderr)
+            with repo.lock():
+                repo.mark_partial(commit, b"f")
+
+
+def _fsck_partial_commits(repo: Repo) -> int:
+    """Commits an earlier `fsck --delete` left partial (their marker holds 'f', as ostree writes it)."""
+    return sum(1 for marker in (repo.path / "state").glob("*.commitpartial") if marker.read_bytes()[:1] == b"f")
+
+
+def _add_tombstones(repo: Repo) -> None:
+    """fsck --add-tombstones: a tombstone for every missing parent commit, none for commits present."""
+    commits = {checksum for checksum, _ in repo.list_objects(ObjectType.COMMIT)}
+    with repo.lock():
+        repo.config.set("core", "tombstone-commits", True)
+        repo.save_config()
+        for checksum in sorted(commits):
+            parent = repo.load_commit(checksum).parent
+            tombstone = repo.object_path(parent, ObjectType.TOMBSTONE_COMMIT) if parent else None
+            if parent and parent not in commits and tombstone and not tombstone.exists():
+                print(f"Adding tombstone for commit {parent}")
+                tombstone.parent.mkdir(exist_ok=True)
+                tombstone.write_bytes(O.tombstone(parent))
+        for checksum, objtype in list(repo.list_objects(ObjectType.TOMBSTONE_COMMIT)):
+            if checksum in commits:
+                repo.object_path(checksum, objtype).unlink()
+
+
+def prune(inv: Invocation) -> int:
+    a = inv.args
+    repo = inv.repo()
+    delete_commit = a.string("delete-commit")
+    if a.flag("static-deltas-only"):
+        if not delete_commit:
+            raise UsageError("--static-deltas-only requires --delete-commit")
+        _delete_deltas_to(repo, resolve(repo, delete_commit))
+        return 0
+    deletes = [resolve(repo, delete_commit)] if delete_commit else []
+    for commit in deletes:
+        _refuse_referenced(repo, commit)
+    younger = a.string("keep-younger-than")
+    options = PruneOptions(refs_only=a.flag("refs-only"), depth=a.number("depth", -1), delete_commits=tuple(deletes),
+                           dry_run=a.flag("no-prune"),
+                           keep_younger_than=parse_datetime(younger) if younger else None)
+    commits_before = {checksum for checksum, _ in repo.list_objects(ObjectType.COMMIT)}
+    result = prune_repo(repo, options)
+    if repo.config.get_bool("core", "tombstone-commits", False) and not a.flag("no-prune"):
+        _tombstone_deleted(repo, commits_before)
+    _drop_stale_summary_caches(repo)
+    print(f"Total objects: {result.total}")
+    if result.deleted == 0:
+        print("No unreachable objects")
+    elif a.flag("no-prune"):
+        print(f"Would delete: {result.deleted} objects, freeing {human_size(result.freed_bytes)}")
+    else:
+        print(f"Deleted {result.deleted} objects, {human_size(result.freed_bytes)} freed")
+    return 0
+
+
+def _delete_deltas_to(repo: Repo, target: str) -> None:
+    """prune --static-deltas-only: the static deltas that lead to target go; the commit stays."""
+    import shutil
+
+    from strata.image.deltas import delta_dir, list_deltas
+    with repo.lock():
+        for name, _digest in list_deltas(repo):
+            source, _, to = name.rpartition("-")
+            if to == target:
+                shutil.rmtree(delta_dir(repo.path, source or None, to), ignore_errors=True)
+
+
+def _drop_stale_summary_caches(repo: Repo) -> None:
+    """Cached summaries of remotes that no longer exist go, as ostree's prune removes them."""
+    folder = repo.path / "tmp" / "cache" / "summaries"
+    if not folder.is_dir():
+        return
+    known = set(remotes.list_remotes(repo))
+    for path in folder.iterdir():
+        if path.name.removesuffix(".sig") not in known:
+            path.unlink(missing_ok=True)
+
+
+def _tombstone_deleted(repo: Repo, commits_before: set[str]) -> None:
+    """With core.tombstone-commits, every commit prune removed leaves a tombstone (pulls then know it was
+    deleted on purpose)."""
+    remaining = {checksum for checksum, _ in repo.list_objects(ObjectType.COMMIT)}
+    with repo.lock():
+        for checksum in sorted(commits_before - remaining):
+            path = repo.object_path(checksum, ObjectType.TOMBSTONE_COMMIT)
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(O.tombstone(checksum))
+
+
+def _refuse_referenced(repo: Repo, commit: str) -> None:
+    for name, checksum in repo.list_refs().items():
+        if checksum == commit:
+            raise StrataError(f"Commit '{commit}' is referenced by '{name}'")
+
+
+# ---------------------------------------------------------------- config
+
+
+def config(inv: Invocation) -> int:
+    if not inv.positional:
+        raise UsageError("OPERATION must be specified")
+    action, *rest = inv.positional
+    expected = {"get": 1, "set": 2, "unset": 1}.get(action)
+    if expected is None:
+        raise UsageError(f"Unknown operation {action}")
+    if len(rest) > expected:
+        raise UsageError("Too many arguments given")
+    if len(rest) < expected:
+        raise UsageError("KEY and VALUE must be specified" if action == "set" else "KEY must be specified")
+    repo = inv.repo()
+    group, key = _config_key(inv.args.string("group"), rest[0])
+    if action == "get":
+        print(config_get(repo, group, key))
+    elif action == "set":
+        config_set(repo, group, key, rest[1])
+    else:
+        config_unset(repo, group, key)
+    return 0
+
+
+def _config_key(group: str | None, text: str) -> tuple[str, str]:
+    if group:
+        return group, text
+    section, dot, key = text.partition(".")
+    if not dot:
+        raise InvalidInputError('Key must be of the form "sectionname.keyname"')
+    return section, key
+
+
+
+VERBS = (
+    Verb("summary", summary, (flag("update", "u"), flag("view", "v"), flag("raw"), array("gpg-sign"),
+                              string("gpg-homedir"), array("sign"), string("sign-type"),
+                              array("add-metadata", "m"))),
+    Verb("fsck", fsck, (flag("add-tombstones"), flag("quiet", "q"), flag("all", "a"), flag("delete"),
+                        flag("verify-bindings"), flag("verify-back-refs"))),
+    Verb("prune", prune, (flag("no-prune"), flag("refs-only"), integer("depth"), string("delete-commit"),
+                          string("keep-younger-than"), flag("static-deltas-only"), array("retain-branch-depth"),
+                          array("only-branch"), flag("commit-only"))),
+    Verb("config", config, (string("group"),)),
+)
