@@ -42,7 +42,7 @@ def _verb(verbs: Any, name: str, helptext: str) -> argparse.ArgumentParser:
 
 
 def _sysroot(args: argparse.Namespace) -> Sysroot:
-    from strata.cli.client import open_sysroot
+    from strata.cli.common import open_sysroot
     return open_sysroot(args.sysroot)
 
 

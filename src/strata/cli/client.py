@@ -10,14 +10,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from strata.cli.common import add_sysroot_option
+from strata.cli import live
+from strata.cli.common import add_sysroot_option, open_sysroot
 from strata.cli.progress import make_progress
 from strata.core import client
 from strata.core import upgrade as upgrades
 from strata.core.pkgdiff import PackageDiff, aligned_lines, block_lines, summary_text
 from strata.core.repos import RepoOptions
 from strata.core.transaction import Progress, SilentProgress, cancel_active
-from strata.errors import InvalidInputError, NotFoundError, StrataError
+from strata.errors import InvalidInputError
 from strata.sysroot import deploy as ops
 from strata.sysroot.sysroot import Sysroot
 
@@ -159,13 +160,10 @@ def _register_base_changes(sub: Any) -> None:
 
 
 def _register_other(sub: Any) -> None:
-    p = _verb(sub, "apply-live", "Apply pending deployment changes to booted deployment")
-    _apply_live_options(p)
     ex = sub.add_parser("ex", help="Experimental commands that may change or be removed in the future")
     ex_verbs = ex.add_subparsers(dest="ex_verb", metavar="VERB", parser_class=type(ex))
-    _apply_live_options(_verb(ex_verbs, "livefs", "Apply pending deployment changes to booted deployment"))
-    p = _verb(ex_verbs, "apply-live", "Apply pending deployment changes to booted deployment")
-    _apply_live_options(p)
+    for name in ("livefs", "apply-live"):  # `apply-live` itself is cli.live's verb
+        live.add_apply_live_options(_verb(ex_verbs, name, live.HELP))
     p = _verb(ex_verbs, "history", "Inspect the transaction history of the system")
     p.add_argument("-n", "--limit", type=int, default=3, metavar="N",
                    help="Limit number of entries to output (default: 3; 0: all)")
@@ -196,14 +194,6 @@ def _register_other(sub: Any) -> None:
                                  ("-m", "--repomd", "Delete cached rpm repo metadata")):
         p.add_argument(flag, long, action="store_true", help=helptext)
     p.set_defaults(func=_cleanup)
-
-
-def _apply_live_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", metavar="COMMIT", help="Target provided commit instead of pending deployment")
-    p.add_argument("--reset", action="store_true", help="Reset back to booted commit")
-    p.add_argument("--allow-replacement", action="store_true", help="Enable live updates and removals for "
-                   "existing packages")
-    p.set_defaults(func=_apply_live)
 
 
 def _verb(sub: Any, name: str, helptext: str, aliases: list[str] | None = None) -> argparse.ArgumentParser:
@@ -267,15 +257,6 @@ def _log(line: str) -> None:
 
 def _progress() -> Progress:
     return make_progress()
-
-
-def open_sysroot(path: str) -> Sysroot:
-    try:
-        return Sysroot.open(Path(path))
-    except NotFoundError:
-        if Path(path).resolve() == Path("/"):
-            raise StrataError("This system was not booted via libostree; cannot operate") from None
-        raise
 
 
 def _sysroot(args: argparse.Namespace) -> Sysroot:
@@ -368,7 +349,7 @@ def _install(args: argparse.Namespace) -> int:
     outcome = client.install(sysroot, args.stateroot, args.packages, options, _progress(), _options(args),
                              fileoverride=args.force_replacefiles)
     if args.apply_live and outcome.changed:
-        return _do_apply_live(sysroot, False)
+        return live.apply_live(sysroot, False)
     return _finish(args, sysroot, outcome)
 
 
@@ -440,17 +421,7 @@ def _reset(args: argparse.Namespace) -> int:
     return _finish(args, sysroot, client.reset(sysroot, args.stateroot, _progress(), request, _options(args)))
 
 
-# ---------------------------------------------------------------- apply-live, usroverlay, history
-
-
-def _apply_live(args: argparse.Namespace) -> int:
-    return _do_apply_live(_sysroot(args), args.allow_replacement, args.target, args.reset)
-
-
-def _do_apply_live(sysroot: Sysroot, allow_replacement: bool, target: str | None = None, reset: bool = False) -> int:
-    result = client.apply_live(sysroot, allow_replacement, _progress(), target=target, reset=reset)
-    _print_diff(result.diff)
-    return 0
+# ---------------------------------------------------------------- usroverlay, history
 
 
 def _usroverlay(args: argparse.Namespace) -> int:

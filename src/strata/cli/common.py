@@ -7,7 +7,13 @@ import importlib
 import json
 import os
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from strata.errors import NotFoundError, StrataError
+
+if TYPE_CHECKING:
+    from strata.sysroot.sysroot import Sysroot
 
 
 def import_optional(name: str) -> Any | None:
@@ -28,6 +34,16 @@ def add_repo_option(parser: argparse.ArgumentParser) -> None:
 def add_sysroot_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sysroot", default=os.environ.get("STRATA_SYSROOT", "/"),
                         help="path to the sysroot (default: $STRATA_SYSROOT or /)")
+
+
+def open_sysroot(path: str) -> Sysroot:
+    from strata.sysroot.sysroot import Sysroot  # on use: verbs that open no sysroot start without it
+    try:
+        return Sysroot.open(Path(path))
+    except NotFoundError:
+        if Path(path).resolve() == Path("/"):
+            raise StrataError("This system was not booted via libostree; cannot operate") from None
+        raise
 
 
 def print_json(value: Any) -> None:

@@ -16,19 +16,20 @@ from strata.errors import StrataError
 # Each module has register(subparsers) adding its verbs; a verb sets func(args) -> int.
 MAX_ERROR_CHARS = 2000
 VERB_MODULES = ("strata.cli.repo", "strata.cli.admin", "strata.cli.compose", "strata.cli.db", "strata.cli.client",
-                "strata.cli.initramfs", "strata.cli.status", "strata.cli.lab", "strata.cli.daemon", "strata.cli.ostree",
-                "strata.cli.bisect")
+                "strata.cli.live", "strata.cli.initramfs", "strata.cli.status", "strata.cli.lab", "strata.cli.daemon",
+                "strata.cli.ostree", "strata.cli.bisect")
 # The module that registers each verb: a command imports only its own verb module (with cold caches, importing
 # every verb module costs seconds, more than many operations themselves). Help and unknown words import them all;
 # tests/test_cli_main.py checks this table against what the modules register.
-CLIENT_VERBS = ("apply-live", "cancel", "cleanup", "deploy", "ex", "finalize-deployment", "install", "kargs",
+CLIENT_VERBS = ("cancel", "cleanup", "deploy", "ex", "finalize-deployment", "install", "kargs",
                 "makecache", "override", "pkg-add", "pkg-remove", "rebase", "refresh-md", "remove", "reset",
                 "rollback", "search", "uninstall", "unlock", "update", "upgrade", "usroverlay")
 VERB_HOME = {"repo": "strata.cli.repo", "admin": "strata.cli.admin", "compose": "strata.cli.compose",
              "db": "strata.cli.db", "status": "strata.cli.status", "lab": "strata.cli.lab",
              "daemon": "strata.cli.daemon", "reload": "strata.cli.daemon", "ostree": "strata.cli.ostree",
              "bisect": "strata.cli.bisect", "initramfs": "strata.cli.initramfs",
-             "initramfs-etc": "strata.cli.initramfs", **dict.fromkeys(CLIENT_VERBS, "strata.cli.client")}
+             "initramfs-etc": "strata.cli.initramfs", "apply-live": "strata.cli.live",
+             **dict.fromkeys(CLIENT_VERBS, "strata.cli.client")}
 
 
 QUIET_FLAGS = ("-q", "--quiet")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from strata.core import history, livefs
+from strata.core import history
 from strata.core.closure import check_closure
 from strata.core.db import packages_or_none
 from strata.core.layering import (
@@ -766,50 +766,6 @@ def _cleanup_drop(sysroot: Sysroot, stateroot: str, request: CleanupRequest) -> 
         if (request.pending and i < index) or (request.rollback and i > index):
             drop.add(dep.key)
     return drop
-
-
-# ---------------------------------------------------------------- apply-live
-
-
-@dataclass
-class LiveResult:
-    diff: PackageDiff | None
-
-
-def apply_live(sysroot: Sysroot, allow_replacement: bool, progress: Progress, *, target: str | None = None,
-               reset: bool = False) -> LiveResult:
-    """Apply the pending deployment (or --target COMMIT, or with --reset the booted commit itself) to the
-    running system."""
-    booted = sysroot.booted()
-    if booted is None:
-        raise StrataError("apply-live needs a booted system (run `strata admin boot` first)")
-    if target is not None and reset:
-        raise InvalidInputError("Cannot specify both --target and --reset")
-    args = [*(["--allow-replacement"] if allow_replacement else []), *([f"--target={target}"] if target else []),
-            *(["--reset"] if reset else [])]
-    with Transaction(sysroot, "apply-live", args, progress, stateroot=booted.stateroot) as txn:
-        commit = _live_target(sysroot, booted, target, reset)
-        before = livefs.live_commit(sysroot, booted) or booted.csum
-        with txn.critical():
-            livefs.apply_live(sysroot, booted, commit, txn.log, allow_replacement=allow_replacement or reset)
-            history.record(sysroot, "apply-live", args, booted)
-    return LiveResult(package_diff(sysroot.repo, before, commit))
-
-
-def _live_target(sysroot: Sysroot, booted: Deployment, target: str | None, reset: bool) -> str:
-    if reset:
-        return booted.csum
-    if target is not None:
-        commit = sysroot.repo.resolve_rev(target, allow_missing=True)
-        if commit is None:
-            raise NotFoundError(f"apply-live --target: {target} not found in the sysroot's repository")
-        return commit
-    deps = sysroot.deployments()
-    index = next(i for i, d in enumerate(deps) if d.key == booted.key)
-    pending = next((d for d in deps[:index] if d.stateroot == booted.stateroot), None)
-    if pending is None:
-        raise StrataError("No target commit specified and no pending deployment")
-    return pending.csum
 
 
 # ---------------------------------------------------------------- metadata
