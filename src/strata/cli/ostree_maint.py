@@ -17,7 +17,7 @@ from strata.image import remote as remotes
 from strata.image.config import config_get, config_set, config_unset
 from strata.image.fsck import fsck as fsck_repo
 from strata.image.objects import ObjectType
-from strata.image.prune import PruneOptions
+from strata.image.prune import PruneOptions, held_refs
 from strata.image.prune import prune as prune_repo
 from strata.image.repo import Repo
 from strata.image.summary import parse_summary, summary_metadata, update_summary
@@ -172,9 +172,12 @@ def prune(inv: Invocation) -> int:
     a = inv.args
     repo = inv.repo()
     delete_commit = a.string("delete-commit")
+    if delete_commit and a.flag("no-prune"):
+        raise UsageError("Cannot specify both --delete-commit and --no-prune")
     if a.flag("static-deltas-only"):
         if not delete_commit:
-            raise UsageError("--static-deltas-only requires --delete-commit")
+            raise StrataError("--static-deltas-only requires --delete-commit; "
+                              "see https://github.com/ostreedev/ostree/issues/1479")
         _delete_deltas_to(repo, resolve(repo, delete_commit))
         return 0
     deletes = [resolve(repo, delete_commit)] if delete_commit else []
@@ -183,13 +186,15 @@ def prune(inv: Invocation) -> int:
     younger = a.string("keep-younger-than")
     options = PruneOptions(refs_only=a.flag("refs-only"), depth=a.number("depth", -1), delete_commits=tuple(deletes),
                            dry_run=a.flag("no-prune"),
-                           keep_younger_than=parse_datetime(younger) if younger else None)
+                           keep_younger_than=parse_datetime(younger) if younger else None,
+                           retain_branch_depth=dict(map(_branch_depth, a.strings("retain-branch-depth"))),
+                           only_branches=tuple(a.strings("only-branch")), commit_only=a.flag("commit-only"))
     commits_before = {checksum for checksum, _ in repo.list_objects(ObjectType.COMMIT)}
     result = prune_repo(repo, options)
     if repo.config.get_bool("core", "tombstone-commits", False) and not a.flag("no-prune"):
         _tombstone_deleted(repo, commits_before)
     _drop_stale_summary_caches(repo)
-    print(f"Total objects: {result.total}")
+    print(f"Total (commit only) objects: {result.total}" if options.commit_only else f"Total objects: {result.total}")
     if result.deleted == 0:
         print("No unreachable objects")
     elif a.flag("no-prune"):
@@ -197,6 +202,23 @@ def prune(inv: Invocation) -> int:
     else:
         print(f"Deleted {result.deleted} objects, {human_size(result.freed_bytes)} freed")
     return 0
+
+
+_DEPTH_RE = re.compile(r"\s*[+-]?\d+")
+
+
+def _branch_depth(text: str) -> tuple[str, int]:
+    """--retain-branch-depth=BRANCH=DEPTH; like ostree, digits after the number are ignored."""
+    branch, eq, depth_text = text.partition("=")
+    if not eq:
+        raise InvalidInputError(f"Invalid value {text}, must specify BRANCH=DEPTH")
+    number = _DEPTH_RE.match(depth_text)
+    if number is None:
+        raise InvalidInputError(f"Invalid depth {depth_text}")
+    depth = int(number[0])
+    if not -1 <= depth < 2**31:
+        raise InvalidInputError(f"Out of range depth {depth_text}")
+    return branch, depth
 
 
 def _delete_deltas_to(repo: Repo, target: str) -> None:
@@ -234,9 +256,10 @@ def _tombstone_deleted(repo: Repo, commits_before: set[str]) -> None:
 
 
 def _refuse_referenced(repo: Repo, commit: str) -> None:
-    for name, checksum in repo.list_refs().items():
+    for name, checksum in held_refs(repo).items():
         if checksum == commit:
-            raise StrataError(f"Commit '{commit}' is referenced by '{name}'")
+            holder = name if name.startswith("(") else f"'{name}'"
+            raise StrataError(f"Commit '{commit}' is referenced by {holder}")
 
 
 # ---------------------------------------------------------------- config

@@ -6,9 +6,11 @@ import contextlib
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from strata.errors import InvalidInputError, NotFoundError, StrataError
+from strata.image import objects as O
 from strata.image.objects import ObjectType
 from strata.image.repo import Repo
 from strata.image.traverse import reachable
@@ -21,6 +23,14 @@ class PruneOptions:
     keep_younger_than: int | None = None  # seconds since the epoch
     delete_commits: tuple[str, ...] = ()
     dry_run: bool = False
+    retain_branch_depth: dict[str, int] = field(default_factory=dict)  # ref -> its own depth (-1: all history)
+    only_branches: tuple[str, ...] = ()  # prune these refs only; every other ref keeps all its history
+    commit_only: bool = False  # traverse and delete commit objects only
+
+    @property
+    def per_ref(self) -> bool:
+        """Roots chosen ref by ref (ostree's newer prune options); reachability then comes from refs only."""
+        return bool(self.retain_branch_depth or self.only_branches or self.keep_younger_than is not None)
 
 
 @dataclass
@@ -33,52 +43,94 @@ class PruneResult:
 def prune(repo: Repo, options: PruneOptions | None = None) -> PruneResult:
     opts = options or PruneOptions()
     with repo.lock(exclusive=True):
+        _check_only_branches(repo, opts.only_branches)
         for commit in opts.delete_commits:
             _delete_commit(repo, commit, opts.dry_run)
-        keep = reachable(repo, _roots(repo, opts))
-        total = 0
-        deleted = 0
-        freed = 0
-        for checksum, objtype in list(repo.list_objects()):
+        keep = reachable(repo, _roots(repo, opts), commit_only=opts.commit_only)
+        result = PruneResult(0, 0, 0)
+        for checksum, objtype in list(repo.list_objects(ObjectType.COMMIT if opts.commit_only else None)):
             if objtype in (ObjectType.COMMITMETA, ObjectType.TOMBSTONE_COMMIT):
                 continue
-            total += 1
+            result.total += 1
             if (checksum, objtype) in keep:
                 continue
-            path = repo.object_path(checksum, objtype)
-            size = _size(path)
+            result.freed_bytes += _size(repo.object_path(checksum, objtype))
+            result.deleted += 1
             if not opts.dry_run:
                 _remove_object(repo, checksum, objtype)
-            deleted += 1
-            freed += size
-        return PruneResult(total, deleted, freed)
+        if not opts.dry_run:
+            _delete_orphan_deltas(repo)
+        return result
+
+
+def _check_only_branches(repo: Repo, refs: tuple[str, ...]) -> None:
+    for ref in refs:
+        if repo.resolve_rev(ref, allow_missing=True) is None:
+            raise NotFoundError(f"Refspec '{ref}' not found")
 
 
 def _roots(repo: Repo, opts: PruneOptions) -> list[tuple[str, int]]:
-    if opts.keep_younger_than is not None:
-        return _younger_roots(repo, opts.keep_younger_than)
+    if opts.per_ref:
+        return _per_ref_roots(repo, opts)
     if opts.refs_only:
-        return [(checksum, opts.depth) for checksum in set(repo.list_refs().values())
-                if repo.has_object(checksum, ObjectType.COMMIT)]
+        return [(checksum, opts.depth) for checksum in set(held_refs(repo).values())]
     return [(checksum, opts.depth) for checksum, _ in repo.list_objects(ObjectType.COMMIT)]
 
 
-def _younger_roots(repo: Repo, cutoff: int) -> list[tuple[str, int]]:
-    """ostree's --keep-younger-than: reachability from the refs only; each ref's commit is kept, and so are
-    its ancestors up to the first one older than the cutoff (everything older goes)."""
+def held_refs(repo: Repo) -> dict[str, str]:
+    """Every ref holding a commit: local refs, remote refs (REMOTE:REF) and collection refs ((COLLECTION, REF))."""
+    refs = repo.list_refs()
+    mirrors = repo.path / "refs" / "mirrors"
+    for collection in sorted(os.listdir(mirrors)) if mirrors.is_dir() else []:
+        for dirpath, _dirs, files in os.walk(mirrors / collection):
+            for name in files:
+                checksum = (Path(dirpath) / name).read_text().strip()
+                if O.is_checksum(checksum):
+                    refs[f"({collection}, {(Path(dirpath) / name).relative_to(mirrors / collection)})"] = checksum
+    return refs
+
+
+def _per_ref_roots(repo: Repo, opts: PruneOptions) -> list[tuple[str, int]]:
+    """Each ref's own depth (--retain-branch-depth; -1 for refs outside --only-branch), else its commits younger
+    than --keep-younger-than, else the global --depth."""
+    refs = held_refs(repo)
+    depths = dict(opts.retain_branch_depth)
+    if opts.only_branches:
+        for name in refs:
+            if name not in opts.only_branches:
+                depths.setdefault(name, -1)
     roots: list[tuple[str, int]] = []
-    for head in set(repo.list_refs().values()):
-        if not repo.has_object(head, ObjectType.COMMIT):
-            continue
-        roots.append((head, 0))
-        commit: str | None = head
-        while commit is not None and repo.has_object(commit, ObjectType.COMMIT):
-            loaded = repo.load_commit(commit)
-            if loaded.timestamp < cutoff:
-                break
-            roots.append((commit, 0))
-            commit = loaded.parent
+    for name, head in refs.items():
+        if name in depths:
+            roots.append((head, depths[name]))
+        elif opts.keep_younger_than is not None:
+            roots.extend(_younger_roots(repo, head, opts.keep_younger_than))
+        else:
+            roots.append((head, opts.depth))
     return roots
+
+
+def _younger_roots(repo: Repo, head: str, cutoff: int) -> list[tuple[str, int]]:
+    """ostree's --keep-younger-than for one ref: its commit is kept, and so are its ancestors up to the first
+    one older than the cutoff (everything older goes)."""
+    roots = [(head, 0)]
+    commit: str | None = head
+    while commit is not None and repo.has_object(commit, ObjectType.COMMIT):
+        loaded = repo.load_commit(commit)
+        if loaded.timestamp < cutoff:
+            break
+        roots.append((commit, 0))
+        commit = loaded.parent
+    return roots
+
+
+def _delete_orphan_deltas(repo: Repo) -> None:
+    """Static deltas whose target commit is gone are useless: they go with it, as ostree's prune removes them."""
+    from strata.image.deltas import delta_dir, list_deltas
+    for name, _digest in list_deltas(repo):
+        source, _, target = name.rpartition("-")
+        if not repo.has_object(target, ObjectType.COMMIT):
+            shutil.rmtree(delta_dir(repo.path, source or None, target), ignore_errors=True)
 
 
 def parse_date(text: str) -> int:

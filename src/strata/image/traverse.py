@@ -53,19 +53,39 @@ def history(repo: Repo, commit: str, depth: int = -1) -> Iterator[str]:
         steps += 1
 
 
-def reachable(repo: Repo, roots: list[tuple[str, int]]) -> set[ObjectName]:
-    """Everything reachable from (commit, depth) roots."""
+def reachable(repo: Repo, roots: list[tuple[str, int]], *, commit_only: bool = False) -> set[ObjectName]:
+    """Everything reachable from (commit, depth) roots (with commit_only, the commits alone).
+
+    A commit met again is walked further only when this root asks for more of its history than the walks
+    before did, so every root gets its full depth whatever the order of the roots, and no history is walked
+    twice for the same depth."""
     found: set[ObjectName] = set()
     seen_trees: set[str] = set()
+    depth_walked: dict[str, int] = {}  # commit -> parents already walked from it (-1: all)
     for root, depth in roots:
-        for commit in history(repo, root, depth):
-            if (commit, ObjectType.COMMIT) in found:
-                continue
-            found.add((commit, ObjectType.COMMIT))
+        commit: str | None = root
+        left = depth
+        while commit is not None and not _walked_enough(depth_walked.get(commit), left):
+            if not repo.has_object(commit, ObjectType.COMMIT):
+                break  # history may end early: repos often hold only recent commits
             loaded = repo.load_commit(commit)
-            found.add((loaded.root_meta, ObjectType.DIRMETA))
-            _add_tree(repo, loaded.root_tree, seen_trees, found, partial=repo.is_partial(commit))
+            if commit not in depth_walked:
+                found.add((commit, ObjectType.COMMIT))
+                if not commit_only:
+                    found.add((loaded.root_meta, ObjectType.DIRMETA))
+                    _add_tree(repo, loaded.root_tree, seen_trees, found, partial=repo.is_partial(commit))
+            depth_walked[commit] = left
+            if left == 0:
+                break
+            commit = loaded.parent
+            left = left - 1 if left > 0 else -1
     return found
+
+
+def _walked_enough(walked: int | None, wanted: int) -> bool:
+    if walked is None:
+        return False
+    return walked == -1 or (wanted != -1 and wanted <= walked)
 
 
 def _add_tree(repo: Repo, dirtree: str, seen: set[str], found: set[ObjectName], *, partial: bool = False) -> None:
