@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ from strata.image.fsutil import atomic_write
 from strata.image.objects import Commit
 from strata.image.repo import Repo
 from strata.packages.nevra import Nevra
+from strata.sysroot.crashpoints import crash_point
 from strata.sysroot.sysroot import Deployment, Sysroot
 
 if TYPE_CHECKING:
@@ -70,7 +72,9 @@ def apply_live(sysroot: Sysroot, allow_replacement: bool, progress: Progress, *,
         raise InvalidInputError("Cannot specify both --target and --reset")
     args = [*(["--allow-replacement"] if allow_replacement else []), *([f"--target={target}"] if target else []),
             *(["--reset"] if reset else [])]
-    with Transaction(sysroot, "apply-live", args, progress, stateroot=booted.stateroot) as txn:
+    # No invariant check (as usroverlay): the live tree, its /run state and the live refs are all apply-live
+    # changes, and no invariant covers them; the checks would parse every deployment's commit twice.
+    with Transaction(sysroot, "apply-live", args, progress, stateroot=booted.stateroot, check=False) as txn:
         commit = _live_target(sysroot, booted, target, reset)
         with txn.critical():
             diff = update_live_tree(sysroot, booted, commit, txn.log, allow_replacement=allow_replacement or reset)
@@ -115,21 +119,29 @@ def update_live_tree(sysroot: Sysroot, booted: Deployment, target: str, log: Log
     log(f"Computed pkg diff: {len(diff.added)} added, {len(diff.upgraded) + len(diff.downgraded)} changed, "
         f"{len(diff.removed)} removed")
     root = sysroot.deployment_dir(booted)
-    state = live_state_dir(sysroot, booted)
+    _require_real_parents(root, changes)
+    _write_live_tree(repo, target, new_root, changes, root, live_state_dir(sysroot, booted))
+    log("Successfully updated running filesystem tree.")
+    return diff if before is not None and after is not None else None
+
+
+def _write_live_tree(repo: Repo, commit: str, new_root: tuple[str, str], changes: list[Change], root: Path,
+                     state: Path) -> None:
+    """The changes into the live tree, recorded first for the next boot to undo, then the live state."""
     state.mkdir(parents=True, exist_ok=True)
-    repo.set_ref(INPROGRESS_REF, target)
+    repo.set_ref(INPROGRESS_REF, commit)
     undo_file = state / "undo.json"
     undo = _planned_undo(_read_undo(undo_file), changes, root)
     atomic_write(undo_file, json.dumps(undo).encode())  # before the tree changes: a crash leaves it complete
+    crash_point("live-undo-recorded")
     with progress.task("Updating /usr"):
         _apply_tree_changes(repo, new_root, changes, root, state, undo)
+    crash_point("live-usr-updated")
     with progress.task("Updating /etc"):
         _update_etc(repo, new_root, root, changes)
     (state / "rpmostree-is-live.stamp").write_text("")
-    repo.set_ref(LIVE_REF, target)
+    repo.set_ref(LIVE_REF, commit)
     repo.set_ref(INPROGRESS_REF, None)
-    log("Successfully updated running filesystem tree.")
-    return diff if before is not None and after is not None else None
 
 
 def _count(changes: list[Change], kind: str) -> int:
@@ -160,8 +172,13 @@ def _in_usr_etc(path: str) -> bool:
     return path == USR_ETC or path.startswith(USR_ETC + "/")
 
 
-def _under(path: str, tops: Iterable[str]) -> bool:
-    return any(path == top or path.startswith(top + "/") for top in tops)
+def _under(path: str, tops: AbstractSet[str]) -> bool:
+    """path is one of tops or inside one of them."""
+    while path not in ("", "/"):
+        if path in tops:
+            return True
+        path = os.path.dirname(path)
+    return False
 
 
 def _read_undo(undo_file: Path) -> Undo:
@@ -201,17 +218,24 @@ def _planned_undo(previous: Undo, changes: list[Change], deploy_dir: Path) -> Un
     return undo
 
 
+def _require_real_parents(deploy_dir: Path, changes: list[Change]) -> None:
+    """Every changed path's parent must be a real directory of the deployment: a symlink there could lead
+    outside it. Checked for all of them before anything changes."""
+    checked: set[str] = set()
+    for _change, path in changes:
+        parent = os.path.dirname(path.lstrip("/"))
+        if parent not in checked and not _in_usr_etc(path):
+            fsroot.require_real_dir(deploy_dir, parent)
+            checked.add(parent)
+
+
 def _apply_tree_changes(repo: Repo, root: tuple[str, str], changes: list[Change], deploy_dir: Path,
                         state: Path, undo: Undo) -> None:
-    """Apply the changes to the live tree; each path's parent must be a real directory of the deployment
-    (a symlink there could lead outside it)."""
-    live_added = undo["added"]
+    live_added = set(undo["added"])
     for change, path in changes:
         if _in_usr_etc(path):
             continue
-        rel = path.lstrip("/")
-        fsroot.require_real_dir(deploy_dir, os.path.dirname(rel))
-        target = deploy_dir / rel
+        target = deploy_dir / path.lstrip("/")
         if _exists(target):
             _set_aside(target, _backup_path(state, path), keep=not _under(path, live_added))
         if change != "D":
