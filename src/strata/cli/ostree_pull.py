@@ -21,6 +21,7 @@ from strata.image.transfer import pull_local as copy_local
 
 if TYPE_CHECKING:
     from strata.image.pull import PullStats
+    from strata.image.pull_deltas import DeltaTotals
 from strata.image.traverse import commit_objects, history
 from strata.units import human_size
 
@@ -44,7 +45,8 @@ def pull(inv: Invocation) -> int:
                           headers=tuple(_header(text) for text in a.strings("http-header")),
                           user_agent_suffix=a.string("append-user-agent"),
                           retries=a.number("network-retries", 5) if a.string("network-retries") else None,
-                          localcache=tuple(a.strings("localcache-repo")), cache_dir=a.string("cache-dir"))
+                          localcache=tuple(a.strings("localcache-repo")), cache_dir=a.string("cache-dir"),
+                          require_static_deltas=a.flag("require-static-deltas"), dry_run=a.flag("dry-run"))
     _check_pull_request(repo, name, inv)
     pinned = dict(_split_at(ref) for ref in ref_args if "@" in ref)  # REF@COMMIT: that commit, REF moved to it
     options.not_older_than = _timestamp_floors(repo, inv, name, ref_args)
@@ -53,7 +55,7 @@ def pull(inv: Invocation) -> int:
     if mirror_all:
         ref_args = sorted(remote_refs(repo, name))  # a mirror with no refs named takes every ref of the summary
     remote_url = _find_remote(repo, name).url
-    if remote_url.startswith("file://") and not pinned:
+    if remote_url.startswith("file://") and not pinned and not options.require_static_deltas:
         return _pull_from_directory(repo, name, ref_args, mirror=a.flag("mirror"),
                                     depth=a.number("depth", 0))
     bareuseronly = a.flag("bareuseronly-files")
@@ -62,6 +64,9 @@ def pull(inv: Invocation) -> int:
     started = time.monotonic()
     stats = pull_remote(repo, name, ref_args, options)
     elapsed = int(time.monotonic() - started)
+    if stats.delta_totals is not None:
+        print(_dry_run_line(stats.delta_totals))
+        return 0
     if bareuseronly:
         _undo_unless_bareuseronly(repo, before, refs_before)
     with repo.lock():
@@ -204,6 +209,8 @@ def _check_pull_request(repo: Repo, name: str, inv: Invocation) -> None:
         raise InvalidInputError(f"Invalid URI scheme in {url}")
     if inv.args.flag("require-static-deltas") and repo.is_archive and not inv.args.flag("dry-run"):
         raise InvalidInputError("Can't use static deltas in an archive repo")
+    if inv.args.flag("dry-run") and not inv.args.flag("require-static-deltas"):
+        raise UsageError("--dry-run requires --require-static-deltas")
     if inv.args.flag("require-static-deltas") and inv.args.flag("disable-static-deltas"):
         raise InvalidInputError("Can't specify both --disable-static-deltas and --require-static-deltas")
 
@@ -214,6 +221,19 @@ def _object_counts(repo: Repo) -> tuple[set[str], set[str]]:
     for checksum, objtype in repo.list_objects():
         (contents if objtype is ObjectType.FILE else metadata).add(checksum)
     return metadata, contents
+
+
+def glib_size(size: int) -> str:
+    """GLib's g_format_size, as ostree prints sizes: a no-break space before a unit, a plain one before
+    "bytes"."""
+    text = human_size(size)
+    return text if size < 1000 else text.replace(" ", "\u00a0")
+
+
+def _dry_run_line(totals: DeltaTotals) -> str:
+    return (f"Delta update: {totals.fetched_parts}/{totals.total_parts} parts, "
+            f"{glib_size(totals.fetched_size)}/{glib_size(totals.total_size)}, "
+            f"{glib_size(totals.total_usize)} total uncompressed")
 
 
 def _pull_status(stats: PullStats, elapsed: int) -> str:
@@ -229,7 +249,7 @@ def _pull_status(stats: PullStats, elapsed: int) -> str:
     if transferred > 0:
         amount = f"{transferred} B" if transferred < 1024 else f"{transferred // 1024} KiB"
         status += f"; {amount} transferred in {elapsed} seconds"
-    return status + f"; {human_size(stats.content_written)} content written"
+    return status + f"; {glib_size(stats.content_written)} content written"
 
 
 def pull_local(inv: Invocation) -> int:

@@ -245,8 +245,9 @@ class Fetcher:
 
     def _url(self, request: Request) -> str:
         path = request.relpath
-        is_content = (path.startswith("objects/") and not path.endswith(".commitmeta")) or (
-            path.startswith("deltas/") and not path.endswith("/superblock"))
+        # deltas (superblocks too) and their indexes come from the content URL, as in ostree
+        is_content = (path.startswith("objects/") and not path.endswith(".commitmeta")) or path.startswith(
+            ("deltas/", "delta-indexes/"))
         bases = self.content_bases if is_content else self.meta_bases
         start = self.first_base if request.attempts == 0 else request.base_index + 1
         request.base_index = start % len(bases)
@@ -311,8 +312,8 @@ class Fetcher:
             if error[0] in _FINAL_ERRORS:
                 raise failure
             raise _Retry(failure)
-        local = url.startswith("file:")
-        if not local and status != 200:
+        local = url.startswith("file:")  # libcurl gives no status for file: URLs, but 404 is set above
+        if (not local and status != 200) or (local and status == 404):
             sink.file.close()
             if status == 404 and request.optional:
                 return None

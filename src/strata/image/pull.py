@@ -4,6 +4,7 @@ ref moves only when the whole commit is present. A pull that stops midway resume
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import hashlib
 import os
@@ -20,9 +21,17 @@ from typing import Any, BinaryIO, TypeVar
 from strata.errors import CorruptionError, NotFoundError, StrataError
 from strata.image import gpg, sign
 from strata.image import objects as O
-from strata.image.deltas import UnsupportedDeltaError, apply_part, delta_relpath, parse_superblock
+from strata.image.deltas import (
+    Superblock,
+    UnsupportedDeltaError,
+    apply_part,
+    delta_relpath,
+    parse_delta_name,
+    parse_superblock,
+)
 from strata.image.fetcher import Fetcher, FetcherRecipe, FetchError, Request
 from strata.image.objects import Commit, DirTree, ObjectType
+from strata.image.pull_deltas import AdvertisedDeltas, DeltaTotals, Route, choose, required_error
 from strata.image.remote import Remote, fetch_settings, get_remote
 from strata.image.repo import Repo
 from strata.image.summary import advertised_deltas, parse_summary
@@ -58,6 +67,8 @@ class PullOptions:
     localcache: tuple[str, ...] = ()  # --localcache-repo: objects found there are copied, not fetched
     not_older_than: dict[str, str] = field(default_factory=dict)  # -T: target -> commit it may not predate
     cache_dir: str | None = None  # --cache-dir: where signed summaries are kept (default REPO/tmp/cache)
+    require_static_deltas: bool = False  # no delta to a commit is an error, not a fetch of its objects
+    dry_run: bool = False  # with require_static_deltas: add up what the deltas would fetch, change nothing
 
 
 @dataclass
@@ -71,6 +82,7 @@ class PullStats:
     fetched_delta_parts: int = 0
     imported_metadata: int = 0  # objects copied from a --localcache-repo instead of fetched
     imported_content: int = 0
+    delta_totals: DeltaTotals | None = None  # a dry run's sums
 
 
 def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | None = None) -> PullStats:
@@ -82,29 +94,29 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
     fetcher = remote_fetcher(repo, remote, opts)
     stats = PullStats()
     wanted = refs or list(remote.branches)
-    by_checksum_only = bool(wanted) and all(O.is_checksum(ref) for ref in wanted)  # REF@COMMIT needs no summary
-    summary = None if by_checksum_only else fetcher.get("summary", optional=True, limit=MAX_METADATA_SIZE)
-    signature = None if summary is None else fetcher.get("summary.sig", optional=True, limit=MAX_METADATA_SIZE)
-    if summary is not None and remote.sign_verify and (signature is not None or remote.sign_verify_summary):
-        sign.verify(summary, signature, list(remote.keys), "summary")
-    if summary is not None and remote.gpg_verify and gpg.signatures(signature):
-        gpg.verify(summary, signature, remote.gpg_keyring, "summary")
-    if summary is not None and signature is not None:
-        _cache_summary(Path(opts.cache_dir) if opts.cache_dir else repo.path / "tmp" / "cache", remote_name,
-                       summary, signature)
+    # a delta brings a whole tree, and ostree applies none into an archive repository
+    no_deltas = opts.disable_static_deltas or opts.commit_metadata_only or repo.is_archive
+    summary, indexed = _fetch_summary(repo, fetcher, remote, opts, wanted, no_deltas)
     targets = _resolve_refs(fetcher, summary, wanted)
     if not targets:
         raise StrataError(f"No refs to pull from remote {remote_name}")
+    advertised = AdvertisedDeltas()
+    if not no_deltas:
+        advertised = AdvertisedDeltas(advertised_deltas(summary) if summary is not None else {}, indexed)
+    if opts.require_static_deltas and not advertised.any:
+        raise NotFoundError("Fetch configured to require static deltas, but no summary deltas or delta index found")
     session = _Session(repo, fetcher, remote, opts)
-    no_deltas = opts.disable_static_deltas or opts.commit_metadata_only  # a delta brings the whole tree
-    deltas = {} if summary is None or no_deltas else advertised_deltas(summary)
     try:
         for ref, checksum in targets.items():
             local = repo.read_ref(ref) if opts.mirror else repo.read_ref(ref, remote=remote_name)
-            if not session.try_delta(ref, local, checksum, deltas):
-                session.pull_commit(ref, checksum)
+            session.pull_target(ref, None if O.is_checksum(ref) else local, checksum,
+                                None if no_deltas else advertised)
     finally:
         session.close()
+    stats.fetched_bytes = fetcher.bytes
+    if opts.dry_run:
+        stats.delta_totals = session.delta_totals
+        return stats
     for ref, checksum in targets.items():
         if O.is_checksum(ref):
             stats.refs[ref] = checksum
@@ -116,8 +128,7 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
                 repo.set_ref(ref, checksum, remote=remote_name)
         stats.refs[ref] = checksum
     stats.fetched_objects = session.fetched
-    stats.fetched_bytes = fetcher.bytes
-    stats.fetched_metadata = session.fetched_metadata
+    stats.fetched_metadata = session.fetched_metadata + advertised.fetched_indexes
     stats.fetched_content = session.fetched_content
     stats.content_written = session.content_written
     stats.fetched_delta_parts = session.fetched_delta_parts
@@ -126,6 +137,40 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
     session.report(final=True)
     session.transfer.end()
     return stats
+
+
+def _fetch_summary(repo: Repo, fetcher: Fetcher, remote: Remote, opts: PullOptions, wanted: list[str],
+                   no_deltas: bool) -> tuple[bytes | None, bool]:
+    """(summary, whether deltas are indexed). Commits asked for by checksum need no summary
+    (ostree: an override commit does not use it); to find their deltas the remote's config is enough when it
+    says the deltas are indexed."""
+    by_checksum_only = bool(wanted) and all(O.is_checksum(ref) for ref in wanted)
+    if by_checksum_only and (no_deltas or _config_says_indexed(fetcher)):
+        return None, not no_deltas
+    summary = fetcher.get("summary", optional=True, limit=MAX_METADATA_SIZE)
+    signature = None if summary is None else fetcher.get("summary.sig", optional=True, limit=MAX_METADATA_SIZE)
+    if summary is not None and remote.sign_verify and (signature is not None or remote.sign_verify_summary):
+        sign.verify(summary, signature, list(remote.keys), "summary")
+    if summary is not None and remote.gpg_verify and gpg.signatures(signature):
+        gpg.verify(summary, signature, remote.gpg_keyring, "summary")
+    if summary is not None and signature is not None:
+        _cache_summary(Path(opts.cache_dir) if opts.cache_dir else repo.path / "tmp" / "cache", remote.name,
+                       summary, signature)
+    indexed = summary is not None and parse_summary(summary)[1].get("ostree.summary.indexed-deltas") is True
+    return summary, indexed
+
+
+def _config_says_indexed(fetcher: Fetcher) -> bool:
+    """The remote's config has core.indexed-deltas=true (its deltas are found without the summary)."""
+    data = fetcher.get("config", optional=True, limit=MAX_METADATA_SIZE)
+    if not data:
+        return False
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read_string(data.decode("utf-8", errors="replace"))
+    except configparser.Error:
+        return False
+    return parser.get("core", "indexed-deltas", fallback="false").strip().lower() in ("true", "1", "yes")
 
 
 def remote_refs(repo: Repo, remote_name: str) -> list[str]:
@@ -179,6 +224,13 @@ def _resolve_refs(fetcher: Fetcher, summary: bytes | None, refs: list[str]) -> d
     return result
 
 
+class _Unset:
+    """No value given (None is a value: no detached metadata)."""
+
+
+_UNSET = _Unset()
+
+
 class _Session:
     def __init__(self, repo: Repo, fetcher: Fetcher, remote: Remote, opts: PullOptions) -> None:
         self.repo = repo
@@ -198,6 +250,7 @@ class _Session:
         self.caches = [Repo.open(path) for path in opts.localcache]
         self.imported_metadata = 0
         self.imported_content = 0
+        self.delta_totals = DeltaTotals()
 
     def close(self) -> None:
         if self.processes is not None:
@@ -222,46 +275,77 @@ class _Session:
             depth -= 1
             current = commit.parent
 
-    def try_delta(self, ref: str, local: str | None, checksum: str, deltas: dict[str, bytes]) -> bool:
-        """Fetch the commit through a static delta the summary advertises, if one fits what we have."""
-        have = local if local and self.repo.has_object(local, ObjectType.COMMIT) and not self.repo.is_partial(
-            local) else None
-        name = f"{have}-{checksum}" if have and f"{have}-{checksum}" in deltas else (
-            checksum if checksum in deltas else None)
-        if name is None or local == checksum:
-            return False
-        try:
-            return self._pull_delta(ref, name, have, checksum, deltas[name])
-        except UnsupportedDeltaError:
-            return False  # objects one by one instead; whatever the delta already wrote is kept
+    def pull_target(self, ref: str, local: str | None, checksum: str, advertised: AdvertisedDeltas | None) -> None:
+        """Bring checksum (what ref points at on the server) here: through a static delta when one fits, else
+        object by object. A dry run only adds up what the delta would fetch."""
+        if advertised is None:  # deltas disabled
+            self.pull_commit(ref, checksum)
+            return
+        named_ref = None if O.is_checksum(ref) else ref
+        choice = choose(self.repo, checksum, local, lambda: advertised.leading_to(
+            self.fetcher, checksum, MAX_METADATA_SIZE), required=self.opts.require_static_deltas, ref=named_ref)
+        if choice.route is Route.NOTHING:
+            return
+        if choice.route is Route.DELTA:
+            assert choice.name is not None
+            superblock = self._superblock(choice.name, checksum, choice.digest)
+            if superblock is None and self.opts.require_static_deltas:
+                raise required_error(named_ref, checksum)
+            if superblock is not None and self.opts.dry_run:
+                self.delta_totals.add(self.repo, superblock)
+                return
+            if superblock is not None and self._apply_delta(ref, superblock):
+                return
+        if not self.opts.dry_run:
+            self.pull_commit(ref, checksum)
 
-    def _pull_delta(self, ref: str, name: str, have: str | None, checksum: str, digest: bytes) -> bool:
-        source = have if "-" in name else None
-        relpath = delta_relpath(source, checksum)
-        superblock = self.fetcher.get(f"{relpath}/superblock", limit=MAX_METADATA_SIZE)
-        assert superblock is not None
-        if hashlib.sha256(superblock).digest() != digest:
-            raise CorruptionError(f"static delta {name}: superblock does not match the summary")
-        parsed = parse_superblock(superblock)
-        if parsed.target != checksum or hashlib.sha256(parsed.commit).hexdigest() != checksum:
+    def _superblock(self, name: str, checksum: str, digest: bytes | None) -> Superblock | None:
+        """The delta's superblock from the server, checked against the digest the remote advertised; None
+        when the server does not have it."""
+        source, _target = parse_delta_name(name)
+        data = self.fetcher.get(f"{delta_relpath(source, checksum)}/superblock", optional=True,
+                                limit=MAX_METADATA_SIZE)
+        if not data:
+            return None
+        self._count(metadata=1)
+        if digest is not None and hashlib.sha256(data).digest() != digest:
+            raise CorruptionError(f"Invalid checksum for static delta {name}")
+        parsed = parse_superblock(data)
+        if parsed.target != checksum or parsed.source != source or hashlib.sha256(
+                parsed.commit).hexdigest() != checksum:
             raise CorruptionError(f"static delta {name} does not lead to commit {checksum}")
-        commit = self._fetch_commit(ref, checksum, data=parsed.commit)
+        return parsed
+
+    def _apply_delta(self, ref: str, parsed: Superblock) -> bool:
+        """Apply a fetched delta; False when strata cannot execute it (objects one by one instead, whatever
+        the delta already wrote is kept)."""
+        try:
+            self._pull_delta(ref, parsed)
+        except UnsupportedDeltaError:
+            return False
+        return True
+
+    def _pull_delta(self, ref: str, parsed: Superblock) -> None:
+        checksum = parsed.target
+        relpath = delta_relpath(parsed.source, checksum)
+        commit = self._fetch_commit(ref, checksum, data=parsed.commit, detached=parsed.detached_commitmeta())
         with self.repo.lock():
             for index, part in enumerate(parsed.parts):
                 if all(self.repo.has_object(checksum, objtype) for objtype, checksum in part.objects):
                     continue
-                data = self.fetcher.get(f"{relpath}/{index}", limit=part.size)
-                assert data is not None
-                if hashlib.sha256(data).digest() != part.checksum:
-                    raise CorruptionError(f"static delta {name}: part {index} is corrupt")
+                data = parsed.inline_part(index)  # covered by the superblock's digest: no part checksum
+                if data is None:
+                    data = self.fetcher.get(f"{relpath}/{index}", limit=part.size)
+                    assert data is not None
+                    if hashlib.sha256(data).digest() != part.checksum:
+                        raise CorruptionError(f"static delta {parsed.name}: part {index} is corrupt")
                 self.fetched += apply_part(self.repo, data, part)
                 self.fetched_delta_parts += 1
             self.repo.sync()
         if not self.opts.commit_metadata_only:
-            self._fetch_tree(commit)  # fills in anything the delta did not carry (normally nothing)
+            self._fetch_tree(commit)  # fallback objects, and anything else the delta did not carry
         with self.repo.lock():
             self.repo.clear_partial(checksum)
-        return True
 
     def _server_has_commit(self, checksum: str) -> bool:
         if self.repo.has_object(checksum, ObjectType.COMMIT) and not self.repo.is_partial(checksum):
@@ -269,11 +353,15 @@ class _Session:
         relpath = O.object_relpath(checksum, ObjectType.COMMIT, False)
         return self.fetcher.get(relpath, optional=True, limit=MAX_METADATA_SIZE) is not None
 
-    def _fetch_commit(self, ref: str | None, checksum: str, data: bytes | None = None) -> Commit:
-        detached = self.fetcher.get(O.object_relpath(checksum, ObjectType.COMMITMETA, False), optional=True,
-                                    limit=MAX_METADATA_SIZE)
-        with self.count_lock:  # ostree's closing line counts this request, found or not; strata's does not
-            self.fetched_metadata += 1
+    def _fetch_commit(self, ref: str | None, checksum: str, data: bytes | None = None,
+                      detached: bytes | _Unset | None = _UNSET) -> Commit:
+        """The commit (from data, this repo or the server) checked and stored partial; its detached metadata
+        is fetched unless given (a delta's superblock carries it)."""
+        if isinstance(detached, _Unset):
+            detached = self.fetcher.get(O.object_relpath(checksum, ObjectType.COMMITMETA, False), optional=True,
+                                        limit=MAX_METADATA_SIZE)
+            with self.count_lock:  # ostree's closing line counts this request, found or not; strata's does not
+                self.fetched_metadata += 1
         if data is None:
             if self.repo.has_object(checksum, ObjectType.COMMIT) and not self.repo.is_partial(checksum):
                 data = self.repo.read_metadata(checksum, ObjectType.COMMIT)
