@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from strata.cli.ostree import Invocation, UsageError, Verb, dispatch
 from strata.cli.ostree_options import array, flag, string
 from strata.cli.ostree_util import repo_chain, resolve
-from strata.errors import InvalidInputError, StrataError
+from strata.errors import InvalidInputError, NotFoundError, StrataError
 from strata.image import remote as remotes
 from strata.image.objects import ObjectType
+from strata.image.repo import Repo
 
-if TYPE_CHECKING:
-    pass
+_MAX_STDIN_KEYS = 64 << 20
 
 # ---------------------------------------------------------------- remote
 
@@ -37,16 +37,18 @@ def _remote_add(inv: Invocation) -> int:
         settings.append(("contenturl", a.string("contenturl") or ""))
     if a.string("collection-id"):
         settings.append(("collection-id", a.string("collection-id") or ""))
-    sign_verify = a.strings("sign-verify")
-    remotes.add_remote(repo, name, url, branches=branches, sign_verify=sign_verify[0] if sign_verify else None,
+    remotes.add_remote(repo, name, url, branches=branches, sign_verify=a.strings("sign-verify"),
                        no_sign_verify=a.flag("no-sign-verify"), settings=settings,
                        if_not_exists=a.flag("if-not-exists"))
     key_file = a.string("gpg-import")
     if key_file:
         from strata.image.gpgkeys import import_selected
-        count = import_selected(remotes.keyring_path(repo, name), Path(key_file), [])
-        print(f"Imported {count} GPG key{'' if count == 1 else 's'} to remote \"{name}\"")
+        _print_imported(import_selected(remotes.keyring_path(repo, name), [Path(key_file)], []), name)
     return 0
+
+
+def _print_imported(count: int, name: str) -> None:
+    print(f"Imported {count} GPG key{'' if count == 1 else 's'} to remote \"{name}\"")
 
 
 def _setting(text: str) -> tuple[str, str]:
@@ -94,23 +96,36 @@ def _remote_refs(inv: Invocation) -> int:
 
 
 def _remote_gpg_import(inv: Invocation) -> int:
+    """Keys into the remote's own keyring (REPO/NAME.trustedkeys.gpg): from --keyring files, from standard
+    input, or from the user's GnuPG keyring; only KEY-IDs when some are named."""
     if not inv.positional:
         raise UsageError("NAME must be specified")
+    keyrings = [Path(path) for path in inv.args.strings("keyring")]
+    if keyrings and inv.args.flag("stdin"):
+        raise UsageError("--keyring and --stdin are mutually exclusive")
     from strata.image.gpgkeys import import_selected
     repo = inv.repo()
     name, *key_ids = inv.positional
-    remotes.get_remote(repo, name)
-    sources = [Path(path) for path in inv.args.strings("keyring")]
-    if inv.args.flag("stdin"):
-        stdin_copy = repo.path / "tmp" / "gpg-import-stdin"
-        stdin_copy.write_bytes(sys.stdin.buffer.read())
-        sources.append(stdin_copy)
-    if not sources:
-        sources = [Path.home() / ".gnupg" / "pubring.kbx"]
+    _find_remote_holder(repo, name)
     keyring = remotes.keyring_path(repo, name)
-    count = sum(import_selected(keyring, source, key_ids) for source in sources)
-    print(f"Imported {count} GPG key{'' if count == 1 else 's'} to remote \"{name}\"")
+    if not inv.args.flag("stdin"):
+        _print_imported(import_selected(keyring, keyrings, key_ids), name)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="strata-gpg-import-") as tmp:
+        stdin_copy = Path(tmp) / "stdin.gpg"
+        stdin_copy.write_bytes(sys.stdin.buffer.read(_MAX_STDIN_KEYS + 1))
+        if stdin_copy.stat().st_size > _MAX_STDIN_KEYS:
+            raise InvalidInputError(f"more than {_MAX_STDIN_KEYS} bytes of keys on standard input")
+        _print_imported(import_selected(keyring, [stdin_copy], key_ids), name)
     return 0
+
+
+def _find_remote_holder(repo: Repo, name: str) -> Repo:
+    """The repository that defines remote name: repo itself or one of its core.parent repositories."""
+    for holder in repo_chain(repo):
+        if name in remotes.list_remotes(holder):
+            return holder
+    raise NotFoundError(f'Remote "{name}" not found')
 
 
 REMOTE_VERBS = {

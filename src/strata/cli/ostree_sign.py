@@ -3,40 +3,34 @@
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 from strata.cli.ostree import Invocation, UsageError
 from strata.errors import InvalidInputError, StrataError
-from strata.image import gvariant
-from strata.image import sign as ed25519
-from strata.image.gvariant import Variant
+from strata.image import sign as signatures
 from strata.image.objects import ObjectType
 from strata.image.repo import Repo
 
-DUMMY_KEY = "ostree.sign.dummy"
-SIGN_TYPES = ("ed25519", "dummy")
+DUMMY_KEY = signatures.DUMMY_KEY
+SIGN_TYPES = tuple(signatures.METADATA_KEYS)
+_MAX_KEYS_FILE = 1 << 20
 
 
 def _check_type(sign_type: str) -> None:
-    if sign_type not in SIGN_TYPES:
-        raise InvalidInputError(f"Requested signature type is not implemented: {sign_type}")
+    signatures.check_engine(sign_type)
 
 
 def add_signatures(detached: bytes | None, data: bytes, keys: list[str], sign_type: str) -> bytes:
+    """detached metadata with one signature of data per secret key appended (the dummy engine's 'signature'
+    is the key text itself)."""
     _check_type(sign_type)
     for key in keys:
-        if sign_type == "dummy":
-            detached = _add_dummy(detached, key)
-        else:
-            detached = ed25519.add_signature(detached, ed25519.sign(data, ed25519.load_secret(key)))
-    assert detached is not None
+        signature = key.encode() if sign_type == signatures.DUMMY else signatures.sign(
+            data, signatures.load_secret(key))
+        detached = signatures.add_signature(detached, signature, sign_type)
+    if detached is None:
+        raise UsageError("No keys found")
     return detached
-
-
-def _add_dummy(detached: bytes | None, key: str) -> bytes:
-    entries = [(k, v) for k, v in (gvariant.decode("a{sv}", detached) if detached else []) if k != DUMMY_KEY]
-    return gvariant.encode("a{sv}", [*entries, (DUMMY_KEY, Variant("aay", [key.encode()]))])
 
 
 def detached_signatures(data: bytes, keys: list[str], sign_type: str) -> bytes:
@@ -49,37 +43,68 @@ def sign_commit(repo: Repo, checksum: str, keys: list[str], sign_type: str) -> N
                                                           sign_type))
 
 
-def _verify(repo: Repo, checksum: str, keys: list[str], sign_type: str) -> None:
+def _verify(repo: Repo, checksum: str, keys: list[str], sign_type: str, *, keys_file: str | None,
+            keys_dir: str | None) -> str:
+    """ostree's success message when a signature of the commit verifies: with one of the keys given, else
+    with those of keys_file, else with those under keys_dir (or the system's key directories)."""
     data = repo.read_metadata(checksum, ObjectType.COMMIT)
     detached = repo.read_detached_metadata(checksum)
-    if sign_type == "dummy":
-        entries = dict(gvariant.decode("a{sv}", detached)) if detached else {}
-        found = [bytes(s).decode() for s in getattr(entries.get(DUMMY_KEY), "value", [])]
-        if not any(key in found for key in keys):
-            raise StrataError("signature: dummy: incorrect signature")
-        return
-    public = [base64.b64decode(key) for key in keys]
-    ed25519.verify(data, detached, public, f"commit {checksum}")
+    found = signatures.signatures(detached, sign_type)
+    for key in keys:
+        try:
+            return _verifier(sign_type, [key]).check(data, found)
+        except (StrataError, ValueError):
+            continue
+    if keys and not keys_file:
+        raise StrataError("No valid signatures found")
+    return _stored_keys_verifier(sign_type, keys_file, keys_dir).check(data, found)
+
+
+def _verifier(sign_type: str, keys: list[str]) -> signatures.Verifier:
+    if sign_type == signatures.DUMMY:
+        return signatures.Verifier(sign_type, tuple(key.encode() for key in keys[-1:]))  # it holds one key
+    return signatures.Verifier(sign_type, tuple(signatures.parse_public(key) for key in keys))
+
+
+def _stored_keys_verifier(sign_type: str, keys_file: str | None, keys_dir: str | None) -> signatures.Verifier:
+    if sign_type == signatures.DUMMY:
+        raise StrataError("dummy: loading keys from files is not implemented")
+    if keys_file:
+        return signatures.Verifier(sign_type, tuple(signatures.keys_from_file(Path(keys_file))))
+    trusted, revoked = signatures.system_keys(Path(keys_dir) if keys_dir else None)
+    return signatures.Verifier(sign_type, trusted, revoked)
+
+
+def _secret_keys_of(path: str) -> list[str]:
+    """The secret keys of a --keys-file, one a line."""
+    file = Path(path)
+    if not file.is_file():
+        raise InvalidInputError(f"File object '{path}' is not a regular file")
+    with file.open("rb") as stream:
+        text = stream.read(_MAX_KEYS_FILE + 1)
+    if len(text) > _MAX_KEYS_FILE:
+        raise InvalidInputError(f"{path}: larger than {_MAX_KEYS_FILE} bytes")
+    return [line.strip() for line in text.decode(errors="replace").splitlines() if line.strip()]
 
 
 def sign_verb(inv: Invocation) -> int:
     a = inv.args
-    sign_type = a.string("sign-type") or "ed25519"
-    _check_type(sign_type)
+    sign_type = a.string("sign-type") or signatures.ED25519
     if not inv.positional:
         raise UsageError("Need a COMMIT to sign or verify")
+    keys_file = a.string("keys-file")
+    if not a.flag("verify") and not keys_file and len(inv.positional) < 2:
+        raise UsageError("Need at least one KEY-ID to sign with")
+    _check_type(sign_type)
     from strata.cli.ostree_util import resolve
     repo = inv.repo()
     checksum = resolve(repo, inv.positional[0])
     keys = list(inv.positional[1:])
-    if a.string("keys-file"):
-        keys += [line.strip() for line in Path(a.string("keys-file") or "").read_text().splitlines() if line.strip()]
     if a.flag("verify"):
-        _verify(repo, checksum, keys, sign_type)
-        print(f"Signature verified successfully with key {keys[0] if keys else ''}".rstrip())
+        print(_verify(repo, checksum, keys, sign_type, keys_file=keys_file, keys_dir=a.string("keys-dir")))
         return 0
-    if not keys:
-        raise UsageError("No keys found")
+    if keys_file:
+        keys += _secret_keys_of(keys_file)
     with repo.lock():
         sign_commit(repo, checksum, keys, sign_type)
     return 0

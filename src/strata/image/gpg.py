@@ -8,13 +8,15 @@ import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from strata.errors import StrataError
+from strata.errors import CorruptionError, StrataError
 from strata.image import gvariant
 
 GPG_KEY = "ostree.gpgsigs"
 GLOBAL_KEYRING_DIR = "/usr/share/ostree/trusted.gpg.d"
+_NOT_KEYRINGS = ("trustdb.gpg", "secring.gpg")
 
 
 def _tool(name: str) -> str:
@@ -25,12 +27,10 @@ def _tool(name: str) -> str:
 
 
 def import_keys(keyring: Path, key_file: Path) -> None:
-    """Add the keys of key_file (armored or binary) to keyring (created if missing)."""
-    with tempfile.TemporaryDirectory(prefix="strata-gpg-") as home:
-        proc = subprocess.run([_tool("gpg"), "--homedir", home, "--batch", "--no-default-keyring", "--keyring",
-                               str(keyring), "--import", str(key_file)], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise StrataError(f"importing GPG keys from {key_file} failed: {proc.stderr.strip().splitlines()[-1]}")
+    """Add the keys of key_file (armored or binary) to keyring (created if missing, in the OpenPGP keyring
+    format ostree reads)."""
+    from strata.image.gpgkeys import import_into
+    import_into(keyring, [key_file])
 
 
 def sign(data: bytes, key_id: str, homedir: Path | None) -> bytes:
@@ -57,41 +57,130 @@ def add_signature(detached: bytes | None, signature: bytes) -> bytes:
 
 
 def signatures(detached: bytes | None) -> list[bytes]:
+    """The OpenPGP signatures in detached metadata; metadata that is not an a{sv} holds none."""
     if not detached:
         return []
-    entries = gvariant.decode("a{sv}", detached)
+    try:
+        entries = gvariant.decode("a{sv}", detached, strict=False)
+    except CorruptionError:
+        return []  # GLib reads malformed serialised data as empty: no signatures in it
     return [bytes(s) for s in gvariant.vardict_lookup(entries, GPG_KEY, "aay", [])]
 
 
+def global_keyrings() -> list[Path]:
+    """Every *.gpg keyring in $OSTREE_GPG_HOME, else in /usr/share/ostree/trusted.gpg.d (where ostree looks),
+    but GPG's own trustdb.gpg and secring.gpg."""
+    folder = Path(os.environ.get("OSTREE_GPG_HOME") or GLOBAL_KEYRING_DIR)
+    if not folder.is_dir():
+        return []
+    return sorted(path for path in folder.iterdir() if path.name.endswith(".gpg") and path.is_file()
+                  and path.name not in _NOT_KEYRINGS)
+
+
 def trusted_keyrings(remote_keyring: Path) -> list[Path]:
-    """The remote's keyring and the global ones: every *.gpg in $OSTREE_GPG_HOME, else in
-    /usr/share/ostree/trusted.gpg.d (where ostree looks)."""
+    """The remote's keyring and the global ones."""
     rings = [remote_keyring] if remote_keyring.exists() else []
-    global_dir = Path(os.environ.get("OSTREE_GPG_HOME") or GLOBAL_KEYRING_DIR)
-    if global_dir.is_dir():
-        rings += sorted(p for p in global_dir.iterdir() if p.name.endswith(".gpg") and p.is_file())
-    return rings
+    return rings + global_keyrings()
 
 
-def verify(data: bytes, detached: bytes | None, keyring: Path, what: str) -> None:
+@dataclass(frozen=True)
+class TrustedKeys:
+    """The GPG keys a remote trusts, as ostree finds them: its own keyring (NAME.trustedkeys.gpg in the repo
+    or a parent repo) or, without one, the global keyrings; and the key files or directories of key files
+    of its `gpgkeypath`, read when a signature is checked."""
+    keyring: Path | None = None
+    key_paths: str | None = None
+
+    @classmethod
+    def of(cls, keys: Path | TrustedKeys) -> TrustedKeys:
+        if isinstance(keys, TrustedKeys):
+            return keys
+        return cls(keys if keys.is_file() else None)
+
+    def keyrings(self) -> list[Path]:
+        return [self.keyring] if self.keyring is not None else global_keyrings()
+
+    def key_files(self) -> list[Path]:
+        """The files gpgkeypath names: each file itself, the regular files right inside each directory."""
+        files: list[Path] = []
+        for entry in split_key_paths(self.key_paths):
+            path = Path(entry)
+            if path.is_dir():
+                files += sorted(child for child in path.iterdir() if child.is_file() and not child.is_symlink())
+            elif path.exists():
+                files.append(path)
+            else:
+                raise StrataError(f"gpgkeypath: '{entry}': No such file or directory")
+        return files
+
+
+def split_key_paths(value: str | None) -> list[str]:
+    """gpgkeypath: paths separated by ';' or by ',' (not both, as ostree requires); a trailing separator
+    ends the list."""
+    if not value:
+        return []
+    separators = [sep for sep in ";," if sep in value]
+    if len(separators) > 1:
+        raise StrataError("gpgkeypath: key value list contains more than one separator")
+    if not separators:
+        return [value]
+    items = value.split(separators[0])
+    return items[:-1] if items[-1] == "" else items
+
+
+def verify(data: bytes, detached: bytes | None, keyring: Path | TrustedKeys, what: str) -> None:
+    """At least one OpenPGP signature of data must be good and made by a valid (not expired, not revoked) key
+    the remote trusts; otherwise ostree's description of each signature is the error."""
     found = signatures(detached)
     if not found:
         raise StrataError(f"{what}: no GPG signature found, but GPG verification is enabled")
-    keyrings = trusted_keyrings(keyring)
-    if not keyrings:
-        raise StrataError(f"{what}: no trusted GPG keys for this remote (add them with --gpg-import)")
+    trusted = TrustedKeys.of(keyring)
     with tempfile.TemporaryDirectory(prefix="strata-gpgv-") as tmp:
-        data_path = Path(tmp) / "data"
-        data_path.write_bytes(data)
-        for index, signature in enumerate(found):
-            sig_path = Path(tmp) / f"sig{index}"
-            sig_path.write_bytes(signature)
-            rings = [arg for ring in keyrings for arg in ("--keyring", str(ring))]
-            proc = subprocess.run([_tool("gpgv"), "--homedir", tmp, *rings, str(sig_path), str(data_path)],
-                                  capture_output=True, check=False)
-            if proc.returncode == 0:
-                return
-    raise StrataError(f"{what}: none of {len(found)} GPG signatures is valid for the remote's keys")
+        ring = _assemble_keyring(Path(tmp), trusted)
+        statuses = _check_signatures(Path(tmp), ring, data, found)
+        if any(_is_valid(status) for status in statuses):
+            return
+        described = "; ".join(line for status in reversed(statuses) for line in _describe_status(status, [ring])
+                              if line)
+    raise StrataError(f"{what}: none of {len(found)} GPG signatures is valid for the remote's keys: {described}")
+
+
+def _assemble_keyring(home: Path, trusted: TrustedKeys) -> Path:
+    """One keyring of everything trusted: the binary keyrings end to end (a keyring is a sequence of key
+    packets), then the key files imported into it."""
+    ring = home / "pubring.gpg"
+    with ring.open("wb") as out:
+        for path in trusted.keyrings():
+            out.write(path.read_bytes())
+    key_files = trusted.key_files()
+    if key_files:
+        from strata.image.gpgkeys import import_quietly
+        import_quietly(home, ring, key_files)
+    return ring
+
+
+def _check_signatures(home: Path, ring: Path, data: bytes, found: list[bytes]) -> list[dict[str, list[str]]]:
+    data_path = home / "data"
+    data_path.write_bytes(data)
+    statuses = []
+    for index, signature in enumerate(found):
+        sig_path = home / f"sig{index}"
+        sig_path.write_bytes(signature)
+        proc = subprocess.run([_tool("gpgv"), "--homedir", str(home), "--status-fd", "1", "--keyring", str(ring),
+                               str(sig_path), str(data_path)], capture_output=True, text=True, check=False,
+                              stdin=subprocess.DEVNULL)
+        statuses.append(_status_fields(proc.stdout))
+    return statuses
+
+
+def _status_fields(status: str) -> dict[str, list[str]]:
+    return {line.split()[1]: line.split()[2:] for line in status.splitlines()
+            if line.startswith("[GNUPG:] ") and len(line.split()) > 1}
+
+
+def _is_valid(fields: dict[str, list[str]]) -> bool:
+    """GOODSIG is gpgv's word for a good signature by a key that is neither expired nor revoked."""
+    return "GOODSIG" in fields and "VALIDSIG" in fields
 
 
 def describe(data: bytes, detached: bytes | None, keyrings: list[Path]) -> list[list[str]]:
@@ -107,16 +196,14 @@ def describe(data: bytes, detached: bytes | None, keyrings: list[Path]) -> list[
             sig_path.write_bytes(signature)
             proc = subprocess.run([_tool("gpgv"), "--homedir", tmp, "--status-fd", "1", *rings, str(sig_path),
                                    str(data_path)], capture_output=True, text=True, check=False)
-            reports.append(_describe_status(proc.stdout, keyrings))
+            reports.append(_describe_status(_status_fields(proc.stdout), keyrings))
     return reports
 
 
 _PUBKEY_ALGOS = {"1": "RSA", "17": "DSA", "19": "ECDSA", "22": "EdDSA"}
 
 
-def _describe_status(status: str, keyrings: list[Path]) -> list[str]:
-    fields = {line.split()[1]: line.split()[2:] for line in status.splitlines()
-              if line.startswith("[GNUPG:] ") and len(line.split()) > 1}
+def _describe_status(fields: dict[str, list[str]], keyrings: list[Path]) -> list[str]:
     key_id, algo, made, primary, verdict = "", "", "", "", ""
     if "ERRSIG" in fields:  # ERRSIG keyid pkalgo hashalgo class time rc fpr
         err = fields["ERRSIG"]

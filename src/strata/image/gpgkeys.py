@@ -1,13 +1,19 @@
-"""GPG keyrings of remotes: importing selected keys (`ostree remote gpg-import`)."""
+"""GPG keyrings of remotes: importing selected keys (`ostree remote gpg-import`), kept in the OpenPGP keyring
+format ostree reads (not GnuPG's keybox), and replaced by rename so a crash leaves the old or the new one."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from strata.errors import StrataError
+from strata.image.fsutil import atomic_write
+
+_MAX_KEYRING = 64 << 20  # keyrings of real distributions are a few hundred KiB
+_Exporter = Callable[[Path], bytes]  # given a scratch directory, the keys to import as OpenPGP packets
 
 
 def _gpg() -> str:
@@ -17,37 +23,114 @@ def _gpg() -> str:
     return found
 
 
-def import_selected(target: Path, source: Path, key_ids: list[str]) -> int:
-    """Copy the keys key_ids (all keys when empty) of the keyring or key file source into the keyring target;
-    returns how many keys were new to target."""
-    with tempfile.TemporaryDirectory(prefix="strata-gpg-") as home:
-        exported = Path(home) / "keys.gpg"
-        if key_ids or _is_keyring(source):
-            export = subprocess.run([_gpg(), "--homedir", home, "--batch", "--no-default-keyring", "--keyring",
-                                     str(source.resolve()), "--export", *key_ids], capture_output=True, check=False)
-            if export.returncode != 0 or not export.stdout:
-                raise StrataError(f"exporting GPG keys {' '.join(key_ids)} from {source} failed")
-            exported.write_bytes(export.stdout)
-        else:
-            shutil.copyfile(source, exported)
-        result = subprocess.run([_gpg(), "--homedir", home, "--batch", "--no-default-keyring", "--keyring",
-                                 str(target.resolve()), "--status-fd", "1", "--import", str(exported)],
-                                capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise StrataError(f"importing GPG keys from {source} failed")
+def _gpg_argv(home: Path, ring: Path) -> list[str]:
+    """gpg on a private home and keyring; --no-autostart: secret keys in an input are skipped, no agent runs."""
+    return [_gpg(), "--homedir", str(home), "--batch", "--no-autostart", "--no-default-keyring", "--keyring",
+            str(ring)]
+
+
+def _empty_keyring(home: Path) -> Path:
+    """An existing empty pubring.gpg, so that gpg keeps the keyring format instead of creating a keybox."""
+    ring = home / "pubring.gpg"
+    ring.write_bytes(b"")
+    return ring
+
+
+def import_quietly(home: Path, ring: Path, key_files: list[Path]) -> None:
+    """Add whatever keys key_files hold to ring; files without keys are passed over (as ostree does)."""
+    subprocess.run([*_gpg_argv(home, ring), "--import", *[str(path) for path in key_files]],
+                   capture_output=True, check=False, stdin=subprocess.DEVNULL)
+
+
+def import_into(target: Path, sources: list[Path]) -> int:
+    """Import every key of sources (keyrings or armored key files) into the keyring target; returns how many
+    keys were new to it. target is replaced only when every source was imported."""
+    return _merge(target, lambda home: _exported(home, sources, []))
+
+
+def import_selected(target: Path, sources: list[Path], key_ids: list[str]) -> int:
+    """Copy the keys key_ids (all keys when empty) of the keyrings or key files sources (the user's own GnuPG
+    keyring when there are none) into the keyring target; returns how many keys were new to target."""
+    if not sources:
+        return _merge(target, lambda _home: _exported_from_user(key_ids))
+    return _merge(target, lambda home: _exported(home, sources, key_ids))
+
+
+def _merge(target: Path, export: _Exporter) -> int:
+    with tempfile.TemporaryDirectory(prefix="strata-gpg-") as tmp:
+        home = Path(tmp)
+        keys = home / "keys.gpg"
+        keys.write_bytes(export(home / "source"))
+        (home / "target").mkdir(mode=0o700)
+        ring = _empty_keyring(home / "target")
+        if target.is_file():
+            ring.write_bytes(_read_limited(target))
+        result = subprocess.run([*_gpg_argv(home / "target", ring), "--status-fd", "1", "--import", str(keys)],
+                                capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            raise StrataError(f"importing GPG keys into {target.name} failed: {_last_line(result.stderr)}")
+        atomic_write(target, ring.read_bytes())
     return _imported_count(result.stdout)
 
 
-def _is_keyring(path: Path) -> bool:
-    return not path.read_bytes()[:40].lstrip().startswith(b"-----BEGIN")
+def _exported(home: Path, sources: list[Path], key_ids: list[str]) -> bytes:
+    """The keys key_ids (every key when empty) of sources, as binary OpenPGP packets."""
+    home.mkdir(mode=0o700)
+    ring = _empty_keyring(home)
+    for source in sources:
+        if not source.is_file():
+            raise StrataError(f"{source}: No such file")
+        loaded = subprocess.run([*_gpg_argv(home, ring), "--status-fd", "1", "--import", str(source)],
+                                capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
+        if _processed_count(loaded.stdout) == 0:
+            raise StrataError(f"no GPG keys could be read from {source}: {_last_line(loaded.stderr)}")
+    return _export(_gpg_argv(home, ring), key_ids)
+
+
+def _exported_from_user(key_ids: list[str]) -> bytes:
+    return _export([_gpg(), "--batch", "--no-autostart"], key_ids)
+
+
+def _export(argv: list[str], key_ids: list[str]) -> bytes:
+    for key_id in key_ids:  # ostree names the key it cannot find
+        probe = subprocess.run([*argv, "--list-keys", key_id], capture_output=True, check=False,
+                               stdin=subprocess.DEVNULL)
+        if probe.returncode != 0:
+            raise StrataError(f"Unable to find key \"{key_id}\"")
+    export = subprocess.run([*argv, "--export", *key_ids], capture_output=True, check=False,
+                            stdin=subprocess.DEVNULL)
+    if export.returncode != 0:
+        raise StrataError(f"exporting GPG keys failed: {_last_line(export.stderr.decode(errors='replace'))}")
+    return export.stdout
+
+
+def _read_limited(path: Path) -> bytes:
+    with path.open("rb") as stream:
+        data = stream.read(_MAX_KEYRING + 1)
+    if len(data) > _MAX_KEYRING:
+        raise StrataError(f"{path}: keyring larger than {_MAX_KEYRING} bytes")
+    return data
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "failed"
 
 
 def _imported_count(status: str) -> int:
     """IMPORT_RES <count> <no_user_id> <imported> ...: keys that were new to the keyring."""
+    return _import_result(status, 2)
+
+
+def _processed_count(status: str) -> int:
+    return _import_result(status, 0)
+
+
+def _import_result(status: str, index: int) -> int:
     for line in status.splitlines():
         fields = line.split()
-        if fields[:2] == ["[GNUPG:]", "IMPORT_RES"] and len(fields) > 4:
-            return int(fields[4])
+        if fields[:2] == ["[GNUPG:]", "IMPORT_RES"] and len(fields) > 2 + index:
+            return int(fields[2 + index])
     return 0
 
 
@@ -68,3 +151,4 @@ def same_key(key_id: str, other: str) -> bool:
     """Key IDs match when the shorter is a suffix of the longer (short, long IDs and fingerprints)."""
     a, b = key_id.upper().removeprefix("0X"), other.upper().removeprefix("0X")
     return bool(a and b) and (a.endswith(b) or b.endswith(a))
+

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from strata.errors import InvalidInputError, NotFoundError
-from strata.image.gpg import import_keys
+from strata.image.gpg import TrustedKeys, import_keys
 from strata.image.repo import Repo, validate_remote_name
-from strata.image.sign import public_keys
+from strata.image.sign import Verifier, check_engine, parse_public, verifiers_from_config
 
 if TYPE_CHECKING:
     from strata.image.fetcher import FetchSettings
+
+_MAX_PARENTS = 16
 
 
 @dataclass(frozen=True)
@@ -20,17 +24,39 @@ class Remote:
     name: str
     url: str
     gpg_verify: bool
-    gpg_keyring: Path
-    sign_verify: bool
-    sign_verify_summary: bool
-    keys: tuple[bytes, ...]
+    gpg_keyring: TrustedKeys
     branches: tuple[str, ...]
     timeout: float = 30.0
     content_url: str | None = None  # `contenturl`: where objects come from, when not from url
+    options: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)  # the group's keys
 
     @property
-    def verifies(self) -> bool:
-        return self.sign_verify
+    def sign_verify(self) -> bool:
+        """Commits must carry a signature of ostree's sign API (`sign-verify` is true or names engines)."""
+        return _verification_on(self.options.get("sign-verify"))
+
+    @property
+    def sign_verify_summary(self) -> bool:
+        return _verification_on(self.options.get("sign-verify-summary"))
+
+    @cached_property
+    def commit_verifiers(self) -> tuple[Verifier, ...]:
+        """The engines and keys commits are checked with; a broken key configuration raises here, when a
+        pull needs it, not when the remote is only listed."""
+        return verifiers_from_config(self.options.get("sign-verify"), self.options.get)
+
+    @cached_property
+    def summary_verifiers(self) -> tuple[Verifier, ...]:
+        return verifiers_from_config(self.options.get("sign-verify-summary"), self.options.get)
+
+    @property
+    def keys(self) -> tuple[Verifier, ...]:
+        """commit_verifiers, under the name pull callers use with sign.verify."""
+        return self.commit_verifiers
+
+
+def _verification_on(value: str | None) -> bool:
+    return value is not None and value.strip() not in ("", "false", "0")
 
 
 def _group(name: str) -> str:
@@ -41,7 +67,21 @@ def keyring_path(repo: Repo, name: str) -> Path:
     return repo.path / f"{name}.trustedkeys.gpg"
 
 
-def add_remote(repo: Repo, name: str, url: str, *, branches: list[str], sign_verify: str | None,
+def find_keyring(repo: Repo, name: str) -> Path | None:
+    """The remote's keyring in repo or, failing that, in its nearest core.parent repository that has one."""
+    current: Repo | None = repo
+    for _ in range(_MAX_PARENTS):
+        if current is None:
+            break
+        path = keyring_path(current, name)
+        if path.is_file():
+            return path
+        parent = current.config.get("core", "parent")
+        current = Repo.open(Path(parent)) if parent else None
+    return None
+
+
+def add_remote(repo: Repo, name: str, url: str, *, branches: list[str], sign_verify: str | Sequence[str] | None,
                no_sign_verify: bool, settings: list[tuple[str, str]], if_not_exists: bool = False,
                gpg_import: Path | None = None) -> None:
     validate_remote_name(name)
@@ -50,25 +90,40 @@ def add_remote(repo: Repo, name: str, url: str, *, branches: list[str], sign_ver
         if if_not_exists:
             return
         raise InvalidInputError(f"Remote configuration for \"{name}\" already exists")
+    specs = [sign_verify] if isinstance(sign_verify, str) else list(sign_verify or [])
+    if specs and no_sign_verify:
+        raise InvalidInputError("Cannot specify both --sign-verify and --no-sign-verify")
+    key_options = [_verification_option(spec) for spec in specs]  # all checked before anything is written
     repo.config.set(group, "url", url)
     if branches:
         repo.config.set(group, "branches", branches)
     repo.config.set(group, "gpg-verify", gpg_import is not None)
     if gpg_import is not None:
         import_keys(keyring_path(repo, name), gpg_import)
-    if sign_verify:
-        key_type, _, spec = sign_verify.partition("=")
-        if key_type != "ed25519":
-            raise InvalidInputError(f"unsupported signature type {key_type}")
-        public_keys(spec)
-        kind, _, value = spec.partition(":")
-        repo.config.set(group, "sign-verify", True)
-        repo.config.set(group, "verification-ed25519-key" if kind == "inline" else "verification-ed25519-file", value)
+    engines = list(dict.fromkeys(engine for engine, _key, _value in key_options))
+    for _engine, key, value in key_options:
+        repo.config.set(group, key, value)
+    if engines:
+        repo.config.set(group, "sign-verify", engines[0] if len(engines) == 1 else engines)
     elif no_sign_verify:
         repo.config.set(group, "sign-verify", False)
     for key, value in settings:
         repo.config.set(group, key, value)
     repo.save_config()
+
+
+def _verification_option(spec: str) -> tuple[str, str, str]:
+    """--sign-verify=ENGINE=inline:KEY or ENGINE=file:PATH as (engine, config key, value)."""
+    engine, sep, reference = spec.partition("=")
+    if not sep:
+        raise InvalidInputError(f"Failed to parse KEYTYPE=[inline|file]:DATA in {spec}")
+    check_engine(engine)
+    kind, _, value = reference.partition(":")
+    if kind not in ("inline", "file"):
+        raise InvalidInputError(f"Invalid key reference {kind}, expected inline|file")
+    if kind == "inline" and engine == "ed25519":
+        parse_public(value)
+    return engine, f"verification-{engine}-{'key' if kind == 'inline' else 'file'}", value
 
 
 def delete_remote(repo: Repo, name: str, *, if_exists: bool = False) -> None:
@@ -90,20 +145,13 @@ def get_remote(repo: Repo, name: str) -> Remote:
     group = _group(name)
     if not repo.config.has_group(group):
         raise NotFoundError(f'Remote "{name}" not found')
-    url = repo.config.get(group, "url") or ""
-    keys: list[bytes] = []
-    inline = repo.config.get(group, "verification-ed25519-key")
-    key_file = repo.config.get(group, "verification-ed25519-file")
-    if inline:
-        keys += public_keys(f"inline:{inline}")
-    if key_file:
-        keys += public_keys(f"file:{key_file}")
-    return Remote(name, url, repo.config.get_bool(group, "gpg-verify", True), keyring_path(repo, name),
-                  repo.config.get_bool(group, "sign-verify", False),
-                  repo.config.get_bool(group, "sign-verify-summary", False), tuple(keys),
-                  tuple(repo.config.get_list(group, "branches")),
-                  repo.config.get_number(group, "timeout", 30, low=0.1, high=86400),
-                  repo.config.get(group, "contenturl") or None)
+    config = repo.config
+    options = dict(config.groups[group])
+    return Remote(name, config.get(group, "url") or "", config.get_bool(group, "gpg-verify", True),
+                  TrustedKeys(find_keyring(repo, name), options.get("gpgkeypath")),
+                  tuple(config.get_list(group, "branches")),
+                  config.get_number(group, "timeout", 30, low=0.1, high=86400),
+                  config.get(group, "contenturl") or None, options)
 
 
 def fetch_settings(repo: Repo, name: str) -> FetchSettings:
