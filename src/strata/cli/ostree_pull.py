@@ -203,7 +203,10 @@ def _find_remote(repo: Repo, name: str) -> remotes.Remote:
 
 
 def _check_pull_request(repo: Repo, name: str, inv: Invocation) -> None:
-    url = _find_remote(repo, name).url
+    from strata.image.pull import check_fetchable
+    remote = _find_remote(repo, name)
+    check_fetchable(remote)
+    url = remote.url
     scheme = url.partition("://")[0] if "://" in url else ""
     if scheme not in ("http", "https", "file"):
         raise InvalidInputError(f"Invalid URI scheme in {url}")

@@ -88,9 +88,7 @@ class PullStats:
 def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | None = None) -> PullStats:
     opts = options or PullOptions()
     remote = get_remote(repo, remote_name)
-    unconfigured = repo.config.get(f'remote "{remote_name}"', "unconfigured-state")
-    if unconfigured:
-        raise StrataError(f"remote unconfigured-state: {unconfigured}")
+    check_fetchable(remote)
     fetcher = remote_fetcher(repo, remote, opts)
     stats = PullStats()
     wanted = refs or list(remote.branches)
@@ -137,6 +135,16 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
     session.report(final=True)
     session.transfer.end()
     return stats
+
+
+def check_fetchable(remote: Remote) -> None:
+    """A remote marked unconfigured, or one another tool fetches from, is refused before anything is asked."""
+    unconfigured = remote.options.get("unconfigured-state")
+    if unconfigured:
+        raise StrataError(f"remote unconfigured-state: {unconfigured}")
+    backend = remote.options.get("custom-backend")
+    if backend:
+        raise StrataError(f"Cannot fetch via libostree - remote '{remote.name}' uses custom backend '{backend}'")
 
 
 def _fetch_summary(repo: Repo, fetcher: Fetcher, remote: Remote, opts: PullOptions, wanted: list[str],
