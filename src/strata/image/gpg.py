@@ -105,12 +105,14 @@ class TrustedKeys:
         files: list[Path] = []
         for entry in split_key_paths(self.key_paths):
             path = Path(entry)
+            if not entry:  # Path("") would be the working directory
+                raise StrataError("gpgkeypath: opendir(): No such file or directory")
             if path.is_dir():
                 files += sorted(child for child in path.iterdir() if child.is_file() and not child.is_symlink())
             elif path.exists():
                 files.append(path)
             else:
-                raise StrataError(f"gpgkeypath: '{entry}': No such file or directory")
+                raise StrataError(f"gpgkeypath: opendir({entry}): No such file or directory")  # ostree's words
         return files
 
 
