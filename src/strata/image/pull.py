@@ -157,8 +157,8 @@ def _fetch_summary(repo: Repo, fetcher: Fetcher, remote: Remote, opts: PullOptio
         return None, not no_deltas
     summary = fetcher.get("summary", optional=True, limit=MAX_METADATA_SIZE)
     signature = None if summary is None else fetcher.get("summary.sig", optional=True, limit=MAX_METADATA_SIZE)
-    if summary is not None and remote.sign_verify and (signature is not None or remote.sign_verify_summary):
-        sign.verify(summary, signature, list(remote.keys), "summary")
+    if summary is not None and remote.sign_verify_summary:
+        sign.verify(summary, signature, list(remote.summary_verifiers), "summary")
     if summary is not None and remote.gpg_verify and gpg.signatures(signature):
         gpg.verify(summary, signature, remote.gpg_keyring, "summary")
     if summary is not None and signature is not None:
@@ -188,9 +188,9 @@ def remote_refs(repo: Repo, remote_name: str) -> list[str]:
     summary = fetcher.get("summary", optional=True, limit=MAX_METADATA_SIZE)
     if summary is None:
         raise StrataError(f"remote {remote_name} has no summary file")
-    if remote.sign_verify:
-        sign.verify(summary, fetcher.get("summary.sig", optional=True, limit=MAX_METADATA_SIZE), list(remote.keys),
-                    "summary")
+    if remote.sign_verify_summary:
+        sign.verify(summary, fetcher.get("summary.sig", optional=True, limit=MAX_METADATA_SIZE),
+                    list(remote.summary_verifiers), "summary")
     return [ref.name for ref in parse_summary(summary)[0]]
 
 
