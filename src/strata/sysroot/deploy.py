@@ -196,10 +196,11 @@ def _stage(sysroot: Sysroot, dep: Deployment, merge: Deployment | None, options:
     spare = f"ostree/{bootversion}/{subboot}/{len(listed) + 1}"
     sysroot.repo.set_ref(spare, dep.csum)
     sysroot.write_staged_state(dep, merge, kargs if kargs is not None else list(dep.kargs))
-    if previous is not None and previous.key != dep.key:
-        _remove_dir(sysroot, previous)
     sysroot._write_deployment_refs(listed, bootversion, subboot)
     sysroot.repo.set_ref(spare, None)
+    if previous is not None and previous.key != dep.key:
+        crash_point("before-trash-staged")
+        sysroot.trash_deployment(previous)  # the next cleanup deletes it (finalization at shutdown runs one)
 
 
 def finalize_staged(sysroot: Sysroot, log: Log) -> Deployment | None:

@@ -2,14 +2,19 @@
 
 The one commit point of every change to the deployment list is the rename of boot/loader (or, when only the
 bootlinks change, of ostree/boot.B): everything before it is unreferenced scratch, everything after it is
-cleanup that a later run can redo."""
+cleanup that a later run can redo. A deployment that leaves the list between two cleanups (a replaced staged
+deployment) is renamed into the trash, ostree/deploy/.trash, at the cost of one rename; the next cleanup
+deletes what is there. The trash is outside every stateroot's deploy/ (ostree's cleanup refuses names there
+that are not deployments) and on the same filesystem as the deployments."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
+import secrets
 import shutil
 import stat
 from collections.abc import Iterator
@@ -32,6 +37,7 @@ STAGED_STATE = "run/ostree/staged-deployment"
 STAGED_LOCKED = "run/ostree/staged-deployment-locked"  # ostree's: shutdown leaves the staged deployment alone
 DEPLOYMENT_RUNSTATE = "run/ostree/deployment-state"  # ostree's per-deployment transient state (unlocked-*)
 BOOTED_CMDLINE = "run/strata/cmdline"
+TRASH_DIR = "ostree/deploy/.trash"  # not a stateroot: no var/, and a name no stateroot can have
 
 
 @dataclass
@@ -435,6 +441,7 @@ class Sysroot:
                 shutil.rmtree(target, ignore_errors=True)
         crash_point("cleanup-midway")
         self._remove_unlisted_deployments(keep)
+        self.empty_trash()
         used_boot = {f"{d.stateroot}-{d.bootcsum}" for d in listed}
         used_boot.add(Path(bls.OVERLAY_INITRDS_DIR).name)
         boot_ostree = self.path / "boot" / "ostree"
@@ -471,6 +478,38 @@ class Sysroot:
                 name = entry.name.removesuffix(".origin")
                 if _DEPLOY_NAME.match(name) and (stateroot, name) not in keep:
                     _remove_tree(entry)
+
+    # ------------------------------------------------------------ the trash
+
+    @property
+    def trash_dir(self) -> Path:
+        return self.path / TRASH_DIR
+
+    def trash_deployment(self, dep: Deployment) -> None:
+        """Take an unreferenced deployment out of its stateroot by a rename (deleting its tree costs about as
+        much as checking it out); the next cleanup() deletes it. Its origin file goes last: a crash in
+        between leaves an origin without a directory, which cleanup removes too."""
+        source = self.deployment_dir(dep)
+        if source.is_dir() and not source.is_symlink():
+            self.trash_dir.mkdir(exist_ok=True)
+            target = self.trash_dir / f"{dep.stateroot}-{dep.name}-{secrets.token_hex(4)}"
+            try:
+                _rename_dir(source, target)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                _remove_tree(source)  # a stateroot on a filesystem of its own: no cheap way out
+        with contextlib.suppress(FileNotFoundError):
+            self.origin_path(dep).unlink()
+
+    def empty_trash(self) -> None:
+        trash = self.trash_dir
+        if not trash.is_dir() or trash.is_symlink():
+            return
+        for entry in trash.iterdir():
+            _remove_tree(entry)
+        with contextlib.suppress(OSError):
+            trash.rmdir()
 
     # ------------------------------------------------------------ staging
 
@@ -574,6 +613,14 @@ def _remove_tree(path: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _rename_dir(source: Path, target: Path) -> None:
+    try:
+        os.rename(source, target)
+    except PermissionError:
+        _clear_immutable(source)  # ostree marks deployment roots immutable, which forbids renaming them too
+        os.rename(source, target)
 
 
 def _regular_file_in(root: Path, relpath: str) -> Path | None:
