@@ -6,7 +6,9 @@ device/inode cache). Page caches are dropped before every timed run; each line i
 (fresh repositories each time), ostree and strata alternating. Prints the median seconds, their spread, the
 median strata/ostree ratio and strata's peak RSS.
 
-    .venv/bin/python bench/bench_image.py [--tree DIR] [--work DIR] [--reps N]
+    .venv/bin/python bench/bench_image.py [--tree DIR] [--work DIR] [--reps N] [--only checkout]
+
+--only checkout commits the tree once per tool and measures only the checkout line (--reps times).
 
 The default tree is a copy of this machine's /usr/share and /usr/bin (tens of thousands of files).
 """
@@ -23,8 +25,7 @@ from pathlib import Path
 from benchlib import Figure, print_figures, timed_run
 
 STRATA = [sys.executable, "-m", "strata.cli.main"]
-
-
+CHECKOUT = "checkout (hardlinks, -U -H)"
 
 
 def make_tree(work: Path) -> Path:
@@ -62,40 +63,70 @@ def main() -> int:
     parser.add_argument("--tree", type=Path)
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/strata-bench-image"))
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--only", choices=["checkout"], help="measure only this line")
     args = parser.parse_args()
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
     tree = args.tree or make_tree(work)
     files = sum(len(f) for _, _, f in os.walk(tree))
     figures: dict[str, Figure] = {}
+    repos = init_repos(work / "runs", ("bare-user",)) if args.only else {}
+    if args.only:
+        commit_once(repos, tree)
     for _ in range(args.reps):
-        one_round(work / "runs", tree, figures)
+        if args.only:
+            checkout_round(work / "runs", repos, figures)
+        else:
+            one_round(work / "runs", tree, figures)
         print_figures(list(figures.values()))  # as it goes: a long run that fails later still leaves its figures
-    print(f"tree: {tree} ({files} files)")
+    print(f"tree: {tree} ({files} files); load average (1, 5, 15 min) at the end: {os.getloadavg()}")
     print_figures(list(figures.values()))
     print("targets: ratio <= 1.0 on every line, peak RSS < 300 MB")
     return 0
 
 
-def one_round(runs: Path, tree: Path, figures: dict[str, Figure]) -> None:
+def init_repos(runs: Path, modes: tuple[str, ...]) -> dict[str, Path]:
+    """A fresh repository of each mode for each tool, named TOOL-MODE."""
     shutil.rmtree(runs, ignore_errors=True)
     runs.mkdir()
-    repos = {f"{tool}-{mode}": runs / f"{tool}-{mode}" for tool in ("strata", "ostree")
-             for mode in ("bare-user", "archive")}
+    repos = {f"{tool}-{mode}": runs / f"{tool}-{mode}" for tool in ("strata", "ostree") for mode in modes}
     for name, path in repos.items():
         tool, mode = name.split("-", 1)
         if tool == "strata":
             subprocess.run([*STRATA, "repo", "init", "--repo", str(path), "--mode", mode], check=True)
         else:
             subprocess.run(["ostree", f"--repo={path}", "init", f"--mode={mode}"], check=True)
+    return repos
+
+
+def commit_once(repos: dict[str, Path], tree: Path) -> None:
+    subprocess.run([*STRATA, "repo", "commit", "--repo", str(repos["strata-bare-user"]), "-b", "b",
+                    f"--tree=dir={tree}"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["ostree", f"--repo={repos['ostree-bare-user']}", "commit", "-b", "b", f"--tree=dir={tree}"],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def checkout_round(runs: Path, repos: dict[str, Path], figures: dict[str, Figure]) -> None:
+    co_s, co_o = runs / "co-strata", runs / "co-ostree"
+    for old in (co_s, co_o):
+        shutil.rmtree(old, ignore_errors=True)
+    run_checkouts(figures, repos, co_s, co_o)
+
+
+def run_checkouts(figures: dict[str, Figure], repos: dict[str, Path], co_s: Path, co_o: Path) -> None:
+    run_pair(figures, CHECKOUT,
+             [*STRATA, "repo", "checkout", "--repo", str(repos["strata-bare-user"]), "-U", "-H", "b", str(co_s)],
+             ["ostree", f"--repo={repos['ostree-bare-user']}", "checkout", "-U", "-H", "b", str(co_o)])
+
+
+def one_round(runs: Path, tree: Path, figures: dict[str, Figure]) -> None:
+    repos = init_repos(runs, ("bare-user", "archive"))
     for mode in ("bare-user", "archive"):
         run_pair(figures, f"commit ({mode})",
                  [*STRATA, "repo", "commit", "--repo", str(repos[f"strata-{mode}"]), "-b", "b", f"--tree=dir={tree}"],
                  ["ostree", f"--repo={repos[f'ostree-{mode}']}", "commit", "-b", "b", f"--tree=dir={tree}"])
     co_s, co_o = runs / "co-strata", runs / "co-ostree"
-    run_pair(figures, "checkout (hardlinks, -U -H)",
-             [*STRATA, "repo", "checkout", "--repo", str(repos["strata-bare-user"]), "-U", "-H", "b", str(co_s)],
-             ["ostree", f"--repo={repos['ostree-bare-user']}", "checkout", "-U", "-H", "b", str(co_o)])
+    run_checkouts(figures, repos, co_s, co_o)
     for mode in ("archive", "bare-user"):
         run_pair(figures, f"fsck ({mode})", [*STRATA, "repo", "fsck", "--repo", str(repos[f"strata-{mode}"])],
                  ["ostree", f"--repo={repos[f'ostree-{mode}']}", "fsck"])

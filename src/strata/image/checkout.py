@@ -1,9 +1,11 @@
 """Checking out a commit (or a subtree of it) into a directory: hardlinks where modes allow, else copies.
 
 The walk is link()/mkdir()-bound, so it works relative to directory descriptors (one per object prefix
-directory of the repository, one per destination directory being filled) instead of resolving full paths,
-and it fills several directories at once on a few threads: the interpreter lock is released in every
-system call, so the kernel work (and, with cold caches, the disk reads) of two directories overlap."""
+directory of the repository, one per destination directory being filled) instead of resolving full paths.
+A directory's own metadata is applied as soon as its entries are in place (its mtime no longer changes
+then), so the walk keeps no list of every directory. A large tree is filled by forked worker processes
+(checkout_workers): the parent fills the first _FORK_AFTER_FILES files itself, so small checkouts never fork.
+Archive repositories checked out in user mode link from ostree's uncompressed-objects-cache."""
 
 from __future__ import annotations
 
@@ -18,13 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from strata.errors import InvalidInputError, NotFoundError, StrataError
-from strata.image.objects import DirMeta, FileMeta, ostreemeta_mode
+from strata.image.checkout_workers import Item, fill_in_workers
+from strata.image.objects import DirMeta, DirTree, FileMeta, ostreemeta_mode
 from strata.image.repo import OSTREEMETA_XATTR, Repo, RepoMode
+from strata.image.uncompressed_cache import UncompressedCache, cache_usable
 
-_WORKERS = max(2, (os.cpu_count() or 1) * 2)
 _LINK_FALLBACK_ERRNOS = (errno.EXDEV, errno.EMLINK, errno.EPERM)
 _ANCHOR_AT = 2048  # bytes of path; PATH_MAX is 4096 and a name adds at most 255
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FORK_AFTER_FILES = 4000  # files placed in-process before a checkout with more to do forks its workers
+_MAX_WORKERS = 4
+# A bare-user symlink object holds the target and a NUL; a target is at most PATH_MAX - 1 bytes. Bigger
+# objects are regular files, whatever their xattr says, so the hot loop does not read it.
+_MAX_SYMLINK_OBJECT = 4096
 
 
 @dataclass
@@ -35,7 +44,10 @@ class CheckoutOptions:
     force_copy: bool = False
     subpath: str = ""
     union_add: bool = False  # like union, but files already in the destination are kept (ostree --union-add)
-    files_done: Callable[[int], None] | None = None  # each directory's file count once placed (progress; any thread)
+    files_done: Callable[[int], None] | None = None  # file counts as they are placed (progress; main thread)
+    # ostree --disable-cache: an archive repository checked out in user mode neither uses nor fills its
+    # uncompressed-objects-cache (by default it does, as ostree's command line)
+    no_cache: bool = False
 
 
 def checkout_commit(repo: Repo, commit: str, dest: Path, options: CheckoutOptions | None = None) -> None:
@@ -58,8 +70,7 @@ def checkout_tree(repo: Repo, root: tuple[str, str], dest: Path, options: Checko
         else:
             path = str(dest)
             created = job.make_top_dir(path)
-            _walk_parallel((target[0], target[1], path, created), job.checkout_dir, _WORKERS)
-            job.apply_dir_metadata()
+            _fill_tree(job, (target[0], target[1], path, created, 0))
     finally:
         job.close()
 
@@ -78,53 +89,37 @@ def _resolve_subpath(repo: Repo, root: tuple[str, str], subpath: str) -> tuple[s
     return "dir", (tree, meta)
 
 
-_Item = tuple[str, str, str, bool]  # (dirtree, dirmeta, path of the existing destination, whether we made it)
+def _fill_tree(job: _Checkout, top: Item) -> None:
+    """Depth first from top; once the tree has shown itself large, the rest on worker processes."""
+    files_done = job.opts.files_done
+    placed = 0
+    stack = [top]
+    held_back: list[Item] = []
+    while stack:
+        if placed >= _FORK_AFTER_FILES and (workers := _worker_count()) > 1:
+            held_back = fill_in_workers(job, stack, workers, files_done)
+            break
+        children = job.fill(stack.pop())
+        children.reverse()  # popped from the end: the first subdirectory next
+        stack += children
+        placed += job.files_placed
+        if files_done is not None and job.files_placed:
+            files_done(job.files_placed)
+        job.files_placed = 0
+    job.finish([*job.deferred, *held_back])
 
 
-def _walk_parallel(first: _Item, visit: Callable[[_Item], list[_Item]], workers: int) -> None:
-    """visit(first), then visit every item a visit returns, on `workers` threads (depth first, so few items
-    wait); the first error stops the walk and is raised here."""
-    pending = [first]
-    busy = 0
-    failure: list[BaseException] = []
-    cond = threading.Condition()
-
-    def work() -> None:
-        nonlocal busy
-        while True:
-            with cond:
-                while not pending and busy and not failure:
-                    cond.wait()
-                if failure or not pending:
-                    cond.notify_all()
-                    return
-                item = pending.pop()
-                busy += 1
-            try:
-                found = visit(item)
-            except BaseException as exc:
-                with cond:
-                    failure.append(exc)
-                    busy -= 1
-                    cond.notify_all()
-                return
-            with cond:
-                found.reverse()  # popped from the end: the first subdirectory next
-                pending.extend(found)
-                busy -= 1
-                cond.notify_all()
-
-    threads = [threading.Thread(target=work, daemon=True) for _ in range(workers - 1)]
-    for thread in threads:
-        thread.start()
-    work()
-    for thread in threads:
-        thread.join()
-    if failure:
-        raise failure[0]
+def _worker_count() -> int:
+    """Processes for the rest of a large checkout: one per usable CPU. Only from a single-threaded process
+    (a fork copies one thread; locks other threads hold would stay held in the child)."""
+    if threading.active_count() != 1 or not hasattr(os, "fork"):
+        return 1
+    return min(len(os.sched_getaffinity(0)), _MAX_WORKERS)
 
 
 class _Checkout:
+    """Fills directories of one checkout (the Filler that checkout_workers drives)."""
+
     def __init__(self, repo: Repo, opts: CheckoutOptions) -> None:
         self.repo = repo
         self.opts = opts
@@ -132,41 +127,69 @@ class _Checkout:
         self.can_link = not opts.force_copy and (
             (mode is RepoMode.BARE and not opts.user_mode)
             or (mode in (RepoMode.BARE_USER, RepoMode.BARE_USER_ONLY) and opts.user_mode))
-        self.dirs_to_finish: list[tuple[str, DirMeta, bool]] = []
+        self.cache = (UncompressedCache(repo) if opts.user_mode and not opts.force_copy and not opts.no_cache
+                      and cache_usable(repo) else None)
+        self.files_placed = 0  # since the driver last took the count
+        self.deferred: list[Item] = []  # directories whose metadata must wait for everything below them
         self._dirmeta: dict[str, DirMeta] = {}
         self._anchors: list[int] = []
-        self._anchor_lock = threading.Lock()
         self._objects = str(repo.path / "objects")
         self._ext = ".filez" if repo.is_archive else ".file"
-        self._prefix_fds: dict[str, int] = self._open_prefixes() if self.can_link else {}
-
-    def _open_prefixes(self) -> dict[str, int]:
-        """A descriptor for each objects/XX directory: links then resolve one name, not a long path."""
-        fds: dict[str, int] = {}
-        objects_fd = os.open(self._objects, _DIR_FLAGS)
-        try:
-            for prefix in os.listdir(self._objects):
-                if len(prefix) == 2:
-                    with contextlib.suppress(OSError):
-                        fds[prefix] = os.open(prefix, _DIR_FLAGS, dir_fd=objects_fd)
-        except BaseException:
-            for fd in fds.values():
-                os.close(fd)
-            raise
-        finally:
-            os.close(objects_fd)
-        return fds
+        self._prefix_fds: dict[str, int] = {}
+        self._objects_fd: int | None = None
+        self._privileged = os.geteuid() == 0
 
     def close(self) -> None:
         for fd in [*self._anchors, *self._prefix_fds.values()]:
             os.close(fd)
+        if self._objects_fd is not None:
+            os.close(self._objects_fd)
+            self._objects_fd = None
         self._anchors.clear()
         self._prefix_fds.clear()
+        if self.cache is not None:
+            self.cache.close()
+
+    # ------------------------------------------------------------ objects
+
+    def _prefix_fd(self, prefix: str) -> int:
+        """A descriptor of objects/XX, opened on first use: links and reads then resolve one name."""
+        fd = self._prefix_fds.get(prefix)
+        if fd is None:
+            if self._objects_fd is None:
+                self._objects_fd = os.open(self._objects, _DIR_FLAGS)
+            try:
+                fd = os.open(prefix, _DIR_FLAGS, dir_fd=self._objects_fd)
+            except FileNotFoundError:
+                fd = -1  # no object with this prefix: every lookup there fails as not found
+            self._prefix_fds[prefix] = fd
+        return fd
+
+    def _read_object(self, checksum: str, ext: str, what: str) -> bytes:
+        prefix_fd = self._prefix_fd(checksum[:2])
+        try:
+            if prefix_fd < 0:
+                raise FileNotFoundError
+            fd = os.open(checksum[2:] + ext, _READ_FLAGS, dir_fd=prefix_fd)
+        except FileNotFoundError:
+            raise NotFoundError(f"{what} object {checksum} not found") from None
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        return b"".join(chunks)
+
+    def dirtree(self, checksum: str) -> DirTree:
+        # names are validated as the dirtree is parsed (strict=False still refuses bad names and order)
+        return DirTree.parse(self._read_object(checksum, ".dirtree", "dirtree"), strict=False)
 
     def dirmeta(self, checksum: str) -> DirMeta:
         meta = self._dirmeta.get(checksum)
         if meta is None:
-            meta = self._dirmeta[checksum] = self.repo.load_dirmeta(checksum)
+            meta = self._dirmeta[checksum] = DirMeta.parse(self._read_object(checksum, ".dirmeta", "dirmeta"),
+                                                           strict=False)
         return meta
 
     # ------------------------------------------------------------ directories
@@ -185,30 +208,40 @@ class _Checkout:
         except FileNotFoundError:
             raise NotFoundError(f"parent directory of {path} does not exist") from None
 
-    def checkout_dir(self, item: _Item) -> list[_Item]:
-        """Fill one existing directory: its files, and its subdirectories created empty; returns those for
-        the walk to fill."""
-        tree_csum, meta_csum, path, created = item
+    def fill(self, item: Item) -> list[Item]:
+        """Fill one existing directory: its files, and its subdirectories created empty; then its own
+        metadata. Returns the subdirectories, still to fill."""
+        tree_csum, meta_csum, path, created, depth = item
         meta = self.dirmeta(meta_csum)
-        tree = self.repo.load_dirtree(tree_csum)  # names were validated when the dirtree was parsed
+        tree = self.dirtree(tree_csum)
         dir_fd = os.open(path, _DIR_FLAGS)
         try:
-            self.dirs_to_finish.append((path, meta, created))
             if self.can_link and not (self.opts.union or self.opts.union_add):
                 for name, checksum in self._link_files(dir_fd, path, tree.files):
                     self.copy_file(checksum, dir_fd, name, path)  # known not to be linkable: no second try
             else:
                 for name, checksum in tree.files.items():
                     self.place_file(checksum, dir_fd, name, path)
-            if self.opts.files_done is not None:
-                self.opts.files_done(len(tree.files))
-            children: list[_Item] = []
-            for name, (sub_tree, sub_meta) in tree.dirs.items():
-                sub_created = self._make_subdir(dir_fd, name, path)
-                children.append((sub_tree, sub_meta, self._child_path(path, name), sub_created))
+            self.files_placed += len(tree.files)
+            children = [(sub_tree, sub_meta, self._child_path(path, name), self._make_subdir(dir_fd, name, path),
+                         depth + 1) for name, (sub_tree, sub_meta) in tree.dirs.items()]
         finally:
             os.close(dir_fd)
+        if self._must_wait(meta):
+            self.deferred.append(item)
+        else:
+            self._apply_dir_metadata(path, meta, created)
         return children
+
+    def _must_wait(self, meta: DirMeta) -> bool:
+        """A directory its owner may not write or search could block filling what is below it: unless we
+        are root (who may anyway) or in user mode (owner rwx is always kept), its mode is applied last."""
+        return not self.opts.user_mode and not self._privileged and meta.mode & 0o700 != 0o700
+
+    def finish(self, deferred: list[Item]) -> None:
+        """The metadata held back, deepest directories first (everything below them is filled by now)."""
+        for _tree, meta_csum, path, created, _depth in sorted(deferred, key=lambda item: -item[4]):
+            self._apply_dir_metadata(path, self.dirmeta(meta_csum), created)
 
     def _make_subdir(self, dir_fd: int, name: str, path: str) -> bool:
         try:
@@ -228,30 +261,27 @@ class _Checkout:
         if len(path) < _ANCHOR_AT:
             return f"{path}/{name}"
         fd = os.open(path, _DIR_FLAGS)
-        with self._anchor_lock:
-            self._anchors.append(fd)
+        self._anchors.append(fd)
         return f"/proc/self/fd/{fd}/{name}"
 
-    def apply_dir_metadata(self) -> None:
-        # Children first: a parent made read-only must not block writing into it. A directory was listed
-        # before its subdirectories, whichever thread filled it.
-        for path, meta, created in reversed(self.dirs_to_finish):
-            if not self.opts.user_mode:
-                os.chown(path, meta.uid, meta.gid)
-                _apply_xattrs(path, meta.xattrs)
-            mode = meta.mode & 0o7777
-            if self.opts.user_mode:
-                mode &= ~(stat.S_ISUID | stat.S_ISGID)
-                mode |= 0o700
-            os.chmod(path, mode)
-            if created:
-                os.utime(path, (0, 0))
+    def _apply_dir_metadata(self, path: str, meta: DirMeta, created: bool) -> None:
+        if not self.opts.user_mode:
+            os.chown(path, meta.uid, meta.gid)
+            _apply_xattrs(path, meta.xattrs)
+        mode = meta.mode & 0o7777
+        if self.opts.user_mode:
+            mode &= ~(stat.S_ISUID | stat.S_ISGID)
+            mode |= 0o700
+        os.chmod(path, mode)
+        if created:
+            os.utime(path, (0, 0))
 
     # ------------------------------------------------------------ files
 
     def _link_files(self, dir_fd: int, path: str, files: dict[str, str]) -> list[tuple[str, str]]:
         """Hardlink every file of a directory that can be; returns the (name, checksum) left to copy. The hot
-        loop of a checkout: two or three system calls per file, relative to open directories."""
+        loop of a checkout: two system calls per file (three for a small one of a bare-user repository),
+        relative to open directories."""
         prefix_fds = self._prefix_fds
         ext = self._ext
         bare_user = self.repo.mode is RepoMode.BARE_USER
@@ -259,18 +289,25 @@ class _Checkout:
         copies: list[tuple[str, str]] = []
         for name, checksum in files.items():
             prefix = checksum[:2]
+            prefix_fd = prefix_fds.get(prefix)
+            if prefix_fd is None:
+                prefix_fd = self._prefix_fd(prefix)
             rest = checksum[2:] + ext
             try:
-                st = os.stat(rest, dir_fd=prefix_fds[prefix], follow_symlinks=False)
-            except (KeyError, FileNotFoundError):
+                if prefix_fd < 0:
+                    raise FileNotFoundError
+                st = os.stat(rest, dir_fd=prefix_fd, follow_symlinks=False)
+            except FileNotFoundError:
                 raise NotFoundError(f"file object {checksum} not found") from None
             # Empty files are copied (ostree: no EMLINK), bare-user symlinks are regular files in the store.
-            if (st.st_size == 0 and stat.S_ISREG(st.st_mode)) or (
-                    bare_user and self._bare_user_symlink(checksum, f"{self._objects}/{prefix}/{rest}")):
+            size = st.st_size
+            if (size == 0 and stat.S_ISREG(st.st_mode)) or (
+                    bare_user and size <= _MAX_SYMLINK_OBJECT
+                    and self._bare_user_symlink(checksum, f"{self._objects}/{prefix}/{rest}")):
                 copies.append((name, checksum))
                 continue
             try:
-                os.link(rest, name, src_dir_fd=prefix_fds[prefix], dst_dir_fd=dir_fd, follow_symlinks=False)
+                os.link(rest, name, src_dir_fd=prefix_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
             except FileExistsError:
                 raise StrataError(f"{path}/{name} already exists") from None
             except OSError as exc:
@@ -304,7 +341,26 @@ class _Checkout:
                 return
         if self.can_link and self._try_link(checksum, dir_fd, name, path):
             return
+        if self.cache is not None and self._link_from_cache(checksum, dir_fd, name, path):
+            return
         self.copy_file(checksum, dir_fd, name, path)
+
+    def _link_from_cache(self, checksum: str, dir_fd: int, name: str, path: str) -> bool:
+        """Hardlink the object's uncompressed-objects-cache entry (made now if missing); False when the
+        object is not cached (symlinks, empty files) or the link cannot be made (then it is copied)."""
+        assert self.cache is not None
+        entry = self.cache.entry_for(checksum)
+        if entry is None:
+            return False
+        cache_fd, cache_name = entry
+        try:
+            self._replace(dir_fd, name, path, lambda tmp: os.link(cache_name, tmp, src_dir_fd=cache_fd,
+                                                                  dst_dir_fd=dir_fd, follow_symlinks=False))
+        except OSError as exc:
+            if exc.errno in _LINK_FALLBACK_ERRNOS:
+                return False
+            raise
+        return True
 
     def copy_file(self, checksum: str, dir_fd: int, name: str, path: str) -> None:
         meta, content = self.repo.read_file(checksum, verify=True)
