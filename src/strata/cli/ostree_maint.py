@@ -15,6 +15,7 @@ from strata.image import inspect
 from strata.image import objects as O
 from strata.image import remote as remotes
 from strata.image.config import config_get, config_set, config_unset
+from strata.image.fsck import FsckReport
 from strata.image.fsck import fsck as fsck_repo
 from strata.image.objects import ObjectType
 from strata.image.prune import PruneOptions, held_refs
@@ -100,26 +101,20 @@ def fsck(inv: Invocation) -> int:
         print("Validating refs...")
         print("Validating refs in collections...")
         print("Enumerating commits...")
-    report = fsck_repo(repo, delete=a.flag("delete"))
-    if a.flag("add-tombstones"):
-        _add_tombstones(repo)
+    report = fsck_repo(repo, delete=a.flag("delete"), mark_missing=True)
+    for name, checksum in report.missing_refs:
+        print(f"Object missing: {checksum}.commit", file=sys.stderr)
+        raise CorruptionError(f"Loading commit for ref {name.partition(':')[2] or name}: "
+                              f"No such metadata object {checksum}.commit")
     if not quiet:
         print(f"Verifying content integrity of {report.commits} commit objects...")
-    missing = [found for found in map(_MISSING_RE.match, report.problems) if found]
-    if missing and len(missing) == len(report.problems) and not a.flag("delete"):
-        _mark_missing(repo, missing)  # ostree reports every missing object and carries on
-        raise CorruptionError("Repository corruption encountered")
-    problems = [ostree_problem(problem) for problem in report.problems]
-    if problems and not a.flag("delete"):
-        raise CorruptionError(problems[0])  # ostree stops at the first corrupt object
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    for commit in sorted(report.bad_commits) if a.flag("delete") else []:
-        print(f"Marking commit as partial: {commit}", file=sys.stderr)
-    if report.partial:
+    _report_bad_objects(report, delete=a.flag("delete"), keep_going=a.flag("all"))
+    if a.flag("add-tombstones"):
+        _add_tombstones(repo)
+    elif report.partial:
         print(f"{report.partial} partial commits not verified")
-    if problems:
-        raise StrataError(f"{len(report.bad_commits) or len(problems)} partial commits from fsck-detected corruption")
+    if report.bad:
+        raise CorruptionError("Repository corruption encountered")
     fsck_partial = _fsck_partial_commits(repo)
     if fsck_partial:
         raise StrataError(f"{fsck_partial} partial commits from fsck-detected corruption")
@@ -128,21 +123,27 @@ def fsck(inv: Invocation) -> int:
     return 0
 
 
-_MISSING_RE = re.compile(r"^(?:Missing (\w+) object (\w+)) \(in commit (\w+)\)$")
-_SUFFIXES = {"file": "file", "dirtree": "dirtree", "dirmeta": "dirmeta", "commit": "commit"}
-
-
-def _mark_missing(repo: Repo, missing: list[re.Match[str]]) -> None:
-    """ostree's report of objects gone from under a commit; the commit becomes partial (marker 'f')."""
-    marked: set[str] = set()
-    for found in missing:
-        objtype, checksum, commit = found[1], found[2], found[3]
-        print(f"Object missing in commits {commit}: {checksum}.{_SUFFIXES.get(objtype, objtype)}", file=sys.stderr)
-        if commit not in marked:
-            marked.add(commit)
-            print(f"Marking commit as partial: {commit}", file=sys.stderr)
-            with repo.lock():
-                repo.mark_partial(commit, b"f")
+def _report_bad_objects(report: FsckReport, *, delete: bool, keep_going: bool) -> None:
+    """ostree's lines for each bad object, and for each commit marked partial because of it; a corrupt object
+    stops the run unless --delete or --all."""
+    announced: set[str] = set()
+    for bad in report.bad:
+        commits = ", ".join(bad.commits)
+        if bad.missing:
+            where = f" in commits {commits}" if commits else ""
+            print(f"Object missing{where}: {bad.checksum}.{bad.objtype.value}", file=sys.stderr)
+        else:
+            message = ostree_problem(bad.cause)
+            if bad.objtype is ObjectType.FILE:
+                message = f"fsck content object {bad.checksum}: {message}"
+            message = f"In commits {commits}: {message}" if commits else message
+            if not (delete or keep_going):
+                raise CorruptionError(message)
+            print(message, file=sys.stderr)
+        for commit in bad.commits:
+            if commit in report.marked and commit not in announced:
+                announced.add(commit)
+                print(f"Marking commit as partial: {commit}", file=sys.stderr)
 
 
 def _fsck_partial_commits(repo: Repo) -> int:
