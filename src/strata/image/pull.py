@@ -222,14 +222,27 @@ def _resolve_refs(fetcher: Fetcher, summary: bytes | None, refs: list[str]) -> d
         if ref in listed:
             result[ref] = listed[ref]
             continue
-        body = fetcher.get(f"refs/heads/{ref}", optional=True, limit=MAX_METADATA_SIZE)
+        # without a summary the ref file must be there (its 404 is the error); with one, a ref it does not
+        # list yet may still be on the server
+        body = fetcher.get(f"refs/heads/{ref}", optional=summary is not None, limit=MAX_METADATA_SIZE)
         if body is None:
             raise NotFoundError(f"No such branch '{ref}' in repository")
-        text = body.decode(errors="replace").strip()
-        if not O.is_checksum(text):
-            raise CorruptionError(f"ref {ref} on the server does not hold a checksum")
-        result[ref] = text
+        result[ref] = _ref_contents(ref, body)
     return result
+
+
+def _ref_contents(ref: str, body: bytes) -> str:
+    """The checksum a ref file from the server holds; anything else (an HTML page, say) is refused in a
+    few words of it, newlines flattened, as ostree does."""
+    text = body.decode(errors="replace").rstrip()
+    if O.is_checksum(text):
+        return text
+    if len(text) == 64:
+        bad = next(c for c in text if c not in "0123456789abcdef")
+        problem = f"Invalid character '{ord(bad)}' in rev '{text}'"
+    else:
+        problem = "Invalid rev " + text[:64].replace("\n", " ")
+    raise CorruptionError(f"Fetching checksum for ref ((empty), {ref}): {problem}")
 
 
 class _Unset:
