@@ -3,28 +3,28 @@ from __future__ import annotations
 
 import re
 import sys
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from strata.cli.ostree import Invocation, UsageError, Verb
 from strata.cli.ostree_options import array, flag, integer, string
 from strata.cli.ostree_util import ostree_problem, parse_datetime, resolve
 from strata.errors import CorruptionError, InvalidInputError, NotFoundError, StrataError
-from strata.image import inspect
+from strata.image import gvariant, inspect
 from strata.image import objects as O
 from strata.image import remote as remotes
 from strata.image.config import config_get, config_set, config_unset
 from strata.image.fsck import FsckReport
 from strata.image.fsck import fsck as fsck_repo
+from strata.image.fsutil import atomic_write
+from strata.image.gvariant import Variant
 from strata.image.objects import ObjectType
 from strata.image.prune import PruneOptions, held_refs
 from strata.image.prune import prune as prune_repo
 from strata.image.repo import Repo
-from strata.image.summary import parse_summary, summary_metadata, update_summary
-
-if TYPE_CHECKING:
-    pass
+from strata.image.summary import SUMMARY_TYPE, byteswapped, commit_summary_metadata, swap64, update_summary
 from strata.units import human_size
 
 # ---------------------------------------------------------------- summary
@@ -36,58 +36,117 @@ def summary(inv: Invocation) -> int:
     if a.flag("update"):
         from strata.cli.ostree_repo import parse_metadata_option
         additional = [parse_metadata_option(text, "add-metadata") for text in a.strings("add-metadata")]
+        commit_summary_metadata(repo, additional, sign=lambda commit: _sign_commit(inv, repo, commit))
         data = update_summary(repo, additional)
         _sign_summary(inv, repo, data)
         return 0
+    if not (a.flag("view") or a.flag("raw")):
+        raise UsageError("No option specified; use -u to update summary")
     path = repo.path / "summary"
     if not path.exists():
         raise NotFoundError("No summary file")
+    data = path.read_bytes()
     if a.flag("raw"):
-        from strata.image import gvariant
-        from strata.image.summary import SUMMARY_TYPE
-        print(inspect.format_typed(SUMMARY_TYPE, gvariant.decode(SUMMARY_TYPE, path.read_bytes())))
-        return 0
-    refs, extra = parse_summary(path.read_bytes())
-    for ref in refs:
-        print(f"* {ref.name}")
-        print(f"    Latest Commit ({ref.size} bytes):")
-        print(f"      {ref.checksum}")
-        if ref.version:
-            print(f"    Version (ostree.commit.version): {ref.version}")
-        if ref.timestamp is not None:
-            when = datetime.fromtimestamp(ref.timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S+00")
-            print(f"    Timestamp (ostree.commit.timestamp): {when}")
-    print()
-    typed = summary_metadata(path.read_bytes())
-    for key in sorted(extra):
-        print(f"{key}: {_summary_value(typed.get(key, extra[key]))}")
+        print(inspect.format_typed(SUMMARY_TYPE, gvariant.decode(SUMMARY_TYPE, data)))
+    else:
+        _view_summary(data)
     return 0
 
 
-def _summary_value(value: object) -> str:
-    from strata.image.gvariant import Variant
-    if isinstance(value, Variant):
-        if value.type.startswith("a{") and not value.value:
-            return "{}"
-        value = value.value
-    return inspect.format_value(value)
+def _view_summary(data: bytes) -> None:
+    """The summary as ostree's `summary --view` prints it: refs by collection, then the metadata in the
+    file's order, ostree's own keys with their names."""
+    refs, extra = gvariant.decode(SUMMARY_TYPE, data)
+    _print_summary_refs(gvariant.vardict_lookup(extra, "ostree.summary.collection-id", "s"), refs)
+    for collection, collection_refs in gvariant.vardict_lookup(extra, "ostree.summary.collection-map",
+                                                               "a{sa(s(taya{sv}))}", []):
+        _print_summary_refs(collection, collection_refs)
+    for key, value in extra:
+        pretty = _pretty_summary_value(key, value)
+        print(f"{pretty[0]} ({key}): {pretty[1]}" if pretty else f"{key}: {_machine_value(value)}")
+
+
+def _print_summary_refs(collection: str | None, refs: list[Any]) -> None:
+    for name, (size, checksum, meta) in refs:
+        print(f"* ({collection}, {name})" if collection else f"* {name}")
+        print(f"    Latest Commit ({human_size(swap64(size))}):")
+        print(f"      {checksum.hex()}" if len(checksum) == 32
+              else f"      Invalid checksum of length {len(checksum)} expected 32")
+        for key, value in meta:
+            if key == "ostree.commit.timestamp" and value.type == "t":
+                print(f"    Timestamp ({key}): {_iso8601(value.value)}")
+            elif key == "ostree.commit.version" and value.type == "s":
+                print(f"    Version ({key}): {value.value}")
+            else:
+                print(f"    {key}: {_machine_value(value)}")
+        print()
+
+
+_MODES = ("bare", "archive-z2", "archive", "bare-user", "bare-user-only", "bare-split-xattrs")
+_SHOWN: dict[tuple[str, str], tuple[str, Callable[[Any], str]]] = {
+    ("ostree.static-deltas", "a{sv}"): ("Static Deltas", lambda v: inspect.format_typed("a{sv}", v, False)),
+    ("ostree.summary.last-modified", "t"): ("Last-Modified", lambda v: _iso8601(v)),
+    ("ostree.summary.expires", "t"): ("Expires", lambda v: _iso8601(v)),
+    ("ostree.summary.collection-id", "s"): ("Collection ID", str),
+    ("ostree.summary.collection-map", "a{sa(s(taya{sv}))}"): ("Collection Map", lambda _v: "(printed above)"),
+    ("ostree.summary.mode", "s"): ("Repository Mode", lambda v: v if v in _MODES else f"Invalid (\u2018{v}\u2019)"),
+    ("ostree.summary.tombstone-commits", "b"): ("Has Tombstone Commits", lambda v: "Yes" if v else "No"),
+}
+
+
+def _pretty_summary_value(key: str, value: Variant) -> tuple[str, str] | None:
+    """(ostree's name for the key, the value as it shows it) for ostree's own summary keys of the right type."""
+    found = _SHOWN.get((key, value.type))
+    return (found[0], found[1](value.value)) if found else None
+
+
+def _machine_value(value: Variant) -> str:
+    """A value other tools wrote in the machine's byte order, as g_variant_print shows it."""
+    native = byteswapped("v", value) if sys.byteorder == "little" else value
+    if native.type.startswith("a{") and not native.value:
+        return "{}"  # GLib's text for an empty dictionary (inspect.format_typed prints an empty array)
+    return inspect.format_typed(native.type, native.value, False)
+
+
+def _iso8601(seconds: int) -> str:
+    """Seconds since the epoch in local time as GLib's "%FT%T%:::z" shows them; "invalid" out of range."""
+    try:
+        when = datetime.fromtimestamp(seconds, UTC).astimezone()
+    except (OverflowError, OSError, ValueError):
+        return "invalid"
+    minutes = int((when.utcoffset() or timedelta()).total_seconds()) // 60
+    zone = f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}"
+    if minutes % 60:
+        zone += f":{abs(minutes) % 60:02d}"
+    return when.strftime("%Y-%m-%dT%H:%M:%S") + zone
+
+
+def _sign_commit(inv: Invocation, repo: Repo, commit: str) -> None:
+    """The ostree-metadata commit gets the signatures the summary gets."""
+    gpg_keys, keys = inv.args.strings("gpg-sign"), inv.args.strings("sign")
+    if not (gpg_keys or keys):
+        return
+    data = repo.read_metadata(commit, ObjectType.COMMIT)
+    repo.write_detached_metadata(commit, _signatures(inv, data, repo.read_detached_metadata(commit)))
+
+
+def _signatures(inv: Invocation, data: bytes, detached: bytes | None) -> bytes:
+    """detached metadata with a signature of data by every --gpg-sign and --sign key added."""
+    homedir = inv.args.string("gpg-homedir")
+    if inv.args.strings("gpg-sign"):
+        from strata.image import gpg
+        for key_id in inv.args.strings("gpg-sign"):
+            detached = gpg.add_signature(detached, gpg.sign(data, key_id, Path(homedir) if homedir else None))
+    if inv.args.strings("sign"):
+        from strata.cli.ostree_sign import add_signatures
+        detached = add_signatures(detached, data, inv.args.strings("sign"), inv.args.string("sign-type") or "ed25519")
+    assert detached is not None
+    return detached
 
 
 def _sign_summary(inv: Invocation, repo: Repo, data: bytes) -> None:
-    keys = inv.args.strings("sign")
-    gpg_keys = inv.args.strings("gpg-sign")
-    if gpg_keys:
-        from strata.image import gpg
-        homedir = inv.args.string("gpg-homedir")
-        detached: bytes | None = None
-        for key_id in gpg_keys:
-            detached = gpg.add_signature(detached, gpg.sign(data, key_id, Path(homedir) if homedir else None))
-        assert detached is not None
-        (repo.path / "summary.sig").write_bytes(detached)
-    if not keys:
-        return
-    from strata.cli.ostree_sign import detached_signatures
-    (repo.path / "summary.sig").write_bytes(detached_signatures(data, keys, inv.args.string("sign-type") or "ed25519"))
+    if inv.args.strings("gpg-sign") or inv.args.strings("sign"):
+        atomic_write(repo.path / "summary.sig", _signatures(inv, data, None))
 
 
 # ---------------------------------------------------------------- fsck, prune

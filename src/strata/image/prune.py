@@ -7,10 +7,9 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from strata.errors import InvalidInputError, NotFoundError, StrataError
-from strata.image import objects as O
+from strata.image.collection_refs import collection_refs
 from strata.image.objects import ObjectType
 from strata.image.repo import Repo
 from strata.image.traverse import reachable
@@ -78,15 +77,11 @@ def _roots(repo: Repo, opts: PruneOptions) -> list[tuple[str, int]]:
 
 
 def held_refs(repo: Repo) -> dict[str, str]:
-    """Every ref holding a commit: local refs, remote refs (REMOTE:REF) and collection refs ((COLLECTION, REF))."""
+    """Every ref holding a commit: local refs, remote refs (REMOTE:REF) and mirrored collection refs
+    ((COLLECTION, REF))."""
     refs = repo.list_refs()
-    mirrors = repo.path / "refs" / "mirrors"
-    for collection in sorted(os.listdir(mirrors)) if mirrors.is_dir() else []:
-        for dirpath, _dirs, files in os.walk(mirrors / collection):
-            for name in files:
-                checksum = (Path(dirpath) / name).read_text().strip()
-                if O.is_checksum(checksum):
-                    refs[f"({collection}, {(Path(dirpath) / name).relative_to(mirrors / collection)})"] = checksum
+    refs.update((f"({collection}, {name})", checksum)
+                for (collection, name), checksum in collection_refs(repo, heads=False, remotes=False).items())
     return refs
 
 

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import stat
+import struct
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from strata.errors import CorruptionError
 from strata.image import gvariant
+from strata.image.collection_refs import collection_refs
 from strata.image.fsutil import atomic_write
 from strata.image.gvariant import Variant
-from strata.image.objects import ObjectType
+from strata.image.objects import DirMeta, DirTree, ObjectType
 from strata.image.repo import Repo
 
 SUMMARY_TYPE = "(a(s(taya{sv}))a{sv})"
+_INT_SIZES = {"n": 2, "q": 2, "i": 4, "u": 4, "h": 4, "x": 8, "t": 8}
 
 
 @dataclass(frozen=True)
@@ -25,25 +32,55 @@ class SummaryRef:
     version: str | None
 
 
-def _swap64(value: int) -> int:
+def byteswapped(sig: str, value: Any) -> Any:
+    """value with every number wider than a byte in the other byte order (GLib's g_variant_byteswap).
+
+    Our codec reads and writes numbers big-endian, as ostree stores its own keys; ostree stores the values of
+    `--add-metadata` in the machine's order, so they pass through this on little-endian machines."""
+    kind = gvariant.parse_type(sig)
+    code = sig[0]
+    if kind.kind == "variant":
+        return Variant(value.type, byteswapped(value.type, value.value))
+    if code in "nqiuhxt":
+        size, signed = _INT_SIZES[code], code in "nix"
+        return int.from_bytes(int(value).to_bytes(size, "little", signed=signed), "big", signed=signed)
+    if code == "d":
+        return struct.unpack("<d", struct.pack(">d", value))[0]
+    if kind.kind == "array" and sig != "ay":
+        return [byteswapped(sig[1:], item) for item in value]
+    if kind.kind == "maybe":
+        return None if value is None else byteswapped(sig[1:], value)
+    if kind.kind == "tuple":
+        return tuple(byteswapped(member.code, item) for member, item in zip(kind.children, value, strict=True))
+    return value
+
+
+def machine_order(entries: list[tuple[str, Variant]]) -> list[tuple[str, Variant]]:
+    """a{sv} entries between our (big-endian) reading and the machine's byte order, both ways."""
+    if sys.byteorder == "big":
+        return entries
+    return [(key, byteswapped("v", value)) for key, value in entries]
+
+
+def swap64(value: int) -> int:
     """The commit size is stored in the writer's (little-endian) byte order; our codec writes BE."""
     return int.from_bytes(value.to_bytes(8, "little"), "big")
 
 
+METADATA_REF = "ostree-metadata"
+RefEntry = tuple[str, tuple[int, bytes, list[tuple[str, Variant]]]]
+
+
 def build_summary(repo: Repo, additional: list[tuple[str, Variant]] | None = None) -> bytes:
-    """The summary of repo's refs; additional entries (`summary --add-metadata`) go first in its metadata."""
-    refs = []
-    for name, checksum in sorted(repo.list_refs(remotes=False).items(), key=lambda kv: kv[0].encode()):
-        if name.startswith(("ostree/", "rpmostree/")):
-            continue
-        data = repo.read_metadata(checksum, ObjectType.COMMIT)
-        commit = repo.load_commit(checksum)
-        meta: list[tuple[str, Variant]] = [("ostree.commit.timestamp", Variant("t", commit.timestamp))]
-        if commit.version is not None:
-            meta.append(("ostree.commit.version", Variant("s", commit.version)))
-        refs.append((name, (_swap64(len(data)), bytes.fromhex(checksum), meta)))
+    """The summary of repo's refs; additional entries (`summary --add-metadata`) go first in its metadata.
+    With a collection ID, refs of other collections (mirrored, or of remotes with a collection ID) are listed
+    by collection in ostree.summary.collection-map."""
+    main = repo.config.get("core", "collection-id")
+    refs, others = _summary_refs(repo, main)
     extra = [
-        *(additional or []),
+        *machine_order(additional or []),
+        *([("ostree.summary.collection-id", Variant("s", main))] if main else []),
+        *([("ostree.summary.collection-map", Variant("a{sa(s(taya{sv}))}", others))] if others else []),
         ("ostree.summary.indexed-deltas", Variant("b", True)),
         ("ostree.summary.last-modified", Variant("t", int(time.time()))),
         ("ostree.summary.mode", Variant("s", repo.mode.value)),
@@ -53,6 +90,58 @@ def build_summary(repo: Repo, additional: list[tuple[str, Variant]] | None = Non
     if deltas:
         extra.append(("ostree.static-deltas", Variant("a{sv}", deltas)))
     return gvariant.encode(SUMMARY_TYPE, (refs, extra))
+
+
+def _summary_refs(repo: Repo, main: str | None) -> tuple[list[RefEntry], list[tuple[str, list[RefEntry]]]]:
+    """(the refs of the repository's own collection, [(collection ID, its refs)] of the other collections)."""
+    local = {name: checksum for name, checksum in repo.list_refs(remotes=False).items()
+             if not name.startswith(("ostree/", "rpmostree/"))}
+    if not main:
+        return _ref_entries(repo, local), []
+    by_collection: dict[str, dict[str, str]] = {main: local}
+    for (collection, name), checksum in collection_refs(repo, heads=False).items():
+        by_collection.setdefault(collection, {})[name] = checksum
+    main_refs = _ref_entries(repo, by_collection.pop(main))
+    return main_refs, [(collection, _ref_entries(repo, by_collection[collection]))
+                       for collection in sorted(by_collection, key=str.encode)]
+
+
+def _ref_entries(repo: Repo, refs: dict[str, str]) -> list[RefEntry]:
+    entries: list[RefEntry] = []
+    for name, checksum in sorted(refs.items(), key=lambda kv: kv[0].encode()):
+        data = repo.read_metadata(checksum, ObjectType.COMMIT)
+        commit = repo.load_commit(checksum)
+        meta: list[tuple[str, Variant]] = [("ostree.commit.timestamp", Variant("t", commit.timestamp))]
+        if commit.version is not None:
+            meta.append(("ostree.commit.version", Variant("s", commit.version)))
+        entries.append((name, (swap64(len(data)), bytes.fromhex(checksum), meta)))
+    return entries
+
+
+def commit_summary_metadata(repo: Repo, additional: list[tuple[str, Variant]] | None = None,
+                            sign: Callable[[str], None] | None = None) -> str | None:
+    """In a repository with a collection ID, `summary --update` also records the summary's additional metadata
+    as a commit of an empty tree on the ostree-metadata ref, bound to (COLLECTION-ID, ostree-metadata), each
+    update a child of the previous one (clients that find refs by collection read it). sign(commit) runs before
+    the ref moves. Returns the new commit; None (and nothing written) without a collection ID."""
+    collection = repo.config.get("core", "collection-id")
+    if not collection:
+        return None
+    from strata.image.commit import CommitRequest, write_commit
+    bindings = {"ostree.collection-binding": Variant("s", collection),
+                "ostree.ref-binding": Variant("as", [METADATA_REF])}
+    metadata = [(key, value.type, value.value) for key, value in machine_order(additional or [])
+                if key not in bindings]
+    metadata += [(key, value.type, value.value) for key, value in bindings.items()]
+    with repo.lock():
+        dirmeta = repo.write_metadata(ObjectType.DIRMETA, DirMeta(0, 0, stat.S_IFDIR | 0o755).serialize())
+        dirtree = repo.write_metadata(ObjectType.DIRTREE, DirTree().serialize())
+        commit = write_commit(repo, (dirtree, dirmeta),
+                              CommitRequest(metadata=metadata, parent=repo.read_ref(METADATA_REF)))
+        if sign is not None:
+            sign(commit)
+        repo.set_ref(METADATA_REF, commit)
+    return commit
 
 
 def _delta_entries(repo: Repo) -> list[tuple[str, Variant]]:
@@ -96,7 +185,7 @@ def parse_summary(data: bytes) -> tuple[list[SummaryRef], dict[str, object]]:
     for name, (size, checksum, meta) in refs_raw:
         if len(checksum) != 32:
             raise CorruptionError(f"summary: ref {name} has an invalid checksum")
-        refs.append(SummaryRef(name, checksum.hex(), _swap64(size),
+        refs.append(SummaryRef(name, checksum.hex(), swap64(size),
                                gvariant.vardict_lookup(meta, "ostree.commit.timestamp", "t"),
                                gvariant.vardict_lookup(meta, "ostree.commit.version", "s")))
     return refs, {k: v.value for k, v in extra}
