@@ -128,6 +128,35 @@ def _find_remote_holder(repo: Repo, name: str) -> Repo:
     raise NotFoundError(f'Remote "{name}" not found')
 
 
+def _remote_summary(inv: Invocation) -> int:
+    """The remote's current summary as ostree prints it, after the checks a pull makes; with
+    gpg-verify-summary, what its GPG signatures are."""
+    if not inv.positional:
+        raise UsageError("NAME must be specified")
+    from strata.cli.ostree_summary_view import summary_lines
+    name = inv.positional[0]
+    holder = _find_remote_holder(inv.repo(), name)
+    cache_dir = inv.args.string("cache-dir")
+    summary, signature = remotes.fetch_summary(holder, name, Path(cache_dir) if cache_dir else None)
+    if summary is None:
+        raise NotFoundError("Remote server has no summary file")
+    raw = inv.args.flag("raw")
+    for line in summary_lines(summary, raw=raw):
+        print(line)
+    remote = remotes.get_remote(holder, name)
+    if remote.gpg_verify_summary and signature is not None and not raw:
+        _print_gpg_signatures(summary, signature, remote)
+    return 0
+
+
+def _print_gpg_signatures(data: bytes, signature: bytes, remote: remotes.Remote) -> None:
+    from strata.image import gpg
+    for report in gpg.describe(data, signature, remote.gpg_keyring.keyrings()):
+        print()
+        for line in report:
+            print(line)
+
+
 REMOTE_VERBS = {
     "add": Verb("add", _remote_add, (array("set"), flag("no-gpg-verify"), flag("no-sign-verify"),
                                      array("sign-verify"), flag("if-not-exists"), flag("force"),
@@ -138,6 +167,7 @@ REMOTE_VERBS = {
     "show-url": Verb("show-url", _remote_show_url),
     "refs": Verb("refs", _remote_refs, (string("cache-dir"),)),
     "gpg-import": Verb("gpg-import", _remote_gpg_import, (array("keyring", "k"), flag("stdin"))),
+    "summary": Verb("summary", _remote_summary, (string("cache-dir"), flag("raw"))),
 }
 
 

@@ -39,6 +39,10 @@ class Remote:
     def sign_verify_summary(self) -> bool:
         return _verification_on(self.options.get("sign-verify-summary"))
 
+    @property
+    def gpg_verify_summary(self) -> bool:
+        return self.options.get("gpg-verify-summary", "false").strip().lower() in ("true", "1", "yes")
+
     @cached_property
     def commit_verifiers(self) -> tuple[Verifier, ...]:
         """The engines and keys commits are checked with; a broken key configuration raises here, when a
@@ -152,6 +156,15 @@ def get_remote(repo: Repo, name: str) -> Remote:
                   tuple(config.get_list(group, "branches")),
                   config.get_number(group, "timeout", 30, low=0.1, high=86400),
                   config.get(group, "contenturl") or None, options)
+
+
+def fetch_summary(repo: Repo, name: str, cache_dir: Path | None = None) -> tuple[bytes | None, bytes | None]:
+    """The remote's summary and summary.sig as its server has them now (or as cached in cache_dir, by default
+    REPO/tmp/cache, while the signature is unchanged), verified as a pull verifies them."""
+    from strata.image.pull import PullOptions, remote_fetcher
+    from strata.image.summary_fetch import fetch_summary as fetch_verified
+    remote = get_remote(repo, name)
+    return fetch_verified(remote_fetcher(repo, remote, PullOptions()), remote, cache_dir or repo.path / "tmp" / "cache")
 
 
 def fetch_settings(repo: Repo, name: str) -> FetchSettings:
