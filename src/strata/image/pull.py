@@ -35,6 +35,7 @@ from strata.image.pull_deltas import AdvertisedDeltas, DeltaTotals, Route, choos
 from strata.image.remote import Remote, fetch_settings, get_remote
 from strata.image.repo import Repo
 from strata.image.summary import advertised_deltas, parse_summary
+from strata.image.summary_fetch import fetch_summary
 from strata.progress import transfer as current_transfer
 from strata.units import human_size
 
@@ -155,15 +156,8 @@ def _fetch_summary(repo: Repo, fetcher: Fetcher, remote: Remote, opts: PullOptio
     by_checksum_only = bool(wanted) and all(O.is_checksum(ref) for ref in wanted)
     if by_checksum_only and (no_deltas or _config_says_indexed(fetcher)):
         return None, not no_deltas
-    summary = fetcher.get("summary", optional=True, limit=MAX_METADATA_SIZE)
-    signature = None if summary is None else fetcher.get("summary.sig", optional=True, limit=MAX_METADATA_SIZE)
-    if summary is not None and remote.sign_verify_summary:
-        sign.verify(summary, signature, list(remote.summary_verifiers), "summary")
-    if summary is not None and remote.gpg_verify and gpg.signatures(signature):
-        gpg.verify(summary, signature, remote.gpg_keyring, "summary")
-    if summary is not None and signature is not None:
-        _cache_summary(Path(opts.cache_dir) if opts.cache_dir else repo.path / "tmp" / "cache", remote.name,
-                       summary, signature)
+    summary, _signature = fetch_summary(fetcher, remote, Path(opts.cache_dir) if opts.cache_dir else
+                                        repo.path / "tmp" / "cache")
     indexed = summary is not None and parse_summary(summary)[1].get("ostree.summary.indexed-deltas") is True
     return summary, indexed
 
@@ -185,22 +179,10 @@ def remote_refs(repo: Repo, remote_name: str) -> list[str]:
     """The refs a remote's summary lists (verified like a pull would)."""
     remote = get_remote(repo, remote_name)
     fetcher = remote_fetcher(repo, remote, PullOptions())
-    summary = fetcher.get("summary", optional=True, limit=MAX_METADATA_SIZE)
+    summary, _signature = fetch_summary(fetcher, remote, None)
     if summary is None:
         raise StrataError(f"remote {remote_name} has no summary file")
-    if remote.sign_verify_summary:
-        sign.verify(summary, fetcher.get("summary.sig", optional=True, limit=MAX_METADATA_SIZE),
-                    list(remote.summary_verifiers), "summary")
     return [ref.name for ref in parse_summary(summary)[0]]
-
-
-def _cache_summary(cache_dir: Path, remote_name: str, summary: bytes, signature: bytes) -> None:
-    """Keep a signed summary as ostree keeps it (cache/summaries/REMOTE and REMOTE.sig)."""
-    from strata.image.fsutil import atomic_write
-    folder = cache_dir / "summaries"
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / remote_name, summary, fsync=False)
-    atomic_write(folder / f"{remote_name}.sig", signature, fsync=False)
 
 
 def remote_fetcher(repo: Repo, remote: Remote, opts: PullOptions) -> Fetcher:
