@@ -133,7 +133,6 @@ def _remote_summary(inv: Invocation) -> int:
     gpg-verify-summary, what its GPG signatures are."""
     if not inv.positional:
         raise UsageError("NAME must be specified")
-    from strata.cli.ostree_summary_view import summary_lines
     name = inv.positional[0]
     holder = _find_remote_holder(inv.repo(), name)
     cache_dir = inv.args.string("cache-dir")
@@ -141,8 +140,13 @@ def _remote_summary(inv: Invocation) -> int:
     if summary is None:
         raise NotFoundError("Remote server has no summary file")
     raw = inv.args.flag("raw")
-    for line in summary_lines(summary, raw=raw):
-        print(line)
+    if raw:
+        from strata.image import gvariant, inspect
+        from strata.image.summary import SUMMARY_TYPE
+        print(inspect.format_typed(SUMMARY_TYPE, gvariant.decode(SUMMARY_TYPE, summary)))
+    else:
+        from strata.cli.ostree_maint import _view_summary  # summary --view's printer, shared
+        _view_summary(summary)
     remote = remotes.get_remote(holder, name)
     if remote.gpg_verify_summary and signature is not None and not raw:
         _print_gpg_signatures(summary, signature, remote)
