@@ -126,6 +126,21 @@ def test_a_killed_apply_live_is_undone_by_the_next_boot_or_completed_by_a_retry(
     assert "nano" not in box.rpm_qa()
 
 
+def test_an_interrupted_apply_live_may_only_be_retried_with_the_same_target(box: Lab) -> None:
+    env = {**os.environ, "STRATA_CRASH_AT": "live-usr-updated"}
+    killed = subprocess.run([sys.executable, "-m", "strata.cli.main", "apply-live", "--sysroot", str(box.root)],
+                            capture_output=True, text=True, env=env, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    sysroot = Sysroot.open(box.root)
+    pending, booted = sysroot.deployments()[0], sysroot.booted()
+    assert booted is not None
+    proc = box.run("apply-live", "--reset", check=False)
+    assert proc.returncode == 1 and proc.stderr == (f"error: Previously interrupted while targeting commit "
+                                                    f"{pending.csum}, cannot change target to {booted.csum}\n")
+    assert "Successfully updated running filesystem tree." in box.run("apply-live").stdout
+    assert "Successfully updated running filesystem tree." in box.run("apply-live", "--reset").stdout
+
+
 def test_new_config_files_reach_etc_unless_the_admin_has_one(box: Lab) -> None:
     sysroot = Sysroot.open(box.root)
     shipped = (sysroot.deployment_dir(sysroot.deployments()[0]) / "usr/etc/nanorc").read_text()

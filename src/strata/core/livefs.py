@@ -106,6 +106,11 @@ def update_live_tree(sysroot: Sysroot, booted: Deployment, target: str, log: Log
     """Make the booted deployment's tree look like commit `target`; returns the package diff from the
     current live (or booted) commit to the target."""
     repo = sysroot.repo
+    interrupted = _interrupted_target(sysroot, booted)
+    if interrupted is not None and interrupted != target:
+        # the live tree holds part of that target: only finishing it keeps the tree and its undo record whole
+        raise StrataError(f"Previously interrupted while targeting commit {interrupted}, cannot change target "
+                          f"to {target}")
     old, new = repo.load_commit(live_commit(sysroot, booted) or booted.csum), repo.load_commit(target)
     before, after = _packages(old), _packages(new)
     diff = diff_packages(before or [], after or [])
@@ -123,6 +128,14 @@ def update_live_tree(sysroot: Sysroot, booted: Deployment, target: str, log: Log
     _write_live_tree(repo, target, new_root, changes, root, live_state_dir(sysroot, booted))
     log("Successfully updated running filesystem tree.")
     return diff if before is not None and after is not None else None
+
+
+def _interrupted_target(sysroot: Sysroot, booted: Deployment) -> str | None:
+    """The target of an apply-live of this boot that did not finish; the in-progress ref of an earlier boot
+    (whose live state in /run is gone) does not count."""
+    if not (live_state_dir(sysroot, booted) / "undo.json").exists():
+        return None
+    return sysroot.repo.read_ref(INPROGRESS_REF)
 
 
 def _write_live_tree(repo: Repo, commit: str, new_root: tuple[str, str], changes: list[Change], root: Path,
