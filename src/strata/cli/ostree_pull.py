@@ -17,6 +17,8 @@ from strata.image import objects as O
 from strata.image import remote as remotes
 from strata.image.objects import ObjectType
 from strata.image.repo import Repo
+from strata.image.subpaths import Subpaths
+from strata.image.subpaths import commit_objects as subpath_objects
 from strata.image.transfer import pull_local as copy_local
 
 if TYPE_CHECKING:
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from strata.image.pull_deltas import DeltaTotals
 from strata.image.traverse import commit_objects, history
 from strata.units import human_size
+
+_WHOLE = Subpaths()
 
 # ---------------------------------------------------------------- pull, pull-local
 
@@ -46,7 +50,8 @@ def pull(inv: Invocation) -> int:
                           user_agent_suffix=a.string("append-user-agent"),
                           retries=a.number("network-retries", 5) if a.string("network-retries") else None,
                           localcache=tuple(a.strings("localcache-repo")), cache_dir=a.string("cache-dir"),
-                          require_static_deltas=a.flag("require-static-deltas"), dry_run=a.flag("dry-run"))
+                          require_static_deltas=a.flag("require-static-deltas"), dry_run=a.flag("dry-run"),
+                          subpaths=Subpaths.parse(a.strings("subpath")))
     _check_pull_request(repo, name, inv)
     pinned = dict(_split_at(ref) for ref in ref_args if "@" in ref)  # REF@COMMIT: that commit, REF moved to it
     options.not_older_than = _timestamp_floors(repo, inv, name, ref_args)
@@ -57,7 +62,7 @@ def pull(inv: Invocation) -> int:
     remote_url = _find_remote(repo, name).url
     if remote_url.startswith("file://") and not pinned and not options.require_static_deltas:
         return _pull_from_directory(repo, name, ref_args, mirror=a.flag("mirror"),
-                                    depth=a.number("depth", 0))
+                                    depth=a.number("depth", 0), subpaths=options.subpaths)
     bareuseronly = a.flag("bareuseronly-files")
     before = _object_counts(repo) if bareuseronly else (set(), set())
     refs_before = repo.list_refs()
@@ -74,9 +79,6 @@ def pull(inv: Invocation) -> int:
             repo.set_ref(ref, checksum, remote=None if a.flag("mirror") else name)
         if a.flag("commit-metadata-only"):
             _mark_incomplete_partial(repo, list(stats.refs.values()))
-        if a.strings("subpath"):  # strata fetches whole trees; the commit stays partial, as after ostree's
-            for checksum in stats.refs.values():
-                repo.mark_partial(checksum)
     _drop_tombstones_of_present(repo)
     if mirror_all:  # a mirror of some refs keeps its own summary (ostree issue 846)
         _mirror_summary(repo, name)
@@ -139,7 +141,8 @@ def _undo_unless_bareuseronly(repo: Repo, before: tuple[set[str], set[str]], ref
         raise
 
 
-def _pull_from_directory(repo: Repo, name: str, refs: list[str], *, mirror: bool, depth: int) -> int:
+def _pull_from_directory(repo: Repo, name: str, refs: list[str], *, mirror: bool, depth: int,
+                         subpaths: Subpaths) -> int:
     """A file:// remote is a repository on this machine: its objects are imported as pull-local does, with
     the remote's GPG verification."""
     remote = _find_remote(repo, name)
@@ -153,9 +156,9 @@ def _pull_from_directory(repo: Repo, name: str, refs: list[str], *, mirror: bool
             checksum = resolve(source, ref)
             gpg.verify(source.read_metadata(checksum, ObjectType.COMMIT), source.read_detached_metadata(checksum),
                        remote.gpg_keyring, f"commit {checksum}")
-    metadata, contents = _missing_objects(source, repo, wanted, depth)
+    metadata, contents = _missing_objects(source, repo, wanted, depth, subpaths)
     _link_objects(source, repo, metadata, contents)
-    copy_local(source, repo, wanted, remote=None if mirror else name, depth=depth)
+    copy_local(source, repo, wanted, remote=None if mirror else name, depth=depth, subpaths=subpaths)
     written = sum(_content_bytes(repo, checksum) for checksum in contents)
     print(f"{len(metadata)} metadata, {len(contents)} content objects imported; {human_size(written)} content written")
     return 0
@@ -358,7 +361,8 @@ def _copy_commit_objects(source: Repo, target: Repo, refs: list[str], remote: st
 def _link_objects(source: Repo, target: Repo, metadata: set[str], contents: set[str]) -> None:
     """Between repositories on one filesystem, objects are hardlinked as ostree does: metadata objects always
     (they are the same bytes in every mode, and are checked first), content objects when the modes agree."""
-    linkable = [(c, t) for c, t in _object_types(source, metadata)]
+    # commits are left to copy_local, which writes each after its tree, marked partial until then
+    linkable = [(c, t) for c, t in _object_types(source, metadata) if t is not ObjectType.COMMIT]
     if source.mode is target.mode:
         linkable += [(c, ObjectType.FILE) for c in contents]
     with target.lock():
@@ -388,13 +392,15 @@ def _content_bytes(repo: Repo, checksum: str) -> int:
     return 0 if repo.read_file_meta(checksum).is_symlink else inspect.content_size(repo, checksum)
 
 
-def _missing_objects(source: Repo, target: Repo, refs: list[str], depth: int) -> tuple[set[str], set[str]]:
+def _missing_objects(source: Repo, target: Repo, refs: list[str], depth: int,
+                     subpaths: Subpaths = _WHOLE) -> tuple[set[str], set[str]]:
     """The metadata and content objects a pull-local of refs copies (what target lacks)."""
     metadata: set[str] = set()
     contents: set[str] = set()
     for ref in refs:
         for commit in history(source, resolve(source, ref), depth):
-            for checksum, objtype in commit_objects(source, commit):
+            wanted = commit_objects(source, commit) if subpaths.whole else subpath_objects(source, commit, subpaths)
+            for checksum, objtype in wanted:
                 if target.has_object(checksum, objtype):
                     continue
                 (contents if objtype is ObjectType.FILE else metadata).add(checksum)

@@ -34,6 +34,7 @@ from strata.image.objects import Commit, DirTree, ObjectType
 from strata.image.pull_deltas import AdvertisedDeltas, DeltaTotals, Route, choose, required_error
 from strata.image.remote import Remote, fetch_settings, get_remote
 from strata.image.repo import Repo
+from strata.image.subpaths import Subpaths
 from strata.image.summary import advertised_deltas, parse_summary
 from strata.image.summary_fetch import fetch_summary
 from strata.progress import transfer as current_transfer
@@ -70,6 +71,7 @@ class PullOptions:
     cache_dir: str | None = None  # --cache-dir: where signed summaries are kept (default REPO/tmp/cache)
     require_static_deltas: bool = False  # no delta to a commit is an error, not a fetch of its objects
     dry_run: bool = False  # with require_static_deltas: add up what the deltas would fetch, change nothing
+    subpaths: Subpaths = field(default_factory=Subpaths)  # --subpath: only these parts; the commit stays partial
 
 
 @dataclass
@@ -94,7 +96,9 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
     stats = PullStats()
     wanted = refs or list(remote.branches)
     # a delta brings a whole tree, and ostree applies none into an archive repository
-    no_deltas = opts.disable_static_deltas or opts.commit_metadata_only or repo.is_archive
+    # (and a delta brings the whole tree where only subpaths are wanted)
+    no_deltas = (opts.disable_static_deltas or opts.commit_metadata_only or repo.is_archive
+                 or not opts.subpaths.whole)
     summary, indexed = _fetch_summary(repo, fetcher, remote, opts, wanted, no_deltas)
     targets = _resolve_refs(fetcher, summary, wanted)
     if not targets:
@@ -269,7 +273,8 @@ class _Session:
             commit = self._fetch_commit(ref if current == checksum else None, current)
             if not self.opts.commit_metadata_only:
                 self._fetch_tree(commit)
-            if complete or not self.opts.commit_metadata_only:  # without its tree a new commit stays partial
+            # without its whole tree a new commit stays partial
+            if complete or (self.opts.subpaths.whole and not self.opts.commit_metadata_only):
                 with self.repo.lock():
                     self.repo.sync()
                     self.repo.clear_partial(current)
@@ -404,26 +409,33 @@ class _Session:
         found, so the worker processes store files while the walk goes on."""
         with ThreadPoolExecutor(max_workers=_WORKERS) as pool, self.repo.lock():
             self._store_metadata(pool, [(commit.root_meta, ObjectType.DIRMETA)])
-            level = [commit.root_tree]
-            seen: set[str] = set()
+            subpaths = self.opts.subpaths
+            level = [(commit.root_tree, "/")]
+            seen: set[tuple[str, str]] = set()  # (dirtree, its path when only subpaths are pulled)
             wanted: set[str] = set()
             pending: list[str] = []
             batches: list[Future[tuple[int, int, int]]] = []
             while level:
-                trees = list(pool.map(self._tree, level))
+                trees = list(pool.map(self._tree, [checksum for checksum, _path in level]))
                 metas: list[tuple[str, ObjectType]] = []
-                next_level: list[str] = []
-                for tree in trees:
-                    for checksum in tree.files.values():
+                next_level: list[tuple[str, str]] = []
+                for (_checksum, path), tree in zip(level, trees, strict=True):
+                    for name, checksum in tree.files.items():
+                        if not subpaths.wants(path, name, is_dir=False):
+                            continue
                         if checksum not in wanted and not self.repo.has_object(checksum, ObjectType.FILE):
                             wanted.add(checksum)
                             if not self._import_content(checksum):
                                 pending.append(checksum)
-                    for sub_tree, sub_meta in tree.dirs.values():
+                    for name, (sub_tree, sub_meta) in tree.dirs.items():
+                        if not subpaths.wants(path, name, is_dir=True):
+                            continue
                         metas.append((sub_meta, ObjectType.DIRMETA))
-                        if sub_tree not in seen:
-                            seen.add(sub_tree)
-                            next_level.append(sub_tree)
+                        sub_path = f"{path}{name}/"
+                        key = (sub_tree, "" if subpaths.whole else sub_path)
+                        if key not in seen:
+                            seen.add(key)
+                            next_level.append((sub_tree, sub_path))
                 self._store_metadata(pool, metas)
                 pending = self._send_batches(pending, batches, final=False)
                 level = next_level

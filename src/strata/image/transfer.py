@@ -10,20 +10,28 @@ from strata import progress
 from strata.image import objects as O
 from strata.image.objects import ObjectType
 from strata.image.repo import Repo
+from strata.image.subpaths import Subpaths
+from strata.image.subpaths import commit_objects as subpath_objects
 from strata.image.traverse import commit_objects, history
 
 Progress = Callable[[str], None]
+_WHOLE = Subpaths()
 
 
-def copy_commit(source: Repo, target: Repo, commit: str, *, depth: int = 0, trusted: bool = False) -> int:
+def copy_commit(source: Repo, target: Repo, commit: str, *, depth: int = 0, trusted: bool = False,
+                subpaths: Subpaths = _WHOLE) -> int:
     """Copy commit (and up to depth parents) with every object target lacks; returns objects copied.
     Content is re-checksummed on the way in, so a corrupt source cannot poison the target; a trusted copy into
-    an archive repository keeps the source's names unchecked, as ostree does for local sources."""
+    an archive repository keeps the source's names unchecked, as ostree does for local sources. With
+    subpaths only those parts of the trees are copied, and a commit not complete before stays partial."""
     copied = 0
     with target.lock():
         for current in history(source, commit, depth):
+            complete = target.has_object(current, ObjectType.COMMIT) and not target.is_partial(current)
             target.mark_partial(current)
-            missing = [(c, t) for c, t in commit_objects(source, current) if not target.has_object(c, t)]
+            wanted = commit_objects(source, current) if subpaths.whole else subpath_objects(source, current,
+                                                                                              subpaths)
+            missing = [(c, t) for c, t in wanted if not target.has_object(c, t)]
             metadata = [(c, t) for c, t in missing if t is not ObjectType.FILE and t is not ObjectType.COMMIT]
             contents = [c for c, t in missing if t is ObjectType.FILE]
             for checksum, objtype in metadata:
@@ -36,7 +44,8 @@ def copy_commit(source: Repo, target: Repo, commit: str, *, depth: int = 0, trus
             if not target.has_object(current, ObjectType.COMMIT):
                 target.write_metadata(ObjectType.COMMIT, source.read_metadata(current, ObjectType.COMMIT),
                                       expected=current)
-            target.clear_partial(current)
+            if complete or subpaths.whole:
+                target.clear_partial(current)
             copied += len(missing)
     return copied
 
@@ -61,13 +70,14 @@ def _copy_content(source: Repo, target: Repo, checksum: str, trusted: bool) -> i
 
 
 def pull_local(source: Repo, target: Repo, refs: list[str], *, remote: str | None = None,
-               depth: int = 0, trusted: bool = False) -> dict[str, str]:
-    """Copy refs (names in source) with their commits; refs move only after their commit is complete."""
+               depth: int = 0, trusted: bool = False, subpaths: Subpaths = _WHOLE) -> dict[str, str]:
+    """Copy refs (names in source) with their commits; refs move only after their commit is complete (or, with
+    subpaths, once the parts asked for are here)."""
     moved: dict[str, str] = {}
     for ref in refs:
         commit = source.resolve_rev(ref)
         assert commit is not None
-        copy_commit(source, target, commit, depth=depth, trusted=trusted)
+        copy_commit(source, target, commit, depth=depth, trusted=trusted, subpaths=subpaths)
         if ":" not in ref and not _is_checksum(ref):
             with target.lock():
                 target.set_ref(ref, commit, remote=remote)
