@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from strata.errors import InvalidInputError, NotFoundError, StrataError
+from strata.errors import CorruptionError, InvalidInputError, NotFoundError, StrataError
 from strata.image.checkout_workers import Item, fill_in_workers
-from strata.image.objects import DirMeta, DirTree, FileMeta, ostreemeta_mode
+from strata.image.objects import DirMeta, DirTree, FileMeta, content_checksum, decode_ostreemeta, ostreemeta_mode
 from strata.image.repo import OSTREEMETA_XATTR, Repo, RepoMode
 from strata.image.uncompressed_cache import UncompressedCache, cache_usable
 
@@ -301,11 +301,14 @@ class _Checkout:
                 raise NotFoundError(f"file object {checksum} not found") from None
             # Empty files are copied (ostree: no EMLINK), bare-user symlinks are regular files in the store.
             size = st.st_size
-            if (size == 0 and stat.S_ISREG(st.st_mode)) or (
-                    bare_user and size <= _MAX_SYMLINK_OBJECT
-                    and self._bare_user_symlink(checksum, f"{self._objects}/{prefix}/{rest}")):
+            if size == 0 and stat.S_ISREG(st.st_mode):
                 copies.append((name, checksum))
                 continue
+            if bare_user and size <= _MAX_SYMLINK_OBJECT:
+                value = self._ostreemeta(checksum, f"{self._objects}/{prefix}/{rest}")
+                if stat.S_ISLNK(ostreemeta_mode(value)):
+                    self._copy_bare_user_symlink(checksum, value, prefix_fd, rest, dir_fd, name, path)
+                    continue
             try:
                 os.link(rest, name, src_dir_fd=prefix_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
             except FileExistsError:
@@ -318,12 +321,30 @@ class _Checkout:
         return copies
 
     @staticmethod
-    def _bare_user_symlink(checksum: str, path: str) -> bool:
+    def _ostreemeta(checksum: str, path: str) -> bytes:
         try:
-            value = os.getxattr(path, OSTREEMETA_XATTR, follow_symlinks=False)
+            return os.getxattr(path, OSTREEMETA_XATTR, follow_symlinks=False)
         except OSError:
             raise StrataError(f"file object {checksum} has no {OSTREEMETA_XATTR}") from None
-        return stat.S_ISLNK(ostreemeta_mode(value))
+
+    def _copy_bare_user_symlink(self, checksum: str, ostreemeta: bytes, prefix_fd: int, rest: str, dir_fd: int,
+                                name: str, path: str) -> None:
+        """A bare-user symlink object (a regular file holding the target and a NUL) made a symlink, from the
+        xattr the hot loop already read; checked against its name like every copy."""
+        uid, gid, mode, xattrs = decode_ostreemeta(ostreemeta)
+        fd = os.open(rest, _READ_FLAGS, dir_fd=prefix_fd)
+        try:
+            data = os.read(fd, _MAX_SYMLINK_OBJECT + 1)
+        finally:
+            os.close(fd)
+        if not data.endswith(b"\0"):
+            raise CorruptionError(f"bare-user symlink object {checksum} lacks its NUL terminator")
+        meta = FileMeta(uid, gid, mode, data[:-1].decode("utf-8", "surrogateescape"), tuple(xattrs))
+        meta.validate()
+        actual = content_checksum(meta)
+        if actual != checksum:
+            raise CorruptionError(f"corrupted file object {checksum} (actual {actual})")
+        self._write_copy(meta, b"", dir_fd, name, path)
 
     def checkout_single_file(self, checksum: str, dest: str) -> None:
         parent, _, name = dest.rpartition("/")
