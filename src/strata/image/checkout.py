@@ -418,8 +418,8 @@ class _Checkout:
             self._replace(dir_fd, name, path, make_link)
             return
         mode = meta.mode & 0o7777
-        if user_mode:
-            mode &= ~(stat.S_ISUID | stat.S_ISGID)
+        if user_mode:  # as ostree: no setuid/setgid, and the user can read what was checked out for them
+            mode = (mode & ~(stat.S_ISUID | stat.S_ISGID)) | stat.S_IRUSR
 
         def make_file(tmp: str) -> None:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
