@@ -155,10 +155,12 @@ def _remote_summary(inv: Invocation) -> int:
 
 def _print_gpg_signatures(data: bytes, signature: bytes, remote: remotes.Remote) -> None:
     from strata.image import gpg
-    for report in gpg.describe(data, signature, remote.gpg_keyring.keyrings()):
+    reports = gpg.describe(data, signature, remote.gpg_keyring.keyrings())
+    print(f"\nGPG: Verification enabled, found {len(reports)} signature{'' if len(reports) == 1 else 's'}:")
+    for report in reports:
         print()
         for line in report:
-            print(line)
+            print(f"  {line}")
 
 
 REMOTE_VERBS = {

@@ -135,7 +135,7 @@ def verify(data: bytes, detached: bytes | None, keyring: Path | TrustedKeys, wha
     the remote trusts; otherwise ostree's description of each signature is the error."""
     found = signatures(detached)
     if not found:
-        raise StrataError(f"{what}: no GPG signature found, but GPG verification is enabled")
+        raise StrataError(f"{what}: no GPG signature found (GPG verification enabled, but no signatures found)")
     trusted = TrustedKeys.of(keyring)
     with tempfile.TemporaryDirectory(prefix="strata-gpgv-") as tmp:
         ring = _assemble_keyring(Path(tmp), trusted)
