@@ -89,7 +89,8 @@ def test_required_delta_missing_fails_as_ostree(tmp_path: Path, delta_server: tu
         assert proc.returncode != 0
         errors[name] = proc.stderr
         assert not (path / "refs/remotes/origin" / REF).exists()
-    assert errors["strata"] == errors["ostree"] == f"error: Static deltas required, but none found for {REF} to {second}\n"
+    expected = f"error: Static deltas required, but none found for {REF} to {second}\n"
+    assert errors["strata"] == errors["ostree"] == expected
 
 
 def test_required_delta_applied(tmp_path: Path, delta_server: tuple[Path, str, str, str]) -> None:
