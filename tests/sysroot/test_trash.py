@@ -40,7 +40,7 @@ def test_replaced_staged_deployment_goes_to_the_trash(sysroot: Sysroot) -> None:
     assert _staged_twice(sysroot).returncode == 0
     assert _names(_deploy_dir(sysroot)) == [f"{OS1}.0", f"{OS1}.0.origin", f"{OS1}.1", f"{OS1}.1.origin"]
     trashed = _names(sysroot.path / TRASH_DIR)
-    assert len(trashed) == 1 and trashed[0].startswith(f"stratos-{OS2}.0-")
+    assert len(trashed) == 1 and trashed[0].startswith(f"spare-{OS2}-")
     assert (sysroot.path / TRASH_DIR / trashed[0] / "usr").is_dir()
     staged = Sysroot.open(sysroot.path).staged_deployment()
     assert staged is not None and staged.name == f"{OS1}.1"

@@ -12,10 +12,13 @@ from strata import fsroot
 from strata.errors import InvalidInputError, NotFoundError, StrataError
 from strata.image.checkout import CheckoutOptions, checkout_commit, checkout_tree
 from strata.image.keyfile import KeyFile
+from strata.image.objects import ObjectType
+from strata.image.repo import Repo
 from strata.sysroot import bls
 from strata.sysroot.crashpoints import crash_point
 from strata.sysroot.etcmerge import merge_etc
 from strata.sysroot.sysroot import Deployment, Sysroot
+from strata.sysroot.treepatch import patch_checkout
 
 Log = Callable[[str], None]
 
@@ -114,7 +117,7 @@ def _prepare(sysroot: Sysroot, commit: str, options: DeployOptions, merge: Deplo
     target = sysroot.deployment_dir(dep)
     _remove_dir(sysroot, dep)
     try:
-        checkout_commit(sysroot.repo, commit, target)
+        _materialize(sysroot, commit, target)
         crash_point("after-checkout")
         kernel = sysroot.find_kernel(target)
         _prepare_etc(sysroot, commit, target)
@@ -130,6 +133,34 @@ def _prepare(sysroot: Sysroot, commit: str, options: DeployOptions, merge: Deplo
         _remove_dir(sysroot, dep)
         raise
     return dep
+
+
+def _materialize(sysroot: Sysroot, commit: str, target: Path) -> None:
+    """The commit's tree at target: a spare tree from the trash (a replaced staged deployment) patched into
+    it when the two commits are close, else a checkout."""
+    spare = sysroot.take_spare_tree()
+    if spare is not None:
+        path, spare_commit = spare
+        try:
+            if _patch_spare(sysroot.repo, path, spare_commit, commit):
+                os.rename(path, target)
+                return
+        except (OSError, StrataError):
+            pass  # what is left of the spare is plain trash now; a checkout is always right
+    checkout_commit(sysroot.repo, commit, target)
+
+
+def _patch_spare(repo: Repo, path: Path, old_commit: str, new_commit: str) -> bool:
+    if not repo.has_object(old_commit, ObjectType.COMMIT):
+        return False
+    old, new = repo.load_commit(old_commit), repo.load_commit(new_commit)
+    old_root = repo.load_dirtree(old.root_tree)
+    if "etc" in old_root.dirs or "etc" in repo.load_dirtree(new.root_tree).dirs:
+        return False  # the legacy layout: the deployment's usr/etc is not the commit's
+    if set(os.listdir(path)) != {*old_root.files, *old_root.dirs, "etc"}:
+        return False  # not the deployment this name says it is
+    fsroot.remove_tree(path / "etc")  # the copy made at deploy time; made again from the new usr/etc
+    return patch_checkout(repo, path, (old.root_tree, old.root_meta), (new.root_tree, new.root_meta))
 
 
 def _prepare_etc(sysroot: Sysroot, commit: str, target: Path) -> None:
@@ -200,7 +231,7 @@ def _stage(sysroot: Sysroot, dep: Deployment, merge: Deployment | None, options:
     sysroot.repo.set_ref(spare, None)
     if previous is not None and previous.key != dep.key:
         crash_point("before-trash-staged")
-        sysroot.trash_deployment(previous)  # the next cleanup deletes it (finalization at shutdown runs one)
+        sysroot.trash_deployment(previous, spare=True)  # the next cleanup deletes it; until then a spare
 
 
 def finalize_staged(sysroot: Sysroot, log: Log) -> Deployment | None:

@@ -38,6 +38,8 @@ STAGED_LOCKED = "run/ostree/staged-deployment-locked"  # ostree's: shutdown leav
 DEPLOYMENT_RUNSTATE = "run/ostree/deployment-state"  # ostree's per-deployment transient state (unlocked-*)
 BOOTED_CMDLINE = "run/strata/cmdline"
 TRASH_DIR = "ostree/deploy/.trash"  # not a stateroot: no var/, and a name no stateroot can have
+_SPARE_PREFIX = "spare-"
+_SPARE_NAME = re.compile(r"^spare-([0-9a-f]{64})-[0-9a-f]{8}$")
 
 
 @dataclass
@@ -485,14 +487,17 @@ class Sysroot:
     def trash_dir(self) -> Path:
         return self.path / TRASH_DIR
 
-    def trash_deployment(self, dep: Deployment) -> None:
+    def trash_deployment(self, dep: Deployment, *, spare: bool = False) -> None:
         """Take an unreferenced deployment out of its stateroot by a rename (deleting its tree costs about as
         much as checking it out); the next cleanup() deletes it. Its origin file goes last: a crash in
-        between leaves an origin without a directory, which cleanup removes too."""
+        between leaves an origin without a directory, which cleanup removes too. `spare`: the tree is still
+        exactly the checkout of its commit plus the /etc copied at deploy time (a staged deployment, never
+        booted nor finalized), so the next deployment may be patched from it (take_spare_tree)."""
         source = self.deployment_dir(dep)
         if source.is_dir() and not source.is_symlink():
             self.trash_dir.mkdir(exist_ok=True)
-            target = self.trash_dir / f"{dep.stateroot}-{dep.name}-{secrets.token_hex(4)}"
+            label = f"{_SPARE_PREFIX}{dep.csum}" if spare else f"{dep.stateroot}-{dep.name}"
+            target = self.trash_dir / f"{label}-{secrets.token_hex(4)}"
             try:
                 _rename_dir(source, target)
             except OSError as exc:
@@ -501,6 +506,20 @@ class Sysroot:
                 _remove_tree(source)  # a stateroot on a filesystem of its own: no cheap way out
         with contextlib.suppress(FileNotFoundError):
             self.origin_path(dep).unlink()
+
+    def take_spare_tree(self) -> tuple[Path, str] | None:
+        """A spare tree from the trash and the commit it is a checkout of, renamed first so that a crash
+        while it is being changed leaves it as plain trash; None when there is none."""
+        trash = self.trash_dir
+        if not trash.is_dir() or trash.is_symlink():
+            return None
+        for entry in sorted(trash.iterdir()):
+            match = _SPARE_NAME.match(entry.name)
+            if match is not None and entry.is_dir() and not entry.is_symlink():
+                taken = trash / f"taken-{secrets.token_hex(4)}"
+                os.rename(entry, taken)
+                return taken, match.group(1)
+        return None
 
     def empty_trash(self) -> None:
         trash = self.trash_dir
