@@ -13,7 +13,8 @@ from bench_compose.py's work directory when that holds a composed distro.
     .venv/bin/python bench/bench_layering.py [--runs 3] [--second]
 
 --second also times layering a second package on top of the first (the incremental path: the cost should
-follow the layer, not the base).
+follow the layer, not the base); --third then a third one, whose deployment is patched from the spare tree
+the second install left in the trash (the first install's staged deployment) instead of checked out.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ STRATA = [sys.executable, "-m", "strata.cli.main"]
 COMPOSE_WORK = Path("/var/tmp/strata-bench-compose")
 WORK = Path("/var/tmp/strata-bench-layering")
 REF = "bench/x86_64/distro"
-PACKAGES = ("bench-tool", "bench-tool-two")
+PACKAGES = ("bench-tool", "bench-tool-two", "bench-tool-three")
 
 
 def base_ready(work: Path) -> bool:
@@ -103,15 +104,17 @@ def forget(sysroot: Path, names: tuple[str, ...]) -> None:
             opened.repo.set_ref(ref, None)
 
 
-def strata_runs(sysroot: Path, runs: int, second: bool) -> dict[str, list[tuple[float, float]]]:
-    results: dict[str, list[tuple[float, float]]] = {"install": [], "apply-live": [], "install second": []}
+def strata_runs(sysroot: Path, runs: int, second: bool, third: bool) -> dict[str, list[tuple[float, float]]]:
+    results: dict[str, list[tuple[float, float]]] = {"install": [], "apply-live": [], "install second": [],
+                                                     "install third": []}
     for _ in range(runs):
         forget(sysroot, PACKAGES)
         results["install"].append(timed_run([*STRATA, "install", "--sysroot", str(sysroot), PACKAGES[0]], PROJECT))
         results["apply-live"].append(timed_run([*STRATA, "apply-live", "--sysroot", str(sysroot)], PROJECT))
-        if second:
-            results["install second"].append(
-                timed_run([*STRATA, "install", "--sysroot", str(sysroot), PACKAGES[1]], PROJECT))
+        for wanted, name, package in ((second or third, "install second", PACKAGES[1]),
+                                      (third, "install third", PACKAGES[2])):
+            if wanted:
+                results[name].append(timed_run([*STRATA, "install", "--sysroot", str(sysroot), package], PROJECT))
     forget(sysroot, PACKAGES)
     return results
 
@@ -140,6 +143,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--second", action="store_true", help="also time a second package on top of the first")
+    parser.add_argument("--third", action="store_true", help="and a third on top of those (implies --second)")
     parser.add_argument("--base-work", type=Path, default=Path("/var/tmp/strata-bench-layering-base"))
     args = parser.parse_args()
     base_work: Path = COMPOSE_WORK if base_ready(COMPOSE_WORK) and not base_ready(args.base_work) else args.base_work
@@ -149,7 +153,7 @@ def main() -> int:
     WORK.mkdir(parents=True)
     extra = small_package_repo()
     sysroot = booted_sysroot(base_work, extra)
-    results = strata_runs(sysroot, args.runs, args.second)
+    results = strata_runs(sysroot, args.runs, args.second, args.third)
     reference = reference_runs(base_work, extra, args.runs)
     ref_median = statistics.median(s for s, _ in reference)
     packages = subprocess.run(["rpm", "--root", str(base_work / "trad-root"), "--dbpath", "/usr/share/rpm", "-qa"],
@@ -160,8 +164,10 @@ def main() -> int:
         ("strata install (staged deployment)", "target <= 1.5 s", lambda: results["install"]),
         ("strata apply-live", "target <= 0.4 s", lambda: results["apply-live"]),
     ]
-    if args.second:
+    if args.second or args.third:
         lines.append(("strata install, second package", "target <= 1.5 s", lambda: results["install second"]))
+    if args.third:
+        lines.append(("strata install, third (spare tree)", "target <= 1.5 s", lambda: results["install third"]))
     for name, target, samples in lines:
         print(summary(name, samples(), target, ref_median))
     print(summary("rpm -i into a plain root (reference)", reference, ""))
