@@ -210,3 +210,15 @@ def test_remote_not_fetched_from(tmp_path: Path, tree_server: tuple[Path, str], 
         assert objects(path) == set()
     assert value in errors["strata"]
     assert errors["strata"] == errors["ostree"]
+
+
+def test_remote_without_url_refused_as_ostree(tmp_path: Path) -> None:
+    repo = tmp_path / "c"
+    run_ostree(f"--repo={repo}", "init", "--mode=bare-user")
+    with (repo / "config").open("a") as config:
+        config.write('[remote "nourl"]\ngpg-verify=false\ncustom-backend=ostree-rs-ext\n'
+                     '[remote "plain"]\ngpg-verify=false\n')
+    for verb in (("pull", "nourl", "main"), ("remote", "refs", "nourl"), ("pull", "plain", "main"),
+                 ("remote", "refs", "plain")):
+        errors = [tool(f"--repo={repo}", *verb, check=False).stderr for tool in TOOLS.values()]
+        assert errors[0] == errors[1] and errors[1].startswith("error: ")

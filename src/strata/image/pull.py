@@ -143,13 +143,20 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
 
 
 def check_fetchable(remote: Remote) -> None:
-    """A remote marked unconfigured, or one another tool fetches from, is refused before anything is asked."""
+    """A remote marked unconfigured, or one another tool fetches from, or one without a URL is refused before
+    anything is asked."""
     unconfigured = remote.options.get("unconfigured-state")
     if unconfigured:
         raise StrataError(f"remote unconfigured-state: {unconfigured}")
     backend = remote.options.get("custom-backend")
     if backend:
         raise StrataError(f"Cannot fetch via libostree - remote '{remote.name}' uses custom backend '{backend}'")
+    _require_url(remote)
+
+
+def _require_url(remote: Remote) -> None:
+    if not remote.url:
+        raise NotFoundError(f'No "url" option in remote "{remote.name}"')
 
 
 def _fetch_summary(repo: Repo, fetcher: Fetcher, remote: Remote, opts: PullOptions, wanted: list[str],
@@ -182,6 +189,7 @@ def _config_says_indexed(fetcher: Fetcher) -> bool:
 def remote_refs(repo: Repo, remote_name: str) -> list[str]:
     """The refs a remote's summary lists (verified like a pull would)."""
     remote = get_remote(repo, remote_name)
+    _require_url(remote)
     fetcher = remote_fetcher(repo, remote, PullOptions())
     summary, _signature = fetch_summary(fetcher, remote, None)
     if summary is None:
