@@ -219,11 +219,13 @@ def _check_dummy(keys: tuple[bytes, ...], found: list[bytes]) -> str:
 def verify(data: bytes, detached: bytes | None, verifiers: Sequence[Verifier | bytes], what: str) -> str:
     """Accept data when one engine's signature verifies with one of its keys; returns ostree's success message.
     Raw bytes in verifiers are ed25519 public keys (one verifier for all of them)."""
+    checked = _as_verifiers(verifiers)
+    engines = " or ".join(dict.fromkeys(verifier.engine for verifier in checked))
     if not detached:
-        raise SignatureError(f"{what}: No signatures found (no detached metadata to verify)")
+        raise SignatureError(f"{what}: no {engines} signature found (No signatures found: no detached metadata)")
     entries = _entries(detached)
     problems: list[str] = []
-    for verifier in _as_verifiers(verifiers):
+    for verifier in checked:
         found = [bytes(s) for s in gvariant.vardict_lookup(entries, METADATA_KEYS[verifier.engine], "aay", [])]
         if not found:
             continue
@@ -232,7 +234,7 @@ def verify(data: bytes, detached: bytes | None, verifiers: Sequence[Verifier | b
         except SignatureError as exc:
             problems.append(f"none of {len(found)} {verifier.engine} signatures is valid: {exc}")
     if not problems:
-        raise SignatureError(f"{what}: No signatures found")
+        raise SignatureError(f"{what}: no {engines} signature found (No signatures found)")
     others = f" ({len(problems) - 1} other engines' signatures invalid too)" if len(problems) > 1 else ""
     raise SignatureError(f"Can't verify {what}: {problems[0]}{others}")
 
