@@ -144,18 +144,20 @@ def _undo_unless_bareuseronly(repo: Repo, before: tuple[set[str], set[str]], ref
 def _pull_from_directory(repo: Repo, name: str, refs: list[str], *, mirror: bool, depth: int,
                          subpaths: Subpaths) -> int:
     """A file:// remote is a repository on this machine: its objects are imported as pull-local does, with
-    the remote's GPG verification."""
+    the remote's GPG and sign-API verification."""
     remote = _find_remote(repo, name)
     source = Repo.open(Path(remote.url[len("file://"):]))
     wanted = refs or list(remote.branches) or (list(source.list_refs(remotes=False)) if mirror else [])
     if not wanted:
         raise InvalidInputError(f"No refs to pull from remote {name}")
-    if remote.gpg_verify:
-        from strata.image import gpg
-        for ref in wanted:
-            checksum = resolve(source, ref)
-            gpg.verify(source.read_metadata(checksum, ObjectType.COMMIT), source.read_detached_metadata(checksum),
-                       remote.gpg_keyring, f"commit {checksum}")
+    from strata.image import gpg, sign
+    for ref in wanted if remote.gpg_verify or remote.sign_verify else []:
+        checksum = resolve(source, ref)
+        data, detached = source.read_metadata(checksum, ObjectType.COMMIT), source.read_detached_metadata(checksum)
+        if remote.gpg_verify:
+            gpg.verify(data, detached, remote.gpg_keyring, f"commit {checksum}")
+        if remote.sign_verify:
+            sign.verify(data, detached, list(remote.keys), f"commit {checksum}")
     metadata, contents = _missing_objects(source, repo, wanted, depth, subpaths)
     _link_objects(source, repo, metadata, contents)
     copy_local(source, repo, wanted, remote=None if mirror else name, depth=depth, subpaths=subpaths)
