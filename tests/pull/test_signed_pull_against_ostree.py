@@ -201,3 +201,12 @@ def test_sign_verify_with_keys_file_and_keys_dir(tmp_path: Path, ed25519_server:
     (keys_dir / "revoked.ed25519").write_text(public + "\n")  # a revoked key is trusted no more
     revoked = run("strata", f"--repo={repo}", "sign", "--verify", f"--keys-dir={keys_dir}", REF)
     assert revoked.returncode == 1 and "no signatures found" in revoked.stderr
+
+
+@pytest.mark.parametrize(("key", "accepted"), [("dummysign", True), ("somewrongkey", False)])
+def test_file_url_remote_verifies_signatures_too(tmp_path: Path, dummy_server: str, key: str, accepted: bool) -> None:
+    url = f"file://{tmp_path / 'www' / 'repo'}"
+    for tool in ("ostree", "strata"):
+        repo = client(tmp_path / tool, url, ["sign-verify=true", f"verification-dummy-key={key}"])
+        proc = run(tool, f"--repo={repo}", "pull", "origin", REF)
+        assert (proc.returncode == 0) is accepted, (tool, proc.stderr)
