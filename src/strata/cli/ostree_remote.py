@@ -26,8 +26,10 @@ def _remote_add(inv: Invocation) -> int:
     repo = inv.repo()
     if a.flag("if-not-exists") and a.flag("force"):
         raise UsageError("Can only specify one of --if-not-exists and --force")
+    for spec in a.strings("sign-verify"):  # refused before --force deletes the remote it would replace
+        remotes.verification_option(spec)
     if a.flag("force"):
-        remotes.delete_remote(repo, name, if_exists=True)
+        remotes.delete_remote(repo, name, if_exists=True, keep_keys=True)  # ostree replaces the config only
     settings = [_setting(text) for text in a.strings("set")]
     if a.flag("no-gpg-verify") or a.flag("no-sign-verify"):
         settings.append(("gpg-verify", "false"))

@@ -97,7 +97,7 @@ def add_remote(repo: Repo, name: str, url: str, *, branches: list[str], sign_ver
     specs = [sign_verify] if isinstance(sign_verify, str) else list(sign_verify or [])
     if specs and no_sign_verify:
         raise InvalidInputError("Cannot specify both --sign-verify and --no-sign-verify")
-    key_options = [_verification_option(spec) for spec in specs]  # all checked before anything is written
+    key_options = [verification_option(spec) for spec in specs]  # all checked before anything is written
     repo.config.set(group, "url", url)
     if branches:
         repo.config.set(group, "branches", branches)
@@ -116,7 +116,7 @@ def add_remote(repo: Repo, name: str, url: str, *, branches: list[str], sign_ver
     repo.save_config()
 
 
-def _verification_option(spec: str) -> tuple[str, str, str]:
+def verification_option(spec: str) -> tuple[str, str, str]:
     """--sign-verify=ENGINE=inline:KEY or ENGINE=file:PATH as (engine, config key, value)."""
     engine, sep, reference = spec.partition("=")
     if not sep:
@@ -130,7 +130,8 @@ def _verification_option(spec: str) -> tuple[str, str, str]:
     return engine, f"verification-{engine}-{'key' if kind == 'inline' else 'file'}", value
 
 
-def delete_remote(repo: Repo, name: str, *, if_exists: bool = False) -> None:
+def delete_remote(repo: Repo, name: str, *, if_exists: bool = False, keep_keys: bool = False) -> None:
+    """Remove the remote's configuration and, unless keep_keys (a remote about to be replaced), its keyring."""
     group = _group(name)
     if not repo.config.has_group(group):
         if if_exists:
@@ -138,7 +139,8 @@ def delete_remote(repo: Repo, name: str, *, if_exists: bool = False) -> None:
         raise NotFoundError(f'Remote "{name}" not found')
     repo.config.remove(group)
     repo.save_config()
-    keyring_path(repo, name).unlink(missing_ok=True)  # its trusted keys go with it, as in ostree
+    if not keep_keys:
+        keyring_path(repo, name).unlink(missing_ok=True)  # its trusted keys go with it, as in ostree
 
 
 def list_remotes(repo: Repo) -> list[str]:
