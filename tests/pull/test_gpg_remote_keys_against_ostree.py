@@ -178,3 +178,13 @@ def _usable_revocation(certificate: Path, target: Path) -> Path:
     target.write_text(certificate.read_text().replace(":-----BEGIN PGP PUBLIC KEY BLOCK-----",
                                                       "-----BEGIN PGP PUBLIC KEY BLOCK-----"))
     return target
+
+
+def test_remote_add_force_keeps_keys_and_refuses_bad_spec_first(tmp_path: Path, keys: Keys) -> None:
+    for tool in TOOLS:
+        repo = client(tmp_path / tool, "http://example.invalid/one", f"--gpg-import={keys.armored[0]}")
+        ok(tool, f"--repo={repo}", "remote", "add", "--force", "origin", "http://example.invalid/two")
+        assert (repo / "origin.trustedkeys.gpg").is_file(), tool
+        bad = run(tool, f"--repo={repo}", "remote", "add", "--force", "--sign-verify=dummy", "origin", "http://x")
+        assert bad.returncode != 0 and "Failed to parse KEYTYPE" in bad.stderr, tool
+        assert ok(tool, f"--repo={repo}", "remote", "show-url", "origin") == "http://example.invalid/two\n", tool
