@@ -249,9 +249,10 @@ def prune(inv: Invocation) -> int:
                            keep_younger_than=parse_datetime(younger) if younger else None,
                            retain_branch_depth=dict(map(_branch_depth, a.strings("retain-branch-depth"))),
                            only_branches=tuple(a.strings("only-branch")), commit_only=a.flag("commit-only"))
-    commits_before = {checksum for checksum, _ in repo.list_objects(ObjectType.COMMIT)}
+    tombstones = repo.config.get_bool("core", "tombstone-commits", False) and not options.dry_run
+    commits_before = {checksum for checksum, _ in repo.list_objects(ObjectType.COMMIT)} if tombstones else set()
     result = prune_repo(repo, options)
-    if repo.config.get_bool("core", "tombstone-commits", False) and not a.flag("no-prune"):
+    if tombstones:
         _tombstone_deleted(repo, commits_before)
     _drop_stale_summary_caches(repo)
     print(f"Total (commit only) objects: {result.total}" if options.commit_only else f"Total objects: {result.total}")
