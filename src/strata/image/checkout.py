@@ -29,7 +29,7 @@ _LINK_FALLBACK_ERRNOS = (errno.EXDEV, errno.EMLINK, errno.EPERM)
 _ANCHOR_AT = 2048  # bytes of path; PATH_MAX is 4096 and a name adds at most 255
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FORK_AFTER_FILES = 4000  # files placed in-process before a checkout with more to do forks its workers
+_FORK_AFTER_FILES = 1000  # files placed in-process before a checkout with more to do forks its workers
 _MAX_WORKERS = 4
 # A bare-user symlink object holds the target and a NUL; a target is at most PATH_MAX - 1 bytes. Bigger
 # objects are regular files, whatever their xattr says, so the hot loop does not read it.
