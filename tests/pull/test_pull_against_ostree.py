@@ -72,11 +72,16 @@ def test_dry_run_prints_ostree_delta_line_and_changes_nothing(tmp_path: Path,
                          REF).stdout == outputs["ostree"]
 
 
-def test_dry_run_needs_required_deltas(tmp_path: Path, delta_server: tuple[Path, str, str, str]) -> None:
+def test_dry_run_needs_required_deltas_and_no_archive(tmp_path: Path,
+                                                     delta_server: tuple[Path, str, str, str]) -> None:
     _repo, url, _first, _second = delta_server
     path = client(tmp_path / "c", url)
     proc = strata_ostree(f"--repo={path}", "pull", "--dry-run", "origin", REF, check=False)
     assert proc.returncode == 1 and "--dry-run requires --require-static-deltas" in proc.stderr
+    archive = client(tmp_path / "archive", url, mode="archive")
+    errors = [tool(f"--repo={archive}", "pull", "--dry-run", "--require-static-deltas", "origin", REF,
+                   check=False).stderr for tool in TOOLS.values()]
+    assert errors[0] == errors[1] == "error: Can't use static deltas in an archive repo\n"
 
 
 def test_required_delta_missing_fails_as_ostree(tmp_path: Path, delta_server: tuple[Path, str, str, str]) -> None:

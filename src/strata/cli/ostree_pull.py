@@ -215,7 +215,7 @@ def _check_pull_request(repo: Repo, name: str, inv: Invocation) -> None:
     scheme = url.partition("://")[0] if "://" in url else ""
     if scheme not in ("http", "https", "file"):
         raise InvalidInputError(f"Invalid URI scheme in {url}")
-    if inv.args.flag("require-static-deltas") and repo.is_archive and not inv.args.flag("dry-run"):
+    if inv.args.flag("require-static-deltas") and repo.is_archive:
         raise InvalidInputError("Can't use static deltas in an archive repo")
     if inv.args.flag("dry-run") and not inv.args.flag("require-static-deltas"):
         raise UsageError("--dry-run requires --require-static-deltas")
