@@ -29,8 +29,9 @@ _LINK_FALLBACK_ERRNOS = (errno.EXDEV, errno.EMLINK, errno.EPERM)
 _ANCHOR_AT = 2048  # bytes of path; PATH_MAX is 4096 and a name adds at most 255
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_CHUNK = 1 << 16  # a dirtree is a few kB: one read() each, no MB-sized buffer per read
 _FORK_AFTER_FILES = 1000  # files placed in-process before a checkout with more to do forks its workers
-_MAX_WORKERS = 4
+_MAX_WORKERS = 8
 # A bare-user symlink object holds the target and a NUL; a target is at most PATH_MAX - 1 bytes. Bigger
 # objects are regular files, whatever their xattr says, so the hot loop does not read it.
 _MAX_SYMLINK_OBJECT = 4096
@@ -110,11 +111,13 @@ def _fill_tree(job: _Checkout, top: Item) -> None:
 
 
 def _worker_count() -> int:
-    """Processes for the rest of a large checkout: one per usable CPU. Only from a single-threaded process
-    (a fork copies one thread; locks other threads hold would stay held in the child)."""
+    """Processes for the rest of a large checkout: two per usable CPU, so that with cold caches one waits
+    for the disk while the other links. Only from a single-threaded process (a fork copies one thread;
+    locks other threads hold would stay held in the child)."""
     if threading.active_count() != 1 or not hasattr(os, "fork"):
         return 1
-    return min(len(os.sched_getaffinity(0)), _MAX_WORKERS)
+    cpus = len(os.sched_getaffinity(0))
+    return 1 if cpus < 2 else min(2 * cpus, _MAX_WORKERS)
 
 
 class _Checkout:
@@ -174,9 +177,9 @@ class _Checkout:
         except FileNotFoundError:
             raise NotFoundError(f"{what} object {checksum} not found") from None
         try:
-            chunks = []
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
+            chunks = [os.read(fd, _READ_CHUNK)]
+            while len(chunks[-1]) == _READ_CHUNK:  # a short read of a regular file is its end
+                chunks.append(os.read(fd, _READ_CHUNK))
         finally:
             os.close(fd)
         return b"".join(chunks)
