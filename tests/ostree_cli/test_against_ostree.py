@@ -99,3 +99,19 @@ def test_options_parse_as_goption_does() -> None:
     assert parsed.strings("tree") == ["dir=a", "ref=b"]
     assert parsed.flag("recursive") and parsed.number("depth", 0) == 3
     assert parsed.positional == ["x", "-y"]
+
+
+def test_typed_metadata_commits_alike_and_raw_views_match(workdirs: Path) -> None:
+    """--add-metadata numbers are stored in the machine's byte order as ostree stores them (same commit
+    checksum), and show/log --raw print the whole commit variant as ostree does."""
+    ours_commit = commit_both(workdirs, "--add-metadata=n=uint64 5", "--add-metadata=small=int16 -2",
+                              "--add-metadata=e=@a{sv} {}", "--add-metadata=flag=true")
+    assert run("strata", "--repo=repo", "rev-parse", "foo/bar", cwd=workdirs / "strata").stdout.strip() == ours_commit
+    for args in (("--repo=repo", "show", "--raw", "foo/bar"), ("--repo=repo", "log", "--raw", "foo/bar"),
+                 ("--repo=repo", "show", "--print-metadata-key=n", "foo/bar"),
+                 ("--repo=repo", "show", "-B", "--print-metadata-key=small", "foo/bar")):
+        theirs, ours = both(workdirs, *args)
+        assert theirs.returncode == ours.returncode == 0, (theirs.stderr, ours.stderr)
+        assert ours.stdout == theirs.stdout, args
+    raw = run("strata", "--repo=repo", "show", "--raw", "foo/bar", cwd=workdirs / "strata").stdout
+    assert "'e': <@a{sv} {}>" in raw and "'n': <uint64 360287970189639680>" in raw  # ostree's view of LE 5

@@ -19,12 +19,12 @@ from strata.image.config import config_get, config_set, config_unset
 from strata.image.fsck import FsckReport
 from strata.image.fsck import fsck as fsck_repo
 from strata.image.fsutil import atomic_write
-from strata.image.gvariant import Variant
+from strata.image.gvariant import Variant, byteswapped
 from strata.image.objects import ObjectType
 from strata.image.prune import PruneOptions, held_refs
 from strata.image.prune import prune as prune_repo
 from strata.image.repo import Repo
-from strata.image.summary import SUMMARY_TYPE, byteswapped, commit_summary_metadata, swap64, update_summary
+from strata.image.summary import SUMMARY_TYPE, commit_summary_metadata, swap64, update_summary
 from strata.units import human_size
 
 # ---------------------------------------------------------------- summary

@@ -24,7 +24,7 @@ from strata.cli.ostree_util import (
 from strata.errors import InvalidInputError, NotFoundError, StrataError
 from strata.image import inspect
 from strata.image import objects as O
-from strata.image.gvariant import Variant
+from strata.image.gvariant import Variant, byteswapped
 from strata.image.objects import FileMeta, ObjectType
 from strata.image.repo import Repo, RepoMode, validate_ref
 
@@ -242,7 +242,8 @@ def _commit_metadata(inv: Invocation, repo: Repo, parent: str | None,
         entries[key] = (key, "s", value)
     for text in a.strings("add-metadata"):
         key, value = key_value(text, "add-metadata")
-        entries[key] = (key, *_parse_variant_text(value))
+        sig, parsed = _parse_variant_text(value)
+        entries[key] = (key, sig, _in_machine_order(sig, parsed))
     if a.strings("keep-metadata"):
         if parent is None:
             raise UsageError("Either --branch or --parent must be specified when using --keep-metadata")
@@ -258,6 +259,12 @@ def _commit_metadata(inv: Invocation, repo: Repo, parent: str | None,
         from strata.image.sizes import sizes_entries
         entries["ostree.sizes"] = ("ostree.sizes", "aay", sizes_entries(repo, root))
     return list(entries.values())
+
+
+def _in_machine_order(sig: str, value: object) -> object:
+    """ostree stores --add-metadata values as GLib parsed them, in the machine's byte order, while this
+    codec writes numbers big-endian: swapped here, the commit's bytes (and checksum) are ostree's."""
+    return byteswapped(sig, value) if sys.byteorder == "little" else value
 
 
 _TYPE_WORDS = {"byte": "y", "int16": "n", "uint16": "q", "int32": "i", "uint32": "u", "int64": "x", "uint64": "t"}
@@ -560,7 +567,7 @@ def log(inv: Invocation) -> int:
             break
         loaded = repo.load_commit(checksum)
         if inv.args.flag("raw"):
-            print(_raw_commit(loaded))
+            print(f"commit {checksum}\n{_raw_commit(loaded)}")
         else:
             for line in inspect.log_entry(checksum, loaded):
                 print(line)
@@ -569,8 +576,10 @@ def log(inv: Invocation) -> int:
 
 
 def _raw_commit(loaded: O.Commit) -> str:
-    return inspect.format_value((loaded.metadata, bytes.fromhex(loaded.parent or ""), loaded.related,
-                                 loaded.subject, loaded.body, loaded.timestamp))
+    """The whole commit variant as ostree's --raw prints it (g_variant_print with type annotations)."""
+    return inspect.format_typed(O.COMMIT_TYPE, (
+        loaded.metadata, bytes.fromhex(loaded.parent or ""), loaded.related, loaded.subject, loaded.body,
+        loaded.timestamp, bytes.fromhex(loaded.root_tree), bytes.fromhex(loaded.root_meta)))
 
 
 def show(inv: Invocation) -> int:
@@ -585,7 +594,7 @@ def show(inv: Invocation) -> int:
     loaded = repo.load_commit(checksum)
     if a.string("print-metadata-key"):
         return _print_key(dict(loaded.metadata), a.string("print-metadata-key") or "", "metadata",
-                          byteswap=not a.flag("no-byteswap") and sys.byteorder == "little")
+                          byteswap=a.flag("no-byteswap") and sys.byteorder == "little")
     if a.string("print-detached-metadata-key"):
         return _print_key(_detached_dict(repo, checksum), a.string("print-detached-metadata-key") or "", "detached")
     if a.flag("print-related"):
@@ -593,7 +602,7 @@ def show(inv: Invocation) -> int:
             print(f"{name} {related.hex() if isinstance(related, bytes) else related}")
         return 0
     if a.flag("raw"):
-        print(_raw_commit(loaded))
+        print(f"commit {checksum}\n{_raw_commit(loaded)}")
         return 0
     if a.flag("print-sizes"):
         return _print_sizes(repo, loaded)
@@ -630,8 +639,8 @@ _INT_TYPES = {"y": ("byte", 1, False), "n": ("int16", 2, True), "q": ("uint16", 
 
 
 def _format_int(sig: str, number: int, *, byteswap: bool) -> str:
-    """An integer as g_variant_print shows it; ostree shows metadata byteswapped unless -B, since commit
-    metadata is conventionally big-endian."""
+    """An integer as g_variant_print shows it. ostree byteswaps metadata for display unless -B (its own keys
+    are stored big-endian); this codec reads numbers big-endian already, so the swap here is -B's native view."""
     name, size, signed = _INT_TYPES[sig]
     if byteswap and size > 1:
         number = int.from_bytes(number.to_bytes(size, "little", signed=signed), "big", signed=signed)

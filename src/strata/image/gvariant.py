@@ -11,6 +11,7 @@ mT -> value or None.
 from __future__ import annotations
 
 import struct
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -343,3 +344,36 @@ def vardict_lookup(entries: list[tuple[str, Variant]], key: str, sig: str, defau
         if k == key:
             return v.value if v.type == sig else default
     return default
+
+
+_INT_SIZES = {"n": 2, "q": 2, "i": 4, "u": 4, "h": 4, "x": 8, "t": 8}
+
+
+def byteswapped(sig: str, value: Any) -> Any:
+    """value with every number wider than a byte in the other byte order (GLib's g_variant_byteswap).
+
+    This codec reads and writes numbers big-endian, as ostree stores its own keys; ostree stores the values of
+    `--add-metadata` in the machine's order, so they pass through this on little-endian machines."""
+    kind = parse_type(sig)
+    code = sig[0]
+    if kind.kind == "variant":
+        return Variant(value.type, byteswapped(value.type, value.value))
+    if code in "nqiuhxt":
+        size, signed = _INT_SIZES[code], code in "nix"
+        return int.from_bytes(int(value).to_bytes(size, "little", signed=signed), "big", signed=signed)
+    if code == "d":
+        return struct.unpack("<d", struct.pack(">d", value))[0]
+    if kind.kind == "array" and sig != "ay":
+        return [byteswapped(sig[1:], item) for item in value]
+    if kind.kind == "maybe":
+        return None if value is None else byteswapped(sig[1:], value)
+    if kind.kind == "tuple":
+        return tuple(byteswapped(member.code, item) for member, item in zip(kind.children, value, strict=True))
+    return value
+
+
+def machine_order(entries: list[tuple[str, Variant]]) -> list[tuple[str, Variant]]:
+    """a{sv} entries between our (big-endian) reading and the machine's byte order, both ways."""
+    if sys.byteorder == "big":
+        return entries
+    return [(key, byteswapped("v", value)) for key, value in entries]

@@ -100,7 +100,8 @@ def format_typed(sig: str, value: Any, annotate: bool = True) -> str:
 def _format_typed_array(sig: str, items: list[Any], annotate: bool) -> str:
     element = sig[1:]
     if not items:
-        return f"@{sig} []" if annotate else "[]"
+        empty = "{}" if element.startswith("{") else "[]"
+        return f"@{sig} {empty}" if annotate else empty
     if element.startswith("{"):
         key_type, value_type = (t.code for t in gvariant.parse_type(element).children)
         entries = [f"{format_typed(key_type, k, annotate and not i)}: {format_typed(value_type, v, annotate and not i)}"

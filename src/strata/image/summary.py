@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import stat
-import struct
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from strata.errors import CorruptionError
 from strata.image import gvariant
 from strata.image.collection_refs import collection_refs
 from strata.image.fsutil import atomic_write
-from strata.image.gvariant import Variant
+from strata.image.gvariant import Variant, machine_order
 from strata.image.objects import DirMeta, DirTree, ObjectType
 from strata.image.repo import Repo
 
 SUMMARY_TYPE = "(a(s(taya{sv}))a{sv})"
-_INT_SIZES = {"n": 2, "q": 2, "i": 4, "u": 4, "h": 4, "x": 8, "t": 8}
 
 
 @dataclass(frozen=True)
@@ -30,36 +26,6 @@ class SummaryRef:
     size: int
     timestamp: int | None
     version: str | None
-
-
-def byteswapped(sig: str, value: Any) -> Any:
-    """value with every number wider than a byte in the other byte order (GLib's g_variant_byteswap).
-
-    Our codec reads and writes numbers big-endian, as ostree stores its own keys; ostree stores the values of
-    `--add-metadata` in the machine's order, so they pass through this on little-endian machines."""
-    kind = gvariant.parse_type(sig)
-    code = sig[0]
-    if kind.kind == "variant":
-        return Variant(value.type, byteswapped(value.type, value.value))
-    if code in "nqiuhxt":
-        size, signed = _INT_SIZES[code], code in "nix"
-        return int.from_bytes(int(value).to_bytes(size, "little", signed=signed), "big", signed=signed)
-    if code == "d":
-        return struct.unpack("<d", struct.pack(">d", value))[0]
-    if kind.kind == "array" and sig != "ay":
-        return [byteswapped(sig[1:], item) for item in value]
-    if kind.kind == "maybe":
-        return None if value is None else byteswapped(sig[1:], value)
-    if kind.kind == "tuple":
-        return tuple(byteswapped(member.code, item) for member, item in zip(kind.children, value, strict=True))
-    return value
-
-
-def machine_order(entries: list[tuple[str, Variant]]) -> list[tuple[str, Variant]]:
-    """a{sv} entries between our (big-endian) reading and the machine's byte order, both ways."""
-    if sys.byteorder == "big":
-        return entries
-    return [(key, byteswapped("v", value)) for key, value in entries]
 
 
 def swap64(value: int) -> int:
