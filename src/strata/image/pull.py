@@ -93,53 +93,49 @@ def pull(repo: Repo, remote_name: str, refs: list[str], options: PullOptions | N
     remote = get_remote(repo, remote_name)
     check_fetchable(remote)
     fetcher = remote_fetcher(repo, remote, opts)
-    stats = PullStats()
     wanted = refs or list(remote.branches)
-    # a delta brings a whole tree, and ostree applies none into an archive repository
-    # (and a delta brings the whole tree where only subpaths are wanted)
-    no_deltas = (opts.disable_static_deltas or opts.commit_metadata_only or repo.is_archive
-                 or not opts.subpaths.whole)
+    no_deltas = _deltas_unwanted(repo, opts)
     summary, indexed = _fetch_summary(repo, fetcher, remote, opts, wanted, no_deltas)
     targets = _resolve_refs(fetcher, summary, wanted)
     if not targets:
         raise StrataError(f"No refs to pull from remote {remote_name}")
-    advertised = AdvertisedDeltas()
-    if not no_deltas:
-        advertised = AdvertisedDeltas(advertised_deltas(summary) if summary is not None else {}, indexed)
-    if opts.require_static_deltas and not advertised.any:
+    advertised = None if no_deltas else AdvertisedDeltas(
+        advertised_deltas(summary) if summary is not None else {}, indexed)
+    if opts.require_static_deltas and not (advertised and advertised.any):
         raise NotFoundError("Fetch configured to require static deltas, but no summary deltas or delta index found")
     session = _Session(repo, fetcher, remote, opts)
     try:
         for ref, checksum in targets.items():
             local = repo.read_ref(ref) if opts.mirror else repo.read_ref(ref, remote=remote_name)
-            session.pull_target(ref, None if O.is_checksum(ref) else local, checksum,
-                                None if no_deltas else advertised)
+            session.pull_target(ref, None if O.is_checksum(ref) else local, checksum, advertised)
     finally:
         session.close()
-    stats.fetched_bytes = fetcher.bytes
     if opts.dry_run:
-        stats.delta_totals = session.delta_totals
-        return stats
+        return PullStats(fetched_bytes=fetcher.bytes, delta_totals=session.delta_totals)
+    stats = _stats(session, advertised)
     for ref, checksum in targets.items():
-        if O.is_checksum(ref):
-            stats.refs[ref] = checksum
-            continue  # a commit asked for by checksum has no ref to move
-        with repo.lock():
-            if opts.mirror:
-                repo.set_ref(ref, checksum)
-            else:
-                repo.set_ref(ref, checksum, remote=remote_name)
         stats.refs[ref] = checksum
-    stats.fetched_objects = session.fetched
-    stats.fetched_metadata = session.fetched_metadata + advertised.fetched_indexes
-    stats.fetched_content = session.fetched_content
-    stats.content_written = session.content_written
-    stats.fetched_delta_parts = session.fetched_delta_parts
-    stats.imported_metadata = session.imported_metadata
-    stats.imported_content = session.imported_content
+        if not O.is_checksum(ref):  # a commit asked for by checksum has no ref to move
+            with repo.lock():
+                repo.set_ref(ref, checksum, remote=None if opts.mirror else remote_name)
     session.report(final=True)
     session.transfer.end()
     return stats
+
+
+def _deltas_unwanted(repo: Repo, opts: PullOptions) -> bool:
+    """A delta brings a whole tree: not what a pull of commit metadata or of subpaths wants; and ostree
+    applies none into an archive repository."""
+    return (opts.disable_static_deltas or opts.commit_metadata_only or repo.is_archive
+            or not opts.subpaths.whole)
+
+
+def _stats(session: _Session, advertised: AdvertisedDeltas | None) -> PullStats:
+    return PullStats(fetched_objects=session.fetched, fetched_bytes=session.fetcher.bytes,
+                     fetched_metadata=session.fetched_metadata + (advertised.fetched_indexes if advertised else 0),
+                     fetched_content=session.fetched_content, content_written=session.content_written,
+                     fetched_delta_parts=session.fetched_delta_parts, imported_metadata=session.imported_metadata,
+                     imported_content=session.imported_content)
 
 
 def check_fetchable(remote: Remote) -> None:
