@@ -8,6 +8,8 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
 from strata.core.invariants import check_invariants
 from strata.image.checkout import checkout_commit
 from strata.image.commit import CommitRequest, write_commit, write_tree_from_dir
@@ -119,9 +121,7 @@ def test_replacing_staged_deployments_patches_the_spare(sysroot: Sysroot) -> Non
     checkout_commit(sysroot.repo, OS1, fresh)
     patched = {k: v for k, v in describe(new).items() if k != "etc" and not k.startswith("etc/")}
     assert patched == describe(fresh)
-    usr_etc = {k.removeprefix("usr/etc/"): v[:4] for k, v in describe(fresh).items() if k.startswith("usr/etc/")}
-    etc = {k.removeprefix("etc/"): v[:4] for k, v in describe(new).items() if k.startswith("etc/")}
-    assert etc == usr_etc
+    assert _etc_matches_usr_etc(new)
     assert [p.name[:6] for p in (sysroot.path / TRASH_DIR).iterdir()] == ["spare-"]  # OS1.1's tree now
     opened = Sysroot.open(sysroot.path)
     assert check_invariants(opened) == []
@@ -129,3 +129,27 @@ def test_replacing_staged_deployments_patches_the_spare(sysroot: Sysroot) -> Non
     assert staged is not None and staged.name == f"{OS1}.2"
     out = admin(sysroot, "boot").stdout  # finalizes the patched deployment and empties the trash
     assert "Copying /etc changes" in out and not (sysroot.path / TRASH_DIR).exists()
+
+
+def _etc_matches_usr_etc(deployment: Path) -> bool:
+    etc = {k: v[:4] for k, v in describe(deployment / "etc").items()}
+    return etc == {k: v[:4] for k, v in describe(deployment / "usr/etc").items()}
+
+
+@pytest.mark.parametrize("edited", [False, True])
+def test_spare_etc_is_kept_only_when_unchanged_and_untouched(sysroot: Sysroot, edited: bool) -> None:
+    admin(sysroot, "deploy", "--os=stratos", OS1)
+    admin(sysroot, "boot")
+    deploy_dir = sysroot.path / "ostree/deploy/stratos/deploy"
+    admin(sysroot, "deploy", "--os=stratos", "--stage", OS2)
+    spare_etc = deploy_dir / f"{OS2}.0/etc"
+    os.setxattr(spare_etc, "user.strata-probe", b"1")  # moves no mtime: there after a keep, gone after a copy
+    if edited:  # someone changed the staged deployment's /etc: the next deployment must not inherit it
+        (spare_etc / "app.conf").write_text("edited in the staged deployment\n")
+    admin(sysroot, "deploy", "--os=stratos", "--stage", OS1)  # OS2.0 becomes the spare
+    admin(sysroot, "deploy", "--os=stratos", "--stage", OS2)  # OS2.0 again, from it: the same usr/etc
+    new = deploy_dir / f"{OS2}.0"
+    assert ("user.strata-probe" in os.listxattr(new / "etc")) is not edited
+    assert _etc_matches_usr_etc(new)
+    assert (new / "etc/app.conf").read_bytes() == (new / "usr/etc/app.conf").read_bytes()
+    assert check_invariants(Sysroot.open(sysroot.path)) == []

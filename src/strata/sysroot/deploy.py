@@ -12,13 +12,13 @@ from strata import fsroot
 from strata.errors import InvalidInputError, NotFoundError, StrataError
 from strata.image.checkout import CheckoutOptions, checkout_commit, checkout_tree
 from strata.image.keyfile import KeyFile
-from strata.image.objects import ObjectType
+from strata.image.objects import DirTree, ObjectType
 from strata.image.repo import Repo
 from strata.sysroot import bls
 from strata.sysroot.crashpoints import crash_point
 from strata.sysroot.etcmerge import merge_etc
 from strata.sysroot.sysroot import Deployment, Sysroot
-from strata.sysroot.treepatch import patch_checkout
+from strata.sysroot.treepatch import is_untouched_copy, patch_checkout
 
 Log = Callable[[str], None]
 
@@ -117,10 +117,11 @@ def _prepare(sysroot: Sysroot, commit: str, options: DeployOptions, merge: Deplo
     target = sysroot.deployment_dir(dep)
     _remove_dir(sysroot, dep)
     try:
-        _materialize(sysroot, commit, target)
+        etc_ready = _materialize(sysroot, commit, target)
         crash_point("after-checkout")
         kernel = sysroot.find_kernel(target)
-        _prepare_etc(sysroot, commit, target)
+        if not etc_ready:
+            _prepare_etc(sysroot, commit, target)
         dep.bootcsum = kernel.bootcsum
         dep.kernel_version = kernel.version
         dep.overlay_initrds = list(options.overlay_initrds)
@@ -135,32 +136,46 @@ def _prepare(sysroot: Sysroot, commit: str, options: DeployOptions, merge: Deplo
     return dep
 
 
-def _materialize(sysroot: Sysroot, commit: str, target: Path) -> None:
+def _materialize(sysroot: Sysroot, commit: str, target: Path) -> bool:
     """The commit's tree at target: a spare tree from the trash (a replaced staged deployment) patched into
-    it when the two commits are close, else a checkout."""
+    it when the two commits are close, else a checkout. Returns whether target/etc is in place already (the
+    spare's own copy, kept when the commit's usr/etc is the same)."""
     spare = sysroot.take_spare_tree()
     if spare is not None:
         path, spare_commit = spare
         try:
-            if _patch_spare(sysroot.repo, path, spare_commit, commit):
+            etc_kept = _patch_spare(sysroot.repo, path, spare_commit, commit)
+            if etc_kept is not None:
                 os.rename(path, target)
-                return
+                return etc_kept
         except (OSError, StrataError):
             pass  # what is left of the spare is plain trash now; a checkout is always right
     checkout_commit(sysroot.repo, commit, target)
+    return False
 
 
-def _patch_spare(repo: Repo, path: Path, old_commit: str, new_commit: str) -> bool:
+def _patch_spare(repo: Repo, path: Path, old_commit: str, new_commit: str) -> bool | None:
+    """Patch the spare at path into the new commit's tree; None when it cannot be, else whether its /etc
+    stays (the same usr/etc in both commits, and the copy untouched since it was made)."""
     if not repo.has_object(old_commit, ObjectType.COMMIT):
-        return False
+        return None
     old, new = repo.load_commit(old_commit), repo.load_commit(new_commit)
-    old_root = repo.load_dirtree(old.root_tree)
-    if "etc" in old_root.dirs or "etc" in repo.load_dirtree(new.root_tree).dirs:
-        return False  # the legacy layout: the deployment's usr/etc is not the commit's
+    old_root, new_root = repo.load_dirtree(old.root_tree), repo.load_dirtree(new.root_tree)
+    if "etc" in old_root.dirs or "etc" in new_root.dirs:
+        return None  # the legacy layout: the deployment's usr/etc is not the commit's
     if set(os.listdir(path)) != {*old_root.files, *old_root.dirs, "etc"}:
-        return False  # not the deployment this name says it is
-    fsroot.remove_tree(path / "etc")  # the copy made at deploy time; made again from the new usr/etc
-    return patch_checkout(repo, path, (old.root_tree, old.root_meta), (new.root_tree, new.root_meta))
+        return None  # not the deployment this name says it is
+    keep_etc = _usr_etc(repo, old_root) == _usr_etc(repo, new_root) and is_untouched_copy(path / "etc")
+    if not keep_etc:
+        fsroot.remove_tree(path / "etc")  # made again from the new usr/etc
+    if not patch_checkout(repo, path, (old.root_tree, old.root_meta), (new.root_tree, new.root_meta)):
+        return None
+    return keep_etc
+
+
+def _usr_etc(repo: Repo, root: DirTree) -> tuple[str, str] | None:
+    usr = root.dirs.get("usr")
+    return repo.load_dirtree(usr[0]).dirs.get("etc") if usr is not None else None
 
 
 def _prepare_etc(sysroot: Sysroot, commit: str, target: Path) -> None:

@@ -81,6 +81,18 @@ def _compare(repo: Repo, relpath: str, old: _Dir, new: _Dir, plan: _Plan) -> boo
     return True
 
 
+def is_untouched_copy(root: Path) -> bool:
+    """Whether root and everything below it still have mtime 0, as a checkout leaves whatever it creates:
+    an entry written, added or removed since moves its own or its directory's mtime."""
+    if os.lstat(root).st_mtime != 0:
+        return False
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in (*dirnames, *filenames):
+            if os.lstat(os.path.join(dirpath, name)).st_mtime != 0:
+                return False
+    return True
+
+
 def _join(relpath: str, name: str) -> str:
     return f"{relpath}/{name}" if relpath else name
 
