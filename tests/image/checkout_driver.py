@@ -4,6 +4,7 @@ workers only from a single-threaded process) and prints what the test needs to k
     python -m tests.image.checkout_driver REPO REV DEST OPTIONS-JSON
 
 OPTIONS-JSON: CheckoutOptions fields, plus "fork_after" (files the parent fills before forking),
+"slice_files" (a directory with more files is shared out in slices of this many),
 "interrupt" (raise KeyboardInterrupt at the first progress report while workers run) and "die" (the parent
 kills itself with SIGKILL there, after writing its workers' pids to the file named by "die").
 Prints {"files": N, "workers_seen": K, "error": "Type: message" or null, "children_after": [pids]}."""
@@ -33,6 +34,7 @@ def main() -> int:
     repo_path, rev, dest, options_json = sys.argv[1:5]
     options: dict[str, Any] = json.loads(options_json)
     checkout._FORK_AFTER_FILES = options.pop("fork_after", checkout._FORK_AFTER_FILES)
+    checkout._SLICE_FILES = options.pop("slice_files", checkout._SLICE_FILES)
     interrupt = options.pop("interrupt", False)
     die = options.pop("die", None)
     seen = {"files": 0, "workers": 0}

@@ -28,7 +28,7 @@ from tests.image.helpers import describe_tree, strata
 REF = "co/test"
 ROOT = Path(__file__).resolve().parents[2]
 IN_PROCESS = 10**9  # fork_after: never fork
-FORKED = 0  # fork_after: fork before the first directory
+FORKED = 0  # fork_after: fork before the first directory with files
 
 
 def make_tree(root: Path) -> Path:
@@ -115,13 +115,16 @@ def test_forked_checkout_equals_in_process_and_ostree(tmp_path: Path, tree: Path
                                                      options: dict[str, Any], flags: list[str]) -> None:
     ours, theirs = init_both(tmp_path, mode, tree)
     forked = drive(ours, tmp_path / "forked", FORKED, options)
+    sliced = drive(ours, tmp_path / "sliced", FORKED, {**options, "slice_files": 5})  # every leaf in slices
     in_process = drive(ours, tmp_path / "in-process", IN_PROCESS, options)
     run_ostree(f"--repo={theirs}", "checkout", *flags, REF, str(tmp_path / "ostree"))
-    assert forked["error"] is None and in_process["error"] is None
+    assert forked["error"] is None and sliced["error"] is None and in_process["error"] is None
     assert forked["workers_seen"] >= min(2, len(os.sched_getaffinity(0))) and in_process["workers_seen"] == 0
-    assert forked["files"] == in_process["files"] == file_count(tree)
-    assert forked["children_after"] == []
+    assert forked["files"] == sliced["files"] == in_process["files"] == file_count(tree)
+    assert forked["children_after"] == sliced["children_after"] == []
     assert describe_tree(tmp_path / "forked") == describe_tree(tmp_path / "in-process")
+    assert describe_tree(tmp_path / "sliced") == describe_tree(tmp_path / "in-process")
+    assert dir_mtimes(tmp_path / "sliced") == dir_mtimes(tmp_path / "in-process")
     expected = _as_strata_keeps_user_dirs(describe_tree(tmp_path / "ostree"), options)
     assert _as_strata_keeps_user_dirs(describe_tree(tmp_path / "forked"), options) == expected
     assert dir_mtimes(tmp_path / "forked") == dir_mtimes(tmp_path / "in-process")
@@ -140,7 +143,8 @@ def test_union_and_union_add_in_workers(tmp_path: Path, tree: Path) -> None:
         (dest / "top0").mkdir(parents=True)
         (dest / "top0" / "own-file").write_text("kept\n")
         for options in ({"union": True}, {"union": True, "union_add": True}):
-            done = drive(ours, dest, fork_after, {"user_mode": True, **options})
+            sliced = {"slice_files": 5} if fork_after == FORKED else {}
+            done = drive(ours, dest, fork_after, {"user_mode": True, **sliced, **options})
             assert done["error"] is None and done["children_after"] == []
         results[fork_after] = describe_tree(dest)
     assert results[FORKED] == results[IN_PROCESS]

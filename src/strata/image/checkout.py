@@ -15,12 +15,13 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from strata.errors import CorruptionError, InvalidInputError, NotFoundError, StrataError
-from strata.image.checkout_workers import Item, fill_in_workers
+from strata.image.checkout_workers import LOCAL_ANCHOR, Item, fill_in_workers
 from strata.image.objects import DirMeta, DirTree, FileMeta, content_checksum, decode_ostreemeta, ostreemeta_mode
 from strata.image.repo import OSTREEMETA_XATTR, Repo, RepoMode
 from strata.image.uncompressed_cache import UncompressedCache, cache_usable
@@ -31,6 +32,7 @@ _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_CHUNK = 1 << 16  # a dirtree is a few kB: one read() each, no MB-sized buffer per read
 _FORK_AFTER_FILES = 1000  # files placed in-process before a checkout with more to do forks its workers
+_SLICE_FILES = 2048  # a directory with more files is filled in slices of this many, shared among the workers
 _MAX_WORKERS = 8
 # A bare-user symlink object holds the target and a NUL; a target is at most PATH_MAX - 1 bytes. Bigger
 # objects are regular files, whatever their xattr says, so the hot loop does not read it.
@@ -71,7 +73,7 @@ def checkout_tree(repo: Repo, root: tuple[str, str], dest: Path, options: Checko
         else:
             path = str(dest)
             created = job.make_top_dir(path)
-            _fill_tree(job, (target[0], target[1], path, created, 0))
+            _fill_tree(job, (target[0], target[1], path, created, 0, 0, -1))
     finally:
         job.close()
 
@@ -97,7 +99,7 @@ def _fill_tree(job: _Checkout, top: Item) -> None:
     stack = [top]
     held_back: list[Item] = []
     while stack:
-        if placed >= _FORK_AFTER_FILES and (workers := _worker_count()) > 1:
+        if placed + job.files_in(stack[-1]) >= _FORK_AFTER_FILES and (workers := _worker_count()) > 1:
             held_back = fill_in_workers(job, stack, workers, files_done)
             break
         children = job.fill(stack.pop())
@@ -135,6 +137,8 @@ class _Checkout:
         self.files_placed = 0  # since the driver last took the count
         self.deferred: list[Item] = []  # directories whose metadata must wait for everything below them
         self._dirmeta: dict[str, DirMeta] = {}
+        self._trees: dict[str, DirTree] = {}  # the last dirtree decoded, and the large ones
+        self._large_trees: dict[str, DirTree] = {}
         self._anchors: list[int] = []
         self._objects = str(repo.path / "objects")
         self._ext = ".filez" if repo.is_archive else ".file"
@@ -185,8 +189,19 @@ class _Checkout:
         return b"".join(chunks)
 
     def dirtree(self, checksum: str) -> DirTree:
-        # names are validated as the dirtree is parsed (strict=False still refuses bad names and order)
-        return DirTree.parse(self._read_object(checksum, ".dirtree", "dirtree"), strict=False)
+        """Decoded (names validated: strict=False still refuses bad names and order); the last one and the
+        large ones (read by each of their slices) are kept."""
+        tree = self._trees.get(checksum)
+        if tree is None:
+            tree = DirTree.parse(self._read_object(checksum, ".dirtree", "dirtree"), strict=False)
+            self._trees = {checksum: tree, **self._large_trees}
+            if len(tree.files) > _SLICE_FILES:
+                self._large_trees[checksum] = tree
+        return tree
+
+    def files_in(self, item: Item) -> int:
+        tree_csum, _meta, _path, _created, _depth, first, end = item
+        return (end if end >= 0 else len(self.dirtree(tree_csum).files)) - first
 
     def dirmeta(self, checksum: str) -> DirMeta:
         meta = self._dirmeta.get(checksum)
@@ -212,29 +227,45 @@ class _Checkout:
             raise NotFoundError(f"parent directory of {path} does not exist") from None
 
     def fill(self, item: Item) -> list[Item]:
-        """Fill one existing directory: its files, and its subdirectories created empty; then its own
-        metadata. Returns the subdirectories, still to fill."""
-        tree_csum, meta_csum, path, created, depth = item
-        meta = self.dirmeta(meta_csum)
+        """Fill one existing directory: its subdirectories created empty, its files, then its own metadata;
+        returns the subdirectories, still to fill. A large directory keeps its first slice of files and
+        returns the others as items of their own; its metadata then waits for the end (the parent's).
+        An item that is a slice places just those files."""
+        tree_csum, meta_csum, path, created, depth, first, end = item
         tree = self.dirtree(tree_csum)
         dir_fd = os.open(path, _DIR_FLAGS)
         try:
-            if self.can_link and not (self.opts.union or self.opts.union_add):
-                for name, checksum in self._link_files(dir_fd, path, tree.files):
-                    self.copy_file(checksum, dir_fd, name, path)  # known not to be linkable: no second try
-            else:
-                for name, checksum in tree.files.items():
-                    self.place_file(checksum, dir_fd, name, path)
-            self.files_placed += len(tree.files)
-            children = [(sub_tree, sub_meta, self._child_path(path, name), self._make_subdir(dir_fd, name, path),
-                         depth + 1) for name, (sub_tree, sub_meta) in tree.dirs.items()]
+            if end >= 0:
+                self._place_files(dir_fd, path, islice(tree.files.items(), first, end))
+                self.files_placed += end - first
+                return []
+            meta = self.dirmeta(meta_csum)
+            children: list[Item] = [
+                (sub_tree, sub_meta, self._child_path(path, name), self._make_subdir(dir_fd, name, path),
+                 depth + 1, 0, -1) for name, (sub_tree, sub_meta) in tree.dirs.items()]
+            count = len(tree.files)
+            sliced = count > _SLICE_FILES and not path.startswith(LOCAL_ANCHOR)
+            if sliced:
+                children += [(tree_csum, meta_csum, path, created, depth, start, min(start + _SLICE_FILES, count))
+                             for start in range(_SLICE_FILES, count, _SLICE_FILES)]
+                count = _SLICE_FILES
+            self._place_files(dir_fd, path, islice(tree.files.items(), count))
+            self.files_placed += count
         finally:
             os.close(dir_fd)
-        if self._must_wait(meta):
+        if sliced or self._must_wait(meta):
             self.deferred.append(item)
         else:
             self._apply_dir_metadata(path, meta, created)
         return children
+
+    def _place_files(self, dir_fd: int, path: str, entries: Iterable[tuple[str, str]]) -> None:
+        if self.can_link and not (self.opts.union or self.opts.union_add):
+            for name, checksum in self._link_files(dir_fd, path, entries):
+                self.copy_file(checksum, dir_fd, name, path)  # known not to be linkable: no second try
+        else:
+            for name, checksum in entries:
+                self.place_file(checksum, dir_fd, name, path)
 
     def _must_wait(self, meta: DirMeta) -> bool:
         """A directory its owner may not write or search could block filling what is below it: unless we
@@ -243,7 +274,7 @@ class _Checkout:
 
     def finish(self, deferred: list[Item]) -> None:
         """The metadata held back, deepest directories first (everything below them is filled by now)."""
-        for _tree, meta_csum, path, created, _depth in sorted(deferred, key=lambda item: -item[4]):
+        for _tree, meta_csum, path, created, _depth, _first, _end in sorted(deferred, key=lambda item: -item[4]):
             self._apply_dir_metadata(path, self.dirmeta(meta_csum), created)
 
     def _make_subdir(self, dir_fd: int, name: str, path: str) -> bool:
@@ -281,7 +312,7 @@ class _Checkout:
 
     # ------------------------------------------------------------ files
 
-    def _link_files(self, dir_fd: int, path: str, files: dict[str, str]) -> list[tuple[str, str]]:
+    def _link_files(self, dir_fd: int, path: str, files: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """Hardlink every file of a directory that can be; returns the (name, checksum) left to copy. The hot
         loop of a checkout: two system calls per file (three for a small one of a bare-user repository),
         relative to open directories."""
@@ -290,7 +321,7 @@ class _Checkout:
         bare_user = self.repo.mode is RepoMode.BARE_USER
         require = self.opts.require_hardlinks
         copies: list[tuple[str, str]] = []
-        for name, checksum in files.items():
+        for name, checksum in files:
             prefix = checksum[:2]
             prefix_fd = prefix_fds.get(prefix)
             if prefix_fd is None:

@@ -23,11 +23,13 @@ from typing import Protocol
 
 from strata import errors
 
-Item = tuple[str, str, str, bool, int]  # (dirtree, dirmeta, path of the existing directory, made by us, depth)
+# (dirtree, dirmeta, path of the existing directory, made by us, depth, first file, end file): a whole
+# directory when the end is -1, else only that slice of its files (a large directory is shared out in slices)
+Item = tuple[str, str, str, bool, int, int, int]
 
 _TASK, _SPLIT, _IDLE, _PROGRESS, _ERROR, _EXIT, _DONE = b"T", b"S", b"I", b"P", b"E", b"X", b"D"
 _PROGRESS_EVERY = 512  # files placed between progress messages of a worker
-_LOCAL_ANCHOR = "/proc/self/fd/"  # a path through a descriptor that a worker opened is only its own
+LOCAL_ANCHOR = "/proc/self/fd/"  # a path through a descriptor that a worker opened is only its own
 _PR_SET_PDEATHSIG = 1
 
 
@@ -159,13 +161,13 @@ def _worker_main(filler: Filler, sock: socket.socket, flag: mmap.mmap) -> int:
         while True:
             message = _recv_from(sock)
             if message[:1] == _EXIT:
-                local = [item for item in filler.deferred if item[2].startswith(_LOCAL_ANCHOR)]
+                local = [item for item in filler.deferred if item[2].startswith(LOCAL_ANCHOR)]
                 filler.finish(local)
                 _send(sock, _DONE)
                 return 0
             _work_through(filler, sock, flag, _decode_items(message[1:]))
-            shared = [item for item in filler.deferred if not item[2].startswith(_LOCAL_ANCHOR)]
-            filler.deferred = [item for item in filler.deferred if item[2].startswith(_LOCAL_ANCHOR)]
+            shared = [item for item in filler.deferred if not item[2].startswith(LOCAL_ANCHOR)]
+            filler.deferred = [item for item in filler.deferred if item[2].startswith(LOCAL_ANCHOR)]
             _send(sock, _IDLE + str(filler.files_placed).encode() + b"\0" + _encode_items(shared))
             filler.files_placed = 0
     except BaseException as exc:  # every failure, interrupts too, goes back to the parent as one message
@@ -191,9 +193,9 @@ def _give_away(sock: socket.socket, flag: mmap.mmap, stack: list[Item]) -> None:
     """Hand the shallower half of the pending directories (the bottom of the stack) back to the parent."""
     flag[0] = 0
     half = len(stack) // 2
-    given = [item for item in stack[:half] if not item[2].startswith(_LOCAL_ANCHOR)]
+    given = [item for item in stack[:half] if not item[2].startswith(LOCAL_ANCHOR)]
     if given:
-        stack[:half] = [item for item in stack[:half] if item[2].startswith(_LOCAL_ANCHOR)]
+        stack[:half] = [item for item in stack[:half] if item[2].startswith(LOCAL_ANCHOR)]
         _send(sock, _SPLIT + _encode_items(given))
 
 
@@ -239,8 +241,9 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
 def _encode_items(items: list[Item]) -> bytes:
     """Fields joined by NUL: names in a tree never hold one, nor does a path the kernel accepts."""
     fields: list[bytes] = []
-    for tree, meta, path, created, depth in items:
-        fields += [tree.encode(), meta.encode(), b"1" if created else b"0", str(depth).encode(), os.fsencode(path)]
+    for tree, meta, path, created, depth, first, end in items:
+        fields += [tree.encode(), meta.encode(), b"1" if created else b"0", b"%d" % depth, b"%d" % first,
+                   b"%d" % end, os.fsencode(path)]
     return b"\0".join(fields)
 
 
@@ -248,8 +251,8 @@ def _decode_items(data: bytes) -> list[Item]:
     if not data:
         return []
     fields = data.split(b"\0")
-    return [(fields[i].decode(), fields[i + 1].decode(), os.fsdecode(fields[i + 4]), fields[i + 2] == b"1",
-             int(fields[i + 3])) for i in range(0, len(fields), 5)]
+    return [(fields[i].decode(), fields[i + 1].decode(), os.fsdecode(fields[i + 6]), fields[i + 2] == b"1",
+             int(fields[i + 3]), int(fields[i + 4]), int(fields[i + 5])) for i in range(0, len(fields), 7)]
 
 
 def _encode_error(exc: BaseException) -> bytes:
