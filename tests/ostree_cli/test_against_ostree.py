@@ -115,3 +115,33 @@ def test_typed_metadata_commits_alike_and_raw_views_match(workdirs: Path) -> Non
         assert ours.stdout == theirs.stdout, args
     raw = run("strata", "--repo=repo", "show", "--raw", "foo/bar", cwd=workdirs / "strata").stdout
     assert "'e': <@a{sv} {}>" in raw and "'n': <uint64 360287970189639680>" in raw  # ostree's view of LE 5
+
+
+def test_custom_backend_remotes_as_ostree(workdirs: Path) -> None:
+    """A remote fetched by another tool (--custom-backend) may have no URL; pulls and URL lookups refuse it."""
+    commit_both(workdirs)
+    steps = [(("--repo=repo", "remote", "add", "--custom-backend=ostree-rs-ext", "fromcontainer"), 0),
+             (("--repo=repo", "remote", "show-url", "fromcontainer"), 1),
+             (("--repo=repo", "pull", "fromcontainer"), 1),
+             (("--repo=repo", "remote", "add", "--custom-backend=ostree-rs-ext", "other", "docker://quay.io/x/y"), 0),
+             (("--repo=repo", "remote", "show-url", "other"), 0),
+             (("--repo=repo", "pull", "other", "main"), 1),
+             (("--repo=repo", "remote", "add", "plain"), 1)]
+    for args, code in steps:
+        theirs, ours = both(workdirs, *args)
+        assert (theirs.returncode, ours.returncode) == (code, code), (args, theirs.stderr, ours.stderr)
+        assert ours.stdout == theirs.stdout, args
+    assert 'No "url" option in remote "fromcontainer"' in both(workdirs, "--repo=repo", "remote", "show-url",
+                                                                "fromcontainer")[1].stderr
+    pulled = both(workdirs, "--repo=repo", "pull", "other", "main")[1].stderr
+    assert "remote 'other' uses custom backend 'ostree-rs-ext'" in pulled
+
+
+def test_missing_file_object_named_as_ostree(workdirs: Path) -> None:
+    commit_both(workdirs)
+    for side in ("ostree", "strata"):
+        checksum = run(side, "--repo=repo", "ls", "-C", "foo/bar", "/a", cwd=workdirs / side).stdout.split()[4]
+        (workdirs / side / "repo" / "objects" / checksum[:2] / f"{checksum[2:]}.filez").unlink()
+    theirs, ours = both(workdirs, "--repo=repo", "cat", "foo/bar", "/a")
+    assert theirs.returncode != 0 and ours.returncode != 0
+    assert "Couldn't find file object" in theirs.stderr and "Couldn't find file object" in ours.stderr, ours.stderr

@@ -206,6 +206,8 @@ def _ostree_words(text: str) -> str:
         text = re.sub(r"Invalid (\w+) object (\w+) from the server: invalid file name in tree: '(.*/.*)'",
                       r"\2.\1: Invalid / in filename \3", text)
         return re.sub(r"invalid file name in tree: '(.*/.*)'", r"Invalid / in filename \1", text)
+    if text.startswith("file object ") and text.endswith(" not found"):
+        return f"Couldn't find file object '{text[len('file object '):-len(' not found')]}'"
     return text
 
 

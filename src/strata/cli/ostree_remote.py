@@ -20,9 +20,11 @@ _MAX_STDIN_KEYS = 64 << 20
 
 def _remote_add(inv: Invocation) -> int:
     a = inv.args
-    if len(inv.positional) < 2:
+    backend = a.string("custom-backend")
+    if len(inv.positional) < (1 if backend else 2):
         raise UsageError("NAME and URL must be specified")
-    name, url, *branches = inv.positional
+    name, branches = inv.positional[0], inv.positional[2:]
+    url = inv.positional[1] if len(inv.positional) > 1 else None
     repo = inv.repo()
     if a.flag("if-not-exists") and a.flag("force"):
         raise UsageError("Can only specify one of --if-not-exists and --force")
@@ -39,6 +41,8 @@ def _remote_add(inv: Invocation) -> int:
         settings.append(("contenturl", a.string("contenturl") or ""))
     if a.string("collection-id"):
         settings.append(("collection-id", a.string("collection-id") or ""))
+    if backend:
+        settings.append(("custom-backend", backend))  # fetched by another tool: ostree's pull refuses it
     remotes.add_remote(repo, name, url, branches=branches, sign_verify=a.strings("sign-verify"),
                        no_sign_verify=a.flag("no-sign-verify"), settings=settings,
                        if_not_exists=a.flag("if-not-exists"))
@@ -83,7 +87,10 @@ def _remote_list(inv: Invocation) -> int:
 def _remote_show_url(inv: Invocation) -> int:
     if not inv.positional:
         raise UsageError("NAME must be specified")
-    print(remotes.get_remote(inv.repo(), inv.positional[0]).url)
+    remote = remotes.get_remote(inv.repo(), inv.positional[0])
+    if not remote.url:
+        raise NotFoundError(f'No "url" option in remote "{remote.name}"')
+    print(remote.url)
     return 0
 
 

@@ -85,7 +85,7 @@ def find_keyring(repo: Repo, name: str) -> Path | None:
     return None
 
 
-def add_remote(repo: Repo, name: str, url: str, *, branches: list[str], sign_verify: str | Sequence[str] | None,
+def add_remote(repo: Repo, name: str, url: str | None, *, branches: list[str], sign_verify: str | Sequence[str] | None,
                no_sign_verify: bool, settings: list[tuple[str, str]], if_not_exists: bool = False,
                gpg_import: Path | None = None) -> None:
     validate_remote_name(name)
@@ -98,7 +98,8 @@ def add_remote(repo: Repo, name: str, url: str, *, branches: list[str], sign_ver
     if specs and no_sign_verify:
         raise InvalidInputError("Cannot specify both --sign-verify and --no-sign-verify")
     key_options = [verification_option(spec) for spec in specs]  # all checked before anything is written
-    repo.config.set(group, "url", url)
+    if url is not None:  # a remote of a custom backend may have none
+        repo.config.set(group, "url", url)
     if branches:
         repo.config.set(group, "branches", branches)
     repo.config.set(group, "gpg-verify", gpg_import is not None)
