@@ -1,13 +1,13 @@
-"""A large checkout filled by forked worker processes, so both cores do link()/mkdir() work without sharing
-an interpreter lock.
+"""A large checkout filled by forked worker processes, so the cores do link()/mkdir() work without sharing
+an interpreter lock, and with cold caches some wait for the disk while others link.
 
 The parent forks once the tree has shown itself large (it filled the first directories itself), so the
 workers inherit the open repository, the decoded directory metadata and the directories still to fill.
-Each worker fills the directories it is given depth first. When one runs out of work the parent raises a
-shared flag; the first busy worker to see it hands back the shallower half of its pending directories, which
-the parent passes on. Messages go over one socket pair per worker. The first error a worker meets comes back
-as one message and is raised in the parent; the parent kills and reaps every worker on error or interrupt,
-and the kernel kills a worker whose parent dies."""
+Each worker fills the directories (or slices of a large directory's files) it is given, depth first. When
+one runs out of work the parent raises a shared flag; the first busy worker to see it hands back the
+shallower half of its pending directories, which the parent passes on. Messages go over one socket pair per
+worker. The first error a worker meets comes back as one message and is raised in the parent; the parent
+kills and reaps every worker on error or interrupt, and the kernel kills a worker whose parent dies."""
 
 from __future__ import annotations
 
@@ -145,7 +145,8 @@ def _spawn(filler: Filler, flag: mmap.mmap, earlier: list[_Worker], prctl: Calla
                 prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
             if os.getppid() != parent_pid:
                 os._exit(1)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            for signum in (signal.SIGINT, signal.SIGTERM):  # the parent's handlers (a transaction's cancel)
+                signal.signal(signum, signal.SIG_DFL)          # are the parent's; the parent reaps us
             parent_end.close()
             for other in earlier:
                 other.sock.close()
