@@ -145,3 +145,22 @@ def test_missing_file_object_named_as_ostree(workdirs: Path) -> None:
     theirs, ours = both(workdirs, "--repo=repo", "cat", "foo/bar", "/a")
     assert theirs.returncode != 0 and ours.returncode != 0
     assert "Couldn't find file object" in theirs.stderr and "Couldn't find file object" in ours.stderr, ours.stderr
+
+
+def test_pull_local_into_a_child_repo_skips_what_the_parent_has(workdirs: Path) -> None:
+    def filez(side: str, repo: str) -> int:
+        return len(list((workdirs / side / repo / "objects").glob("*/*.filez")))
+
+    for args in (("--repo=child", "init", "--mode=archive"), ("--repo=tmp", "init", "--mode=archive")):
+        both(workdirs, *args)
+    commit_both(workdirs)
+    for side in ("ostree", "strata"):
+        with (workdirs / side / "child" / "config").open("a") as config:
+            config.write(f"parent={workdirs / side / 'repo'}\n")
+        (workdirs / side / "files" / "new").write_text("new\n")
+    theirs, ours = both(workdirs, "--repo=tmp", "commit", "-b", "t", f"--timestamp={FIXED_TIME}", "-s", "s", "files")
+    assert ours.stdout == theirs.stdout
+    both(workdirs, "--repo=child", "pull-local", "tmp", "t")
+    assert filez("strata", "child") == filez("ostree", "child") == 1  # only the new file: the rest is the parent's
+    theirs, ours = both(workdirs, "--repo=child", "fsck")
+    assert theirs.returncode == ours.returncode == 0, ours.stderr

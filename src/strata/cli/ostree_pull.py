@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 from strata.cli.ostree import Invocation, UsageError, Verb
 from strata.cli.ostree_options import array, flag, integer, string
-from strata.cli.ostree_util import ostree_problem, repo_chain, resolve
+from strata.cli.ostree_util import ostree_problem, resolve
 from strata.errors import CorruptionError, InvalidInputError, NotFoundError, StrataError
-from strata.image import inspect
+from strata.image import inspect, parents
 from strata.image import objects as O
 from strata.image import remote as remotes
 from strata.image.objects import ObjectType
@@ -201,7 +201,7 @@ def _split_at(text: str) -> tuple[str, str]:
 
 def _find_remote(repo: Repo, name: str) -> remotes.Remote:
     """A remote of repo, or of one of its core.parent repositories."""
-    for holder in repo_chain(repo):
+    for holder in parents.repo_chain(repo):
         if name in remotes.list_remotes(holder):
             return remotes.get_remote(holder, name)
     return remotes.get_remote(repo, name)
@@ -399,11 +399,12 @@ def _missing_objects(source: Repo, target: Repo, refs: list[str], depth: int,
     """The metadata and content objects a pull-local of refs copies (what target lacks)."""
     metadata: set[str] = set()
     contents: set[str] = set()
+    chain = parents.repo_chain(target)
     for ref in refs:
         for commit in history(source, resolve(source, ref), depth):
             wanted = commit_objects(source, commit) if subpaths.whole else subpath_objects(source, commit, subpaths)
             for checksum, objtype in wanted:
-                if target.has_object(checksum, objtype):
+                if parents.has_in_chain(chain, checksum, objtype):
                     continue
                 (contents if objtype is ObjectType.FILE else metadata).add(checksum)
     return metadata, contents

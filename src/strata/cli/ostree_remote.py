@@ -7,10 +7,11 @@ from pathlib import Path
 
 from strata.cli.ostree import Invocation, UsageError, Verb, dispatch
 from strata.cli.ostree_options import array, flag, string
-from strata.cli.ostree_util import repo_chain, resolve
+from strata.cli.ostree_util import resolve
 from strata.errors import InvalidInputError, NotFoundError, StrataError
 from strata.image import remote as remotes
 from strata.image.objects import ObjectType
+from strata.image.parents import repo_chain
 from strata.image.repo import Repo
 
 _MAX_STDIN_KEYS = 64 << 20

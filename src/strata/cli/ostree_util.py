@@ -9,6 +9,7 @@ from pathlib import Path
 
 from strata.errors import InvalidInputError, NotFoundError, StrataError
 from strata.image.objects import ObjectType
+from strata.image.parents import repo_chain
 from strata.image.repo import Repo
 
 
@@ -29,15 +30,7 @@ def resolve(repo: Repo, rev: str) -> str:
 
 def holder_of(repo: Repo, checksum: str) -> Repo:
     """The repository holding a commit: repo itself, or one of its core.parent repositories."""
-    current = repo
-    for _ in range(16):
-        if current.has_object(checksum, ObjectType.COMMIT):
-            return current
-        parent = current.config.get("core", "parent")
-        if not parent:
-            break
-        current = Repo.open(Path(parent))
-    return repo
+    return next((holder for holder in repo_chain(repo) if holder.has_object(checksum, ObjectType.COMMIT)), repo)
 
 
 def set_refspec(repo: Repo, refspec: str, checksum: str | None) -> None:
@@ -94,14 +87,6 @@ def refs_changed(repo: Repo, *, by_commit: bool = False) -> None:
             by_commit and config.get_bool("core", "commit-update-summary", False)):
         from strata.image.summary import update_summary
         update_summary(repo)
-
-
-def repo_chain(repo: Repo) -> list[Repo]:
-    """repo and its core.parent repositories, nearest first."""
-    chain = [repo]
-    while len(chain) < 16 and chain[-1].config.get("core", "parent"):
-        chain.append(Repo.open(Path(chain[-1].config.get("core", "parent") or "")))
-    return chain
 
 
 _CORRUPT_RES = (re.compile(r"[Cc]orrupted (\w+) object (\w+) \(actual (\w+)\)"),

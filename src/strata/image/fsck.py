@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from strata.errors import CorruptionError, InvalidInputError, NotFoundError, StrataError
 from strata.image.objects import Commit, DirMeta, DirTree, ObjectType
+from strata.image.parents import repo_chain
 from strata.image.repo import Repo
 
 _WORKERS = max(2, (os.cpu_count() or 1) * 2)
@@ -84,12 +85,13 @@ def fsck(repo: Repo, *, delete: bool = False, mark_missing: bool = False,
     report.commits = len(verified)
     checked: dict[ObjectName, bool] = {}
     contents: set[str] = set()
+    chain = repo_chain(repo)
     for commit in verified:
-        _walk_commit(repo, commit, report, checked, contents)
-    _verify_contents(repo, report, checked, contents)
+        _walk_commit(chain, commit, report, checked, contents)
+    _verify_contents(chain, report, checked, contents)
     report.objects = len(checked)
     if report.bad:
-        _attribute(repo, verified, report.bad)
+        _attribute(chain, verified, report.bad)
         _repair(repo, report, delete=delete, mark_missing=mark_missing)
     if progress:
         progress(f"Verified {report.objects} objects of {report.commits} commits")
@@ -115,34 +117,44 @@ def _verify_metadata(repo: Repo, checksum: str, objtype: ObjectType) -> object:
         raise CorruptionError(f"Invalid {objtype.value} object {checksum}: {exc}") from None
 
 
-def _walk_commit(repo: Repo, commit: str, report: FsckReport, checked: dict[ObjectName, bool],
+def _holder(chain: list[Repo], checksum: str, objtype: ObjectType) -> Repo:
+    """The repository of the chain that holds an object: a child repository's objects may be its parent's
+    (core.parent), as ostree's lookups allow."""
+    if len(chain) > 1:
+        for repo in chain:
+            if repo.has_object(checksum, objtype):
+                return repo
+    return chain[0]
+
+
+def _walk_commit(chain: list[Repo], commit: str, report: FsckReport, checked: dict[ObjectName, bool],
                  contents: set[str]) -> None:
-    loaded = _checked_metadata(repo, commit, ObjectType.COMMIT, report, checked)
+    loaded = _checked_metadata(chain, commit, ObjectType.COMMIT, report, checked)
     if not isinstance(loaded, Commit):
         return
-    _checked_metadata(repo, loaded.root_meta, ObjectType.DIRMETA, report, checked)
+    _checked_metadata(chain, loaded.root_meta, ObjectType.DIRMETA, report, checked)
     stack = [loaded.root_tree]
     while stack:
         tree_csum = stack.pop()
         if (tree_csum, ObjectType.DIRTREE) in checked:
             continue
-        tree = _checked_metadata(repo, tree_csum, ObjectType.DIRTREE, report, checked)
+        tree = _checked_metadata(chain, tree_csum, ObjectType.DIRTREE, report, checked)
         if not isinstance(tree, DirTree):
             continue
         contents.update(tree.files.values())
         for sub_tree, sub_meta in tree.dirs.values():
-            _checked_metadata(repo, sub_meta, ObjectType.DIRMETA, report, checked)
+            _checked_metadata(chain, sub_meta, ObjectType.DIRMETA, report, checked)
             stack.append(sub_tree)
 
 
-def _checked_metadata(repo: Repo, checksum: str, objtype: ObjectType, report: FsckReport,
+def _checked_metadata(chain: list[Repo], checksum: str, objtype: ObjectType, report: FsckReport,
                       checked: dict[ObjectName, bool]) -> object:
     """The parsed object when it is sound and not checked before; problems go into the report once."""
     key = (checksum, objtype)
     if key in checked:
         return None
     try:
-        value = _verify_metadata(repo, checksum, objtype)
+        value = _verify_metadata(_holder(chain, checksum, objtype), checksum, objtype)
         checked[key] = True
         return value
     except NotFoundError:
@@ -153,10 +165,11 @@ def _checked_metadata(repo: Repo, checksum: str, objtype: ObjectType, report: Fs
     return None
 
 
-def _verify_contents(repo: Repo, report: FsckReport, checked: dict[ObjectName, bool], contents: set[str]) -> None:
+def _verify_contents(chain: list[Repo], report: FsckReport, checked: dict[ObjectName, bool],
+                     contents: set[str]) -> None:
     def verify(checksum: str) -> BadObject | None:
         try:
-            repo.verify_content(checksum)
+            _holder(chain, checksum, ObjectType.FILE).verify_content(checksum)
             return None
         except NotFoundError:
             return BadObject(checksum, ObjectType.FILE, True)
@@ -176,7 +189,7 @@ def _verify_contents(repo: Repo, report: FsckReport, checked: dict[ObjectName, b
             report.bad.append(bad)
 
 
-def _attribute(repo: Repo, commits: list[str], bad: list[BadObject]) -> None:
+def _attribute(chain: list[Repo], commits: list[str], bad: list[BadObject]) -> None:
     """Name, for every bad object, all the commits that reach it (an object shared by several commits makes
     each of them incomplete, not only the one whose walk met it first)."""
     by_key = {item.key: item for item in bad}
@@ -185,15 +198,15 @@ def _attribute(repo: Repo, commits: list[str], bad: list[BadObject]) -> None:
         if (commit, ObjectType.COMMIT) in by_key:
             by_key[(commit, ObjectType.COMMIT)].commits.append(commit)
             continue
-        loaded = repo.load_commit(commit)
-        hits = set(_bad_in_tree(repo, loaded.root_tree, by_key, memo))
+        loaded = chain[0].load_commit(commit)
+        hits = set(_bad_in_tree(chain, loaded.root_tree, by_key, memo))
         if (loaded.root_meta, ObjectType.DIRMETA) in by_key:
             hits.add((loaded.root_meta, ObjectType.DIRMETA))
         for key in hits:
             by_key[key].commits.append(commit)
 
 
-def _bad_in_tree(repo: Repo, root: str, bad: dict[ObjectName, BadObject],
+def _bad_in_tree(chain: list[Repo], root: str, bad: dict[ObjectName, BadObject],
                  memo: dict[str, frozenset[ObjectName]]) -> frozenset[ObjectName]:
     """The bad objects under a dirtree (itself included), memoized per dirtree; iterative, as trees from
     outside may nest deeper than Python's recursion allows."""
@@ -207,7 +220,7 @@ def _bad_in_tree(repo: Repo, root: str, bad: dict[ObjectName, BadObject],
             continue
         if loaded is None:
             try:
-                loaded = repo.load_dirtree(tree_csum)
+                loaded = _holder(chain, tree_csum, ObjectType.DIRTREE).load_dirtree(tree_csum)
             except (NotFoundError, CorruptionError, InvalidInputError):
                 memo[tree_csum] = _NOTHING  # changed since it was verified: reported by the next fsck
                 continue

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from strata import progress
 from strata.image import objects as O
 from strata.image.objects import ObjectType
+from strata.image.parents import has_in_chain, repo_chain
 from strata.image.repo import Repo
 from strata.image.subpaths import Subpaths
 from strata.image.subpaths import commit_objects as subpath_objects
@@ -25,13 +26,14 @@ def copy_commit(source: Repo, target: Repo, commit: str, *, depth: int = 0, trus
     an archive repository keeps the source's names unchecked, as ostree does for local sources. With
     subpaths only those parts of the trees are copied, and a commit not complete before stays partial."""
     copied = 0
+    chain = repo_chain(target)
     with target.lock():
         for current in history(source, commit, depth):
             complete = target.has_object(current, ObjectType.COMMIT) and not target.is_partial(current)
             target.mark_partial(current)
             wanted = commit_objects(source, current) if subpaths.whole else subpath_objects(source, current,
                                                                                               subpaths)
-            missing = [(c, t) for c, t in wanted if not target.has_object(c, t)]
+            missing = [(c, t) for c, t in wanted if not has_in_chain(chain, c, t)]
             metadata = [(c, t) for c, t in missing if t is not ObjectType.FILE and t is not ObjectType.COMMIT]
             contents = [c for c, t in missing if t is ObjectType.FILE]
             for checksum, objtype in metadata:
