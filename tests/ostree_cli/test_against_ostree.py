@@ -164,3 +164,18 @@ def test_pull_local_into_a_child_repo_skips_what_the_parent_has(workdirs: Path) 
     assert filez("strata", "child") == filez("ostree", "child") == 1  # only the new file: the rest is the parent's
     theirs, ours = both(workdirs, "--repo=child", "fsck")
     assert theirs.returncode == ours.returncode == 0, ours.stderr
+
+
+def test_pull_local_hardlinks_the_commit_object_as_ostree(workdirs: Path) -> None:
+    commit = commit_both(workdirs)
+    relative = Path("objects") / commit[:2] / f"{commit[2:]}.commit"
+    both(workdirs, "--repo=copy", "init", "--mode=bare-user")
+    theirs, ours = both(workdirs, "--repo=copy", "pull-local", "repo")
+    assert theirs.returncode == ours.returncode == 0, ours.stderr
+    for side in ("ostree", "strata"):
+        original, copied = (workdirs / side / "repo" / relative).stat(), (workdirs / side / "copy" / relative).stat()
+        assert (copied.st_dev, copied.st_ino) == (original.st_dev, original.st_ino), side
+    both(workdirs, "--repo=untrusted", "init", "--mode=bare-user")
+    both(workdirs, "--repo=untrusted", "pull-local", "--untrusted", "repo")
+    copied = (workdirs / "strata" / "untrusted" / relative).stat()
+    assert copied.st_ino != (workdirs / "strata" / "repo" / relative).stat().st_ino  # an untrusted source: copied

@@ -3,6 +3,7 @@ caller trusts the source (ostree's pull-local without --untrusted: a repository 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -44,12 +45,28 @@ def copy_commit(source: Repo, target: Repo, commit: str, *, depth: int = 0, trus
                 target.write_detached_metadata(current, detached)
             target.sync()
             if not target.has_object(current, ObjectType.COMMIT):
-                target.write_metadata(ObjectType.COMMIT, source.read_metadata(current, ObjectType.COMMIT),
-                                      expected=current)
+                _place_commit(source, target, current, link=trusted)
             if complete or subpaths.whole:
                 target.clear_partial(current)
             copied += len(missing)
     return copied
+
+
+def _place_commit(source: Repo, target: Repo, checksum: str, *, link: bool) -> None:
+    """The commit object, once its tree is in: from a trusted source on one filesystem hardlinked as ostree
+    does (metadata is the same bytes in every mode; checked against its name first), else written."""
+    data = source.read_metadata(checksum, ObjectType.COMMIT)
+    if link and O.sha256_hex(data) == checksum:
+        destination = target.object_path(checksum, ObjectType.COMMIT)
+        destination.parent.mkdir(exist_ok=True)
+        try:
+            os.link(source.object_path(checksum, ObjectType.COMMIT), destination, follow_symlinks=False)
+            return
+        except FileExistsError:
+            return
+        except OSError:
+            pass  # another filesystem (EXDEV) or no permission: written below
+    target.write_metadata(ObjectType.COMMIT, data, expected=checksum)
 
 
 def _copy_contents(source: Repo, target: Repo, checksums: list[str], trusted: bool) -> None:
