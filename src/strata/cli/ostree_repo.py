@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import stat
 import sys
@@ -70,6 +71,8 @@ def commit(inv: Invocation) -> int:
     if not branch and not a.flag("orphan"):
         raise UsageError("A branch must be specified with --branch, or use --orphan")
     repo = inv.repo()
+    if a.flag("disable-fsync") or (a.string("fsync") or "true").lower() in ("false", "no", "0"):
+        repo.fsync = False  # this commit only, as ostree's --fsync=false: no fsync, syncfs or sync at all
     tree_options = _tree_options(inv)
     before = _objects_by_kind(repo) if a.flag("table-output") else None
     with repo.lock():
@@ -79,6 +82,7 @@ def commit(inv: Invocation) -> int:
         if a.flag("skip-if-unchanged") and tree_unchanged(repo, root, parent):
             print(parent)
             return 0
+        _test_error_pre_commit(repo)
         request = CommitRequest(
             subject=a.string("subject") or "", body=_commit_body(inv),
             timestamp=parse_datetime(a.string("timestamp") or "") if a.string("timestamp") else None,
@@ -97,6 +101,17 @@ def commit(inv: Invocation) -> int:
     else:
         print(checksum)
     return 0
+
+
+def _test_error_pre_commit(repo: Repo) -> None:
+    """ostree's fault injection for its test suite (OSTREE_REPO_TEST_ERROR=pre-commit): the commit stops before
+    its commit object and ref are written, leaving a staging directory named after the boot as ostree's
+    transaction leaves one (strata has already published the tree's objects, each as it was written)."""
+    if "pre-commit" not in os.environ.get("OSTREE_REPO_TEST_ERROR", "").split(","):
+        return
+    boot_id = os.environ.get("OSTREE_BOOTID") or Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    (repo.path / "tmp" / f"staging-{boot_id}-{secrets.token_hex(3)}").mkdir(parents=True)
+    raise StrataError("OSTREE_REPO_TEST_ERROR_PRE_COMMIT specified")
 
 
 def _objects_by_kind(repo: Repo) -> tuple[set[str], set[str]]:

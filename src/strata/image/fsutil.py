@@ -79,7 +79,7 @@ def syncfs(path: str | os.PathLike[str]) -> None:
             os.sync()
         elif libc.syncfs(fd) != 0:
             code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code), str(path))
+            raise OSError(code, f"syncfs: {os.strerror(code)}", str(path))
     finally:
         os.close(fd)
 
