@@ -266,3 +266,19 @@ def test_deep_tree_past_path_max_in_workers(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     subprocess.run(["rm", "-rf", str(dest)], check=True)
+
+
+@pytest.mark.parametrize("name", ["f1", "rel-link", "f0"])  # a regular file, a symlink, an empty file
+def test_bare_user_object_without_its_xattr_is_refused(tmp_path: Path, tree: Path, name: str) -> None:
+    """The link loop reads every bare-user object's user.ostreemeta (it tells symlinks and empty files apart):
+    an object that lost it is refused in one line, in-process and in a worker alike."""
+    ours, _theirs = init_both(tmp_path, "bare-user", tree)
+    repo = Repo.open(ours)
+    leaf = repo.load_dirtree(repo.load_dirtree(repo.load_dirtree(repo.load_dirtree(
+        repo.load_commit(repo.resolve_rev(REF) or "").root_tree).dirs["top0"][0]).dirs["sub0"][0]).dirs["leaf"][0])
+    checksum = leaf.files[name]
+    os.removexattr(repo.file_object_path(checksum), "user.ostreemeta")
+    for fork_after, dest in ((FORKED, "forked"), (IN_PROCESS, "in-process")):
+        done = drive(ours, tmp_path / dest, fork_after, {"user_mode": True})
+        assert done["error"] == f"StrataError: file object {checksum} has no user.ostreemeta"
+        assert done["children_after"] == []

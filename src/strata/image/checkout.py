@@ -22,7 +22,7 @@ from pathlib import Path
 
 from strata.errors import CorruptionError, InvalidInputError, NotFoundError, StrataError
 from strata.image.checkout_workers import LOCAL_ANCHOR, Item, fill_in_workers
-from strata.image.objects import DirMeta, DirTree, FileMeta, content_checksum, decode_ostreemeta, ostreemeta_mode
+from strata.image.objects import DirMeta, DirTree, FileMeta, content_checksum, decode_ostreemeta
 from strata.image.repo import OSTREEMETA_XATTR, Repo, RepoMode
 from strata.image.uncompressed_cache import UncompressedCache, cache_usable
 
@@ -34,9 +34,7 @@ _READ_CHUNK = 1 << 16  # a dirtree is a few kB: one read() each, no MB-sized buf
 _FORK_AFTER_FILES = 1000  # files placed in-process before a checkout with more to do forks its workers
 _SLICE_FILES = 2048  # a directory with more files is filled in slices of this many, shared among the workers
 _MAX_WORKERS = 8
-# A bare-user symlink object holds the target and a NUL; a target is at most PATH_MAX - 1 bytes. Bigger
-# objects are regular files, whatever their xattr says, so the hot loop does not read it.
-_MAX_SYMLINK_OBJECT = 4096
+_MAX_SYMLINK_OBJECT = 4096  # a bare-user symlink object: the target (at most PATH_MAX - 1 bytes) and a NUL
 
 
 @dataclass
@@ -139,6 +137,7 @@ class _Checkout:
         self._dirmeta: dict[str, DirMeta] = {}
         self._trees: dict[str, DirTree] = {}  # the last dirtree decoded, and the large ones
         self._large_trees: dict[str, DirTree] = {}
+        self._empty_checksums: dict[bytes, str] = {}  # bare-user xattr value -> checksum of such an empty file
         self._anchors: list[int] = []
         self._objects = str(repo.path / "objects")
         self._ext = ".filez" if repo.is_archive else ".file"
@@ -314,11 +313,15 @@ class _Checkout:
 
     def _link_files(self, dir_fd: int, path: str, files: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """Hardlink every file of a directory that can be; returns the (name, checksum) left to copy. The hot
-        loop of a checkout: two system calls per file (three for a small one of a bare-user repository),
-        relative to open directories."""
+        loop of a checkout: two system calls per file, the link relative to open directories. Empty files
+        are copied (ostree: no EMLINK). A bare-user repository is asked for the object's xattr instead of
+        its size: the xattr tells a symlink (a regular file in the store, made a symlink here) and gives the
+        checksum an empty file would have, so no stat() is needed."""
         prefix_fds = self._prefix_fds
         ext = self._ext
+        objects = self._objects
         bare_user = self.repo.mode is RepoMode.BARE_USER
+        empty_checksums = self._empty_checksums
         require = self.opts.require_hardlinks
         copies: list[tuple[str, str]] = []
         for name, checksum in files:
@@ -327,21 +330,26 @@ class _Checkout:
             if prefix_fd is None:
                 prefix_fd = self._prefix_fd(prefix)
             rest = checksum[2:] + ext
-            try:
-                if prefix_fd < 0:
-                    raise FileNotFoundError
-                st = os.stat(rest, dir_fd=prefix_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                raise NotFoundError(f"file object {checksum} not found") from None
-            # Empty files are copied (ostree: no EMLINK), bare-user symlinks are regular files in the store.
-            size = st.st_size
-            if size == 0 and stat.S_ISREG(st.st_mode):
-                copies.append((name, checksum))
-                continue
-            if bare_user and size <= _MAX_SYMLINK_OBJECT:
-                value = self._ostreemeta(checksum, f"{self._objects}/{prefix}/{rest}")
-                if stat.S_ISLNK(ostreemeta_mode(value)):
+            if bare_user:
+                value = self._ostreemeta(checksum, f"{objects}/{prefix}/{rest}")
+                empty = empty_checksums.get(value)
+                if empty is None:
+                    empty = self._empty_checksum(value)
+                if not empty:
                     self._copy_bare_user_symlink(checksum, value, prefix_fd, rest, dir_fd, name, path)
+                    continue
+                if empty == checksum:
+                    copies.append((name, checksum))
+                    continue
+            else:
+                try:
+                    if prefix_fd < 0:
+                        raise FileNotFoundError
+                    st = os.stat(rest, dir_fd=prefix_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    raise NotFoundError(f"file object {checksum} not found") from None
+                if st.st_size == 0 and stat.S_ISREG(st.st_mode):
+                    copies.append((name, checksum))
                     continue
             try:
                 os.link(rest, name, src_dir_fd=prefix_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
@@ -354,10 +362,20 @@ class _Checkout:
                 raise
         return copies
 
+    def _empty_checksum(self, ostreemeta: bytes) -> str:
+        """The checksum of an empty regular file with this bare-user metadata ("" for a symlink's); a tree
+        has few distinct owner/mode/xattr combinations, so this is computed once for each."""
+        uid, gid, mode, xattrs = decode_ostreemeta(ostreemeta)
+        empty = "" if stat.S_ISLNK(mode) else content_checksum(FileMeta(uid, gid, mode, "", tuple(xattrs)))
+        self._empty_checksums[ostreemeta] = empty
+        return empty
+
     @staticmethod
     def _ostreemeta(checksum: str, path: str) -> bytes:
         try:
             return os.getxattr(path, OSTREEMETA_XATTR, follow_symlinks=False)
+        except FileNotFoundError:
+            raise NotFoundError(f"file object {checksum} not found") from None
         except OSError:
             raise StrataError(f"file object {checksum} has no {OSTREEMETA_XATTR}") from None
 
