@@ -52,9 +52,14 @@ def change_files(tree: Path, count: int) -> None:
             changed += 1
 
 
-def run_pair(figures: dict[str, Figure], name: str, ours: list[str], theirs: list[str]) -> None:
-    ostree_time, _ = timed_run(theirs)
-    strata_time, rss = timed_run(ours)
+def run_pair(figures: dict[str, Figure], name: str, ours: list[str], theirs: list[str], *,
+             ours_first: bool = False) -> None:
+    if ours_first:
+        strata_time, rss = timed_run(ours)
+        ostree_time, _ = timed_run(theirs)
+    else:
+        ostree_time, _ = timed_run(theirs)
+        strata_time, rss = timed_run(ours)
     figures.setdefault(name, Figure(name)).add(strata_time, ostree_time, rss)
 
 
@@ -107,16 +112,20 @@ def commit_once(repos: dict[str, Path], tree: Path) -> None:
 
 
 def checkout_round(runs: Path, repos: dict[str, Path], figures: dict[str, Figure]) -> None:
+    """One checkout by each tool; the tool that goes first alternates from round to round."""
     co_s, co_o = runs / "co-strata", runs / "co-ostree"
     for old in (co_s, co_o):
         shutil.rmtree(old, ignore_errors=True)
-    run_checkouts(figures, repos, co_s, co_o)
+    subprocess.run(["sync"], check=True)  # the removal's writes are not the first timed run's
+    run_checkouts(figures, repos, co_s, co_o, ours_first=len(figures.get(CHECKOUT, Figure(CHECKOUT)).ours) % 2 == 1)
 
 
-def run_checkouts(figures: dict[str, Figure], repos: dict[str, Path], co_s: Path, co_o: Path) -> None:
+def run_checkouts(figures: dict[str, Figure], repos: dict[str, Path], co_s: Path, co_o: Path, *,
+                  ours_first: bool = False) -> None:
     run_pair(figures, CHECKOUT,
              [*STRATA, "repo", "checkout", "--repo", str(repos["strata-bare-user"]), "-U", "-H", "b", str(co_s)],
-             ["ostree", f"--repo={repos['ostree-bare-user']}", "checkout", "-U", "-H", "b", str(co_o)])
+             ["ostree", f"--repo={repos['ostree-bare-user']}", "checkout", "-U", "-H", "b", str(co_o)],
+             ours_first=ours_first)
 
 
 def one_round(runs: Path, tree: Path, figures: dict[str, Figure]) -> None:
