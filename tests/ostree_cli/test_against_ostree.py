@@ -179,3 +179,24 @@ def test_pull_local_hardlinks_the_commit_object_as_ostree(workdirs: Path) -> Non
     both(workdirs, "--repo=untrusted", "pull-local", "--untrusted", "repo")
     copied = (workdirs / "strata" / "untrusted" / relative).stat()
     assert copied.st_ino != (workdirs / "strata" / "repo" / relative).stat().st_ino  # an untrusted source: copied
+
+
+def test_devino_canonical_keeps_the_objects_owner_as_ostree(workdirs: Path) -> None:
+    """commit -I takes a file hardlinked to an object as that object (its owner too); without -I an owner
+    override wins."""
+    for args in (("--repo=bu", "init", "--mode=bare-user"),
+                 ("--repo=bu", "commit", "-b", "t", f"--timestamp={FIXED_TIME}", "-s", "s", "files"),
+                 ("--repo=bu", "checkout", "-U", "-H", "t", "co")):
+        theirs, ours = both(workdirs, *args)
+        assert theirs.returncode == ours.returncode == 0, (args, ours.stderr)
+    for extra, branch in ((["--link-checkout-speedup"], "speedup"), (["-I", "--table-output"], "devino")):
+        theirs, ours = both(workdirs, "--repo=bu", "commit", f"--timestamp={FIXED_TIME}", "-s", "s", "--owner-uid",
+                            "4242", "--owner-gid", "4243", *extra, "-b", branch, "--tree=dir=co")
+        assert theirs.returncode == ours.returncode == 0, ours.stderr
+        if "--table-output" in extra:
+            hits = [line for line in ours.stdout.splitlines() if line.startswith("Content Cache Hits:")]
+            assert hits and int(hits[0].split()[-1]) > 0, ours.stdout
+        theirs, ours = both(workdirs, "--repo=bu", "ls", branch, "/a")
+        assert ours.stdout == theirs.stdout, branch
+    assert " 4242 4243 " in both(workdirs, "--repo=bu", "ls", "speedup", "/a")[1].stdout
+    assert " 4242 " not in both(workdirs, "--repo=bu", "ls", "devino", "/a")[1].stdout

@@ -152,7 +152,8 @@ def _tree_options(inv: Invocation) -> TreeWriteOptions:
     options = TreeWriteOptions(owner_uid=uid if uid is not None and uid >= 0 else None,
                                owner_gid=gid if gid is not None and gid >= 0 else None,
                                skip_xattrs=a.flag("no-xattrs"), canonical_permissions=canonical,
-                               mode_ro_executables=a.flag("mode-ro-executables"), consume=a.flag("consume"))
+                               mode_ro_executables=a.flag("mode-ro-executables"), consume=a.flag("consume"),
+                               devino_canonical=a.flag("devino-canonical"))
     if a.string("statoverride"):
         _read_statoverride(a.string("statoverride") or "", options)
     if a.string("skip-list"):

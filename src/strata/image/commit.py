@@ -117,6 +117,9 @@ class TreeWriteOptions:
     mode_overrides: dict[str, int] = field(default_factory=dict)  # "/path" -> permission bits ("=N")
     skip_paths: set[str] = field(default_factory=set)  # "/path" not stored (skip-list)
     consume: bool = False  # delete each file and directory of the source once it is stored
+    # ostree's -I/--devino-canonical: a file hardlinked to an object is that object as it is, even when
+    # owner overrides or --no-xattrs would describe it differently
+    devino_canonical: bool = False
 
     @property
     def filters(self) -> bool:
@@ -173,8 +176,8 @@ class _TreeWriter:
         self.pool: ThreadPoolExecutor | None = None
         self.count = 0
         self.use_xattrs = not opts.skip_xattrs and repo.mode is not RepoMode.BARE_USER_ONLY
-        self.devino_ok = (opts.owner_uid is None and opts.owner_gid is None and not opts.skip_xattrs
-                          and not opts.filters)
+        self.devino_ok = not opts.filters and (opts.devino_canonical or (
+            opts.owner_uid is None and opts.owner_gid is None and not opts.skip_xattrs))
         self._dirmeta_cache: dict[bytes, str] = {}
         try:
             tmp = os.stat(repo.path / "tmp")
