@@ -155,3 +155,17 @@ def test_cache_directory_that_is_a_symlink_is_refused(fresh: tuple[Path, Path], 
     assert list(elsewhere.iterdir()) == []
     result = strata("repo", "checkout", "--repo", str(ours), "-U", REF, str(tmp_path / "co2"), check=False)
     assert result.returncode != 0 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+
+
+def test_archive_object_that_is_a_symlink_is_not_followed(fresh: tuple[Path, Path], tmp_path: Path) -> None:
+    ours, _theirs = fresh
+    repo = Repo.open(ours)
+    checksum = repo.load_dirtree(repo.load_dirtree(repo.load_commit(repo.resolve_rev(REF) or "").root_tree)
+                                 .dirs["dir0"][0]).files["f1"]
+    secret = tmp_path / "secret"
+    secret.write_bytes(Path(repo.file_object_path(checksum)).read_bytes())
+    os.unlink(repo.file_object_path(checksum))
+    os.symlink(secret, repo.file_object_path(checksum))
+    with pytest.raises(CorruptionError, match=f"file object {checksum} is a symlink"):
+        checkout_commit(repo, repo.resolve_rev(REF) or "", tmp_path / "co", CheckoutOptions(user_mode=True))
+    assert not any((ours / CACHE_DIR).rglob(f"{checksum[2:]}.file"))

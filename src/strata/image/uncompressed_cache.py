@@ -66,10 +66,15 @@ class UncompressedCache:
 
     def _object_header(self, checksum: str) -> tuple[O.FileMeta, int]:
         try:
-            with open(self.repo.file_object_path(checksum), "rb") as f:
-                return O.read_archive_header(f.read)
+            fd = os.open(self.repo.file_object_path(checksum), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             raise NotFoundError(f"file object {checksum} not found") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise CorruptionError(f"file object {checksum} is a symlink") from None
+            raise
+        with os.fdopen(fd, "rb") as f:
+            return O.read_archive_header(f.read)
 
     @staticmethod
     def _valid_entry(prefix_fd: int, name: str, size: int, mode: int) -> bool:
