@@ -856,7 +856,8 @@ def _checkout_one(inv: Invocation, repo: Repo, rev: str, dest: str, user_mode: b
     options = CheckoutOptions(user_mode=user_mode, union=a.flag("union") or a.flag("union-add"),
                               require_hardlinks=a.flag("require-hardlinks"), force_copy=a.flag("force-copy"),
                               subpath=a.string("subpath") or "", union_add=a.flag("union-add"),
-                              no_cache=a.flag("disable-cache"))
+                              no_cache=a.flag("disable-cache"),
+                              process_whiteouts=a.flag("process-passthrough-whiteouts"))
     destination = Path(dest)
     if a.flag("union-add") or a.flag("union-identical") or a.flag("union"):
         options.union = True

@@ -28,6 +28,7 @@ from strata.image.uncompressed_cache import UncompressedCache, cache_usable
 
 _LINK_FALLBACK_ERRNOS = (errno.EXDEV, errno.EMLINK, errno.EPERM)
 _ANCHOR_AT = 2048  # bytes of path; PATH_MAX is 4096 and a name adds at most 255
+WHITEOUT_PREFIX = ".ostree-wh."
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_CHUNK = 1 << 16  # a dirtree is a few kB: one read() each, no MB-sized buffer per read
@@ -49,6 +50,9 @@ class CheckoutOptions:
     # ostree --disable-cache: an archive repository checked out in user mode neither uses nor fills its
     # uncompressed-objects-cache (by default it does, as ostree's command line)
     no_cache: bool = False
+    # ostree --process-passthrough-whiteouts: a file named .ostree-wh.NAME becomes NAME, an overlayfs whiteout
+    # (a character device 0:0), so a tree can carry whiteouts without holding device nodes in the repository
+    process_whiteouts: bool = False
 
 
 def checkout_commit(repo: Repo, commit: str, dest: Path, options: CheckoutOptions | None = None) -> None:
@@ -259,6 +263,12 @@ class _Checkout:
         return children
 
     def _place_files(self, dir_fd: int, path: str, entries: Iterable[tuple[str, str]]) -> None:
+        if self.opts.process_whiteouts:
+            entries = list(entries)
+            for name, checksum in entries:
+                if name.startswith(WHITEOUT_PREFIX):
+                    self._place_whiteout(checksum, dir_fd, name, path)
+            entries = [(name, checksum) for name, checksum in entries if not name.startswith(WHITEOUT_PREFIX)]
         if self.can_link and not (self.opts.union or self.opts.union_add):
             for name, checksum in self._link_files(dir_fd, path, entries):
                 self.copy_file(checksum, dir_fd, name, path)  # known not to be linkable: no second try
@@ -397,6 +407,24 @@ class _Checkout:
         if actual != checksum:
             raise CorruptionError(f"corrupted file object {checksum} (actual {actual})")
         self._write_copy(meta, b"", dir_fd, name, path)
+
+    def _place_whiteout(self, checksum: str, dir_fd: int, name: str, path: str) -> None:
+        meta = self.repo.read_file_meta(checksum)
+        if meta.is_symlink:  # only regular files stand for whiteouts, as in ostree
+            self.place_file(checksum, dir_fd, name, path)
+            return
+        target = name[len(WHITEOUT_PREFIX):]
+        if not target:
+            raise InvalidInputError(f"Invalid empty overlayfs whiteout '{path}/{name}'")
+        mode = meta.mode & 0o7777
+
+        def make_whiteout(tmp: str) -> None:
+            os.mknod(tmp, mode | stat.S_IFCHR, os.makedev(0, 0), dir_fd=dir_fd)
+            if not self.opts.user_mode:
+                os.chown(tmp, meta.uid, meta.gid, dir_fd=dir_fd, follow_symlinks=False)
+                _apply_xattrs(f"{path}/{tmp}", meta.xattrs)
+                os.chmod(tmp, mode, dir_fd=dir_fd)
+        self._replace(dir_fd, target, path, make_whiteout)
 
     def checkout_single_file(self, checksum: str, dest: str) -> None:
         parent, _, name = dest.rpartition("/")
