@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -200,3 +201,54 @@ def test_devino_canonical_keeps_the_objects_owner_as_ostree(workdirs: Path) -> N
         assert ours.stdout == theirs.stdout, branch
     assert " 4242 4243 " in both(workdirs, "--repo=bu", "ls", "speedup", "/a")[1].stdout
     assert " 4242 " not in both(workdirs, "--repo=bu", "ls", "devino", "/a")[1].stdout
+
+
+def test_bare_user_only_modes_as_ostree(workdirs: Path) -> None:
+    """bare-user-only keeps a file's mode (group-writable allowed), refuses setuid content, masks directories
+    to 0775 at checkout and hardlinks canonical objects from a bare-user repository."""
+    for side in ("ostree", "strata"):
+        files = workdirs / side / "files"
+        (files / "gw").write_text("group writable\n")
+        os.chmod(files / "gw", 0o664)
+        (files / "ww").mkdir()
+        os.chmod(files / "ww", 0o777)
+        (workdirs / side / "suid").mkdir()
+        (workdirs / side / "suid" / "s").write_text("suid\n")
+        os.chmod(workdirs / side / "suid" / "s", 0o4755)
+    steps = [("--repo=in", "init", "--mode=archive"), ("--repo=buo", "init", "--mode=bare-user-only"),
+             ("--repo=bu", "init", "--mode=bare-user"), ("--repo=buo2", "init", "--mode=bare-user-only"),
+             ("--repo=in", "commit", "-b", "t", f"--timestamp={FIXED_TIME}", "-s", "s", "files"),
+             ("--repo=buo", "pull-local", "in"), ("--repo=buo", "checkout", "-U", "-H", "t", "co"),
+             ("--repo=bu", "commit", "--canonical-permissions", "-b", "c", f"--timestamp={FIXED_TIME}", "files"),
+             ("--repo=buo2", "pull-local", "bu")]
+    for args in steps:
+        theirs, ours = both(workdirs, *args)
+        assert theirs.returncode == ours.returncode == 0, (args, theirs.stderr, ours.stderr)
+    for side in ("ostree", "strata"):
+        co = workdirs / side / "co"
+        assert (stat_mode(co / "gw"), stat_mode(co / "ww")) == (0o664, 0o775), side
+        checksum = run(side, "--repo=bu", "ls", "-C", "c", "/a", cwd=workdirs / side).stdout.split()[4]
+        relative = Path("objects") / checksum[:2] / f"{checksum[2:]}.file"
+        assert (workdirs / side / "bu" / relative).stat().st_ino == (workdirs / side / "buo2" / relative).stat().st_ino
+    both(workdirs, "--repo=in", "commit", "-b", "suid", "--tree=dir=suid")
+    theirs, ours = both(workdirs, "--repo=buo", "pull-local", "in", "suid")
+    assert theirs.returncode != 0 and ours.returncode != 0
+    assert "invalid mode 0104755 with bits 04000" in ours.stderr and "with bits 04000" in theirs.stderr
+    theirs, ours = both(workdirs, "--repo=in", "commit", "-b", "m", "--add-metadata-string==FOO", "files")
+    assert theirs.returncode != 0 and ours.returncode != 0 and "Empty metadata key" in ours.stderr
+
+
+def stat_mode(path: Path) -> int:
+    return path.lstat().st_mode & 0o7777
+
+
+def test_passthrough_whiteouts_as_ostree(workdirs: Path) -> None:
+    for side in ("ostree", "strata"):
+        (workdirs / side / "files" / ".ostree-wh.gone").write_text("")
+    commit_both(workdirs)
+    theirs, ours = both(workdirs, "--repo=repo", "checkout", "--process-passthrough-whiteouts", "foo/bar", "co")
+    assert theirs.returncode == ours.returncode == 0, ours.stderr
+    for side in ("ostree", "strata"):
+        made = (workdirs / side / "co" / "gone").lstat()
+        assert stat.S_ISCHR(made.st_mode) and made.st_rdev == 0, side
+        assert not (workdirs / side / "co" / ".ostree-wh.gone").exists()

@@ -16,7 +16,7 @@ from strata.image import inspect, parents
 from strata.image import objects as O
 from strata.image import remote as remotes
 from strata.image.objects import ObjectType
-from strata.image.repo import Repo
+from strata.image.repo import Repo, RepoMode
 from strata.image.subpaths import Subpaths
 from strata.image.subpaths import commit_objects as subpath_objects
 from strata.image.transfer import pull_local as copy_local
@@ -290,7 +290,7 @@ def _pull_local(inv: Invocation) -> int:
     depth = a.number("depth", 0)
     metadata, contents = _missing_objects(source, target, refs, depth)
     written = sum(_content_bytes(source, checksum) for checksum in contents)
-    if a.flag("bareuseronly-files"):
+    if a.flag("bareuseronly-files") or target.mode is RepoMode.BARE_USER_ONLY:  # such a repo cannot hold them
         for checksum in sorted(contents):
             check_bareuseronly(source, checksum)
     if a.flag("untrusted"):
@@ -367,6 +367,8 @@ def _link_objects(source: Repo, target: Repo, metadata: set[str], contents: set[
     linkable = [(c, t) for c, t in _object_types(source, metadata) if t is not ObjectType.COMMIT]
     if source.mode is target.mode:
         linkable += [(c, ObjectType.FILE) for c in contents]
+    elif source.mode is RepoMode.BARE_USER and target.mode is RepoMode.BARE_USER_ONLY:
+        linkable += [(c, ObjectType.FILE) for c in contents if _same_bytes_in_bare_user_only(source, c)]
     with target.lock():
         for checksum, objtype in linkable:
             if objtype is not ObjectType.FILE and O.sha256_hex(source.read_metadata(checksum, objtype)) != checksum:
@@ -379,6 +381,16 @@ def _link_objects(source: Repo, target: Repo, metadata: set[str], contents: set[
                 pass
             except OSError:
                 return  # another filesystem (EXDEV) or no permission: copy as usual
+
+
+def _same_bytes_in_bare_user_only(source: Repo, checksum: str) -> bool:
+    """A bare-user object that bare-user-only would store as the same file (a regular file of owner 0:0
+    without xattrs, its mode already on the file): it can be hardlinked, as ostree does. Symlinks cannot,
+    bare-user keeps them as regular files."""
+    meta = source.read_file_meta(checksum)
+    if meta.is_symlink or meta.uid or meta.gid or meta.xattrs or meta.mode & 0o7777 & ~0o775:
+        return False
+    return os.lstat(source.object_path(checksum, ObjectType.FILE)).st_mode == meta.mode
 
 
 def _object_types(repo: Repo, checksums: set[str]) -> list[tuple[str, ObjectType]]:

@@ -857,7 +857,8 @@ def _checkout_one(inv: Invocation, repo: Repo, rev: str, dest: str, user_mode: b
                               require_hardlinks=a.flag("require-hardlinks"), force_copy=a.flag("force-copy"),
                               subpath=a.string("subpath") or "", union_add=a.flag("union-add"),
                               no_cache=a.flag("disable-cache"),
-                              process_whiteouts=a.flag("process-passthrough-whiteouts"))
+                              process_whiteouts=a.flag("process-passthrough-whiteouts"),
+                              bareuseronly_dirs=a.flag("bareuseronly-dirs"))
     destination = Path(dest)
     if a.flag("union-add") or a.flag("union-identical") or a.flag("union"):
         options.union = True
@@ -877,16 +878,6 @@ def _checkout_one(inv: Invocation, repo: Repo, rev: str, dest: str, user_mode: b
         raise
     if a.string("skip-list"):
         _remove_skipped(destination, lines_of(a.string("skip-list") or ""))
-    if a.flag("bareuseronly-dirs") and destination.is_dir():
-        _mask_directory_modes(destination)
-
-
-def _mask_directory_modes(destination: Path) -> None:
-    """checkout -M: directories keep no mode bits outside 0775 (no setuid/setgid/sticky, not world-writable)."""
-    for dirpath, _dirs, _files in os.walk(destination):
-        mode = stat.S_IMODE(os.lstat(dirpath).st_mode)
-        if mode & ~0o775:
-            os.chmod(dirpath, mode & 0o775)
 
 
 def _check_identical(repo: Repo, checksum: str, subpath: str, destination: Path) -> None:

@@ -72,6 +72,8 @@ def key_value(text: str, option: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep:
         raise InvalidInputError(f"Missing '=' in KEY=VALUE for --{option}")
+    if not key:
+        raise InvalidInputError("Empty metadata key")
     return key, value
 
 

@@ -53,6 +53,9 @@ class CheckoutOptions:
     # ostree --process-passthrough-whiteouts: a file named .ostree-wh.NAME becomes NAME, an overlayfs whiteout
     # (a character device 0:0), so a tree can carry whiteouts without holding device nodes in the repository
     process_whiteouts: bool = False
+    # ostree -M/--bareuseronly-dirs (always so from a bare-user-only repository): directories get no mode bits
+    # outside 0775 (no setuid, setgid, sticky or world-write)
+    bareuseronly_dirs: bool = False
 
 
 def checkout_commit(repo: Repo, commit: str, dest: Path, options: CheckoutOptions | None = None) -> None:
@@ -312,6 +315,8 @@ class _Checkout:
             os.chown(path, meta.uid, meta.gid)
             _apply_xattrs(path, meta.xattrs)
         mode = meta.mode & 0o7777
+        if self.opts.bareuseronly_dirs or self.repo.mode is RepoMode.BARE_USER_ONLY:
+            mode &= 0o775
         if self.opts.user_mode:
             mode &= ~(stat.S_ISUID | stat.S_ISGID)
             mode |= 0o700

@@ -176,6 +176,8 @@ class _TreeWriter:
         self.pool: ThreadPoolExecutor | None = None
         self.count = 0
         self.use_xattrs = not opts.skip_xattrs and repo.mode is not RepoMode.BARE_USER_ONLY
+        # ostree commits into bare-user-only with canonical permissions whether asked or not
+        self.canonical = opts.canonical_permissions or repo.mode is RepoMode.BARE_USER_ONLY
         self.devino_ok = not opts.filters and (opts.devino_canonical or (
             opts.owner_uid is None and opts.owner_gid is None and not opts.skip_xattrs))
         self._dirmeta_cache: dict[bytes, str] = {}
@@ -186,7 +188,7 @@ class _TreeWriter:
             self._repo_tmp = (-1, -1)
 
     def _owner(self, st: os.stat_result) -> tuple[int, int]:
-        if self.opts.canonical_permissions:
+        if self.canonical:
             return 0, 0
         uid = st.st_uid if self.opts.owner_uid is None else self.opts.owner_uid
         gid = st.st_gid if self.opts.owner_gid is None else self.opts.owner_gid
@@ -201,7 +203,7 @@ class _TreeWriter:
             mode |= opts.mode_adds.pop(relpath)
         elif relpath in opts.mode_overrides:
             mode = stat.S_IFMT(mode) | opts.mode_overrides.pop(relpath)
-        if opts.canonical_permissions and not stat.S_ISLNK(mode):
+        if self.canonical and not stat.S_ISLNK(mode):
             mode &= stat.S_IFMT(mode) | 0o755
         return mode
 

@@ -245,12 +245,17 @@ class Repo:
     # ------------------------------------------------------------ content objects
 
     def canonical_meta(self, meta: FileMeta) -> FileMeta:
-        """bare-user-only stores canonical permissions; the checksum is taken over them."""
+        """What bare-user-only keeps of a file: its mode, without owner or xattrs; a regular file's mode may
+        not carry setuid, setgid, sticky or world-write bits (ostree refuses those objects too)."""
         if self.mode is not RepoMode.BARE_USER_ONLY:
             return meta
         if meta.is_symlink:
             return FileMeta(0, 0, meta.mode, meta.symlink_target)
-        return FileMeta(0, 0, meta.mode & (stat.S_IFREG | 0o755))
+        invalid = meta.mode & 0o7777 & ~0o775
+        if invalid:
+            raise InvalidInputError(f"invalid mode 0{meta.mode:04o} with bits 0{invalid:04o} for a bare-user-only "
+                                    f"repository")
+        return FileMeta(0, 0, meta.mode)
 
     def canonical_dirmeta(self, meta: DirMeta) -> DirMeta:
         if self.mode is not RepoMode.BARE_USER_ONLY:
