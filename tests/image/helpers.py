@@ -38,3 +38,15 @@ def describe_tree(root: Path, *, xattrs: bool = True, owners: bool = True) -> di
 def strata(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "strata.cli.main", *args], capture_output=True, text=True,
                           check=check)
+
+
+def init_both(base: Path, mode: str, tree: Path, ref: str) -> tuple[Path, Path]:
+    """A strata and an ostree repository of mode under base, each holding tree committed as ref at the same
+    timestamp (so their commits can be compared byte for byte)."""
+    from tests.conftest import run_ostree
+    ours, theirs = base / f"strata-{mode}", base / f"ostree-{mode}"
+    strata("repo", "init", "--repo", str(ours), "--mode", mode)
+    run_ostree(f"--repo={theirs}", "init", f"--mode={mode}")
+    strata("repo", "commit", "--repo", str(ours), "-b", ref, f"--tree=dir={tree}", "--timestamp=@1704067200")
+    run_ostree(f"--repo={theirs}", "commit", "-b", ref, f"--tree=dir={tree}", "--timestamp=@1704067200")
+    return ours, theirs

@@ -23,7 +23,7 @@ from strata.image import objects as O
 from strata.image.objects import ObjectType
 from strata.image.repo import Repo, RepoMode
 from tests.conftest import run_ostree
-from tests.image.helpers import describe_tree, strata
+from tests.image.helpers import describe_tree, init_both
 
 REF = "co/test"
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,15 +60,6 @@ def make_tree(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tree(tmp_path_factory.mktemp("co-workers"))
-
-
-def init_both(base: Path, mode: str, tree: Path) -> tuple[Path, Path]:
-    ours, theirs = base / f"strata-{mode}", base / f"ostree-{mode}"
-    strata("repo", "init", "--repo", str(ours), "--mode", mode)
-    run_ostree(f"--repo={theirs}", "init", f"--mode={mode}")
-    strata("repo", "commit", "--repo", str(ours), "-b", REF, f"--tree=dir={tree}", "--timestamp=@1704067200")
-    run_ostree(f"--repo={theirs}", "commit", "-b", REF, f"--tree=dir={tree}", "--timestamp=@1704067200")
-    return ours, theirs
 
 
 def drive(repo: Path, dest: Path, fork_after: int, options: dict[str, Any], rev: str = REF) -> dict[str, Any]:
@@ -113,7 +104,7 @@ def _as_strata_keeps_user_dirs(described: dict[str, tuple[Any, ...]], options: d
 ])
 def test_forked_checkout_equals_in_process_and_ostree(tmp_path: Path, tree: Path, mode: str,
                                                      options: dict[str, Any], flags: list[str]) -> None:
-    ours, theirs = init_both(tmp_path, mode, tree)
+    ours, theirs = init_both(tmp_path, mode, tree, REF)
     forked = drive(ours, tmp_path / "forked", FORKED, options)
     sliced = drive(ours, tmp_path / "sliced", FORKED, {**options, "slice_files": 5})  # every leaf in slices
     in_process = drive(ours, tmp_path / "in-process", IN_PROCESS, options)
@@ -136,7 +127,7 @@ def test_forked_checkout_equals_in_process_and_ostree(tmp_path: Path, tree: Path
 
 
 def test_union_and_union_add_in_workers(tmp_path: Path, tree: Path) -> None:
-    ours, _theirs = init_both(tmp_path, "bare-user", tree)
+    ours, _theirs = init_both(tmp_path, "bare-user", tree, REF)
     results = {}
     for fork_after in (FORKED, IN_PROCESS):
         dest = tmp_path / f"dest-{fork_after}"
@@ -152,7 +143,7 @@ def test_union_and_union_add_in_workers(tmp_path: Path, tree: Path) -> None:
 
 
 def test_worker_error_comes_back_as_one_error(tmp_path: Path, tree: Path) -> None:
-    ours, _theirs = init_both(tmp_path, "bare-user", tree)
+    ours, _theirs = init_both(tmp_path, "bare-user", tree, REF)
     repo = Repo.open(ours)
     victim = repo.load_dirtree(repo.load_dirtree(repo.load_dirtree(repo.load_commit(
         repo.resolve_rev(REF) or "").root_tree).dirs["top7"][0]).dirs["sub3"][0]).dirs["leaf"][0]
@@ -164,7 +155,7 @@ def test_worker_error_comes_back_as_one_error(tmp_path: Path, tree: Path) -> Non
 
 
 def test_malformed_dirtree_deep_in_the_tree_is_refused_by_a_worker(tmp_path: Path, tree: Path) -> None:
-    ours, _theirs = init_both(tmp_path, "bare-user", tree)
+    ours, _theirs = init_both(tmp_path, "bare-user", tree, REF)
     repo = Repo.open(ours)
     commit = repo.load_commit(repo.resolve_rev(REF) or "")
     files, dirs = gvariant.decode(O.DIRTREE_TYPE, repo.read_metadata(commit.root_tree, ObjectType.DIRTREE))
@@ -182,7 +173,7 @@ def test_malformed_dirtree_deep_in_the_tree_is_refused_by_a_worker(tmp_path: Pat
 
 
 def test_symlink_in_union_destination_is_not_followed(tmp_path: Path, tree: Path) -> None:
-    ours, _theirs = init_both(tmp_path, "bare-user", tree)
+    ours, _theirs = init_both(tmp_path, "bare-user", tree, REF)
     outside = tmp_path / "outside"
     outside.mkdir()
     dest = tmp_path / "dest"
@@ -194,7 +185,7 @@ def test_symlink_in_union_destination_is_not_followed(tmp_path: Path, tree: Path
 
 
 def test_interrupt_kills_and_reaps_every_worker(tmp_path: Path, tree: Path) -> None:
-    ours, _theirs = init_both(tmp_path, "bare-user", tree)
+    ours, _theirs = init_both(tmp_path, "bare-user", tree, REF)
     done = drive(ours, tmp_path / "dest", FORKED, {"user_mode": True, "interrupt": True})
     assert done["error"] == "KeyboardInterrupt: " and done["workers_seen"] >= 1
     assert done["children_after"] == []
@@ -209,7 +200,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_workers_die_with_their_parent(tmp_path: Path, tree: Path) -> None:
-    ours, _theirs = init_both(tmp_path, "bare-user", tree)
+    ours, _theirs = init_both(tmp_path, "bare-user", tree, REF)
     pids_file = tmp_path / "pids"
     proc = subprocess.run([sys.executable, "-m", "tests.image.checkout_driver", str(ours), REF,
                            str(tmp_path / "dest"), json.dumps({"fork_after": FORKED, "user_mode": True,
@@ -272,7 +263,7 @@ def test_deep_tree_past_path_max_in_workers(tmp_path: Path) -> None:
 def test_bare_user_object_without_its_xattr_is_refused(tmp_path: Path, tree: Path, name: str) -> None:
     """The link loop reads every bare-user object's user.ostreemeta (it tells symlinks and empty files apart):
     an object that lost it is refused in one line, in-process and in a worker alike."""
-    ours, _theirs = init_both(tmp_path, "bare-user", tree)
+    ours, _theirs = init_both(tmp_path, "bare-user", tree, REF)
     repo = Repo.open(ours)
     leaf = repo.load_dirtree(repo.load_dirtree(repo.load_dirtree(repo.load_dirtree(
         repo.load_commit(repo.resolve_rev(REF) or "").root_tree).dirs["top0"][0]).dirs["sub0"][0]).dirs["leaf"][0])

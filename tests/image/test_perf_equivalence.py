@@ -14,7 +14,7 @@ import pytest
 from strata.image import gvariant
 from strata.image.objects import DIRTREE_TYPE, DirTree, decode_dirtree_fast
 from tests.conftest import run_ostree
-from tests.image.helpers import describe_tree, strata
+from tests.image.helpers import describe_tree, init_both, strata
 
 REF = "perf/test"
 
@@ -76,15 +76,6 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _make_tree(tmp_path_factory.mktemp("perf"))
 
 
-def _init_both(base: Path, mode: str, tree: Path) -> tuple[Path, Path]:
-    ours, theirs = base / f"strata-{mode}", base / f"ostree-{mode}"
-    strata("repo", "init", "--repo", str(ours), "--mode", mode)
-    run_ostree(f"--repo={theirs}", "init", f"--mode={mode}")
-    strata("repo", "commit", "--repo", str(ours), "-b", REF, f"--tree=dir={tree}", "--timestamp=@1704067200")
-    run_ostree(f"--repo={theirs}", "commit", "-b", REF, f"--tree=dir={tree}", "--timestamp=@1704067200")
-    return ours, theirs
-
-
 def _store_links(root: Path, repo: Path) -> dict[str, bool]:
     """For each regular file of a checkout: whether it is a hardlink of an object of repo."""
     objects = {(st.st_dev, st.st_ino) for st in (p.lstat() for p in (repo / "objects").rglob("*.file"))}
@@ -98,7 +89,7 @@ def _store_links(root: Path, repo: Path) -> dict[str, bool]:
 
 @pytest.mark.parametrize(("mode", "flags"), [("bare-user", ["-U", "-H"]), ("bare", ["-H"])])
 def test_hardlink_checkout_equals_ostree(tmp_path: Path, tree: Path, mode: str, flags: list[str]) -> None:
-    ours, theirs = _init_both(tmp_path, mode, tree)
+    ours, theirs = init_both(tmp_path, mode, tree, REF)
     assert (strata("repo", "rev-parse", "--repo", str(ours), REF).stdout
             == run_ostree(f"--repo={theirs}", "rev-parse", REF).stdout)
     strata("repo", "checkout", "--repo", str(ours), *flags, REF, str(tmp_path / "co-strata"))
@@ -112,7 +103,7 @@ def test_hardlink_checkout_equals_ostree(tmp_path: Path, tree: Path, mode: str, 
 
 
 def test_recommit_of_hardlink_checkout_is_unchanged(tmp_path: Path, tree: Path) -> None:
-    ours, theirs = _init_both(tmp_path, "bare-user", tree)
+    ours, theirs = init_both(tmp_path, "bare-user", tree, REF)
     first = run_ostree(f"--repo={ours}", "ls", "-R", "-C", REF).stdout
     strata("repo", "checkout", "--repo", str(ours), "-U", "-H", REF, str(tmp_path / "co"))
     changed = tmp_path / "co/dir5/deep/leaf/f4.txt"
@@ -134,7 +125,7 @@ def test_recommit_of_hardlink_checkout_is_unchanged(tmp_path: Path, tree: Path) 
 
 
 def test_fsck_finds_a_damaged_object_in_parallel_walk(tmp_path: Path, tree: Path) -> None:
-    ours, _theirs = _init_both(tmp_path, "bare-user", tree)
+    ours, _theirs = init_both(tmp_path, "bare-user", tree, REF)
     assert "no errors found" in strata("repo", "fsck", "--repo", str(ours)).stdout
     victim = next(p for p in sorted((ours / "objects").rglob("*.file")) if p.stat().st_size > 50)
     victim.chmod(0o644)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from strata.cli.ostree import Invocation, UsageError, Verb
 from strata.cli.ostree_options import array, flag, integer, string
-from strata.cli.ostree_util import ostree_problem, resolve
+from strata.cli.ostree_util import objects_by_kind, ostree_problem, resolve
 from strata.errors import CorruptionError, InvalidInputError, NotFoundError, StrataError
 from strata.image import inspect, parents
 from strata.image import objects as O
@@ -64,7 +64,7 @@ def pull(inv: Invocation) -> int:
         return _pull_from_directory(repo, name, ref_args, mirror=a.flag("mirror"),
                                     depth=a.number("depth", 0), subpaths=options.subpaths)
     bareuseronly = a.flag("bareuseronly-files")
-    before = _object_counts(repo) if bareuseronly else (set(), set())
+    before = objects_by_kind(repo) if bareuseronly else (set(), set())
     refs_before = repo.list_refs()
     started = time.monotonic()
     stats = pull_remote(repo, name, ref_args, options)
@@ -120,12 +120,12 @@ def check_bareuseronly(repo: Repo, checksum: str) -> None:
 def _undo_unless_bareuseronly(repo: Repo, before: tuple[set[str], set[str]], refs_before: dict[str, str]) -> None:
     """ostree refuses such objects while it fetches them; strata checks after the fetch and takes back
     everything the pull stored (objects and refs) when one is refused."""
-    new_contents = _object_counts(repo)[1] - before[1]
+    new_contents = objects_by_kind(repo)[1] - before[1]
     try:
         for checksum in sorted(new_contents):
             check_bareuseronly(repo, checksum)
     except InvalidInputError:
-        after = _object_counts(repo)
+        after = objects_by_kind(repo)
         with repo.lock():
             for name in repo.list_refs():
                 if name not in refs_before:
@@ -221,14 +221,6 @@ def _check_pull_request(repo: Repo, name: str, inv: Invocation) -> None:
         raise UsageError("--dry-run requires --require-static-deltas")
     if inv.args.flag("require-static-deltas") and inv.args.flag("disable-static-deltas"):
         raise InvalidInputError("Can't specify both --disable-static-deltas and --require-static-deltas")
-
-
-def _object_counts(repo: Repo) -> tuple[set[str], set[str]]:
-    metadata: set[str] = set()
-    contents: set[str] = set()
-    for checksum, objtype in repo.list_objects():
-        (contents if objtype is ObjectType.FILE else metadata).add(checksum)
-    return metadata, contents
 
 
 def glib_size(size: int) -> str:

@@ -17,6 +17,7 @@ from strata.cli.ostree_util import (
     holder_of,
     key_value,
     lines_of,
+    objects_by_kind,
     parse_datetime,
     refs_changed,
     resolve,
@@ -74,7 +75,7 @@ def commit(inv: Invocation) -> int:
     if a.flag("disable-fsync") or (a.string("fsync") or "true").lower() in ("false", "no", "0"):
         repo.fsync = False  # this commit only, as ostree's --fsync=false: no fsync, syncfs or sync at all
     tree_options = _tree_options(inv)
-    before = _objects_by_kind(repo) if a.flag("table-output") else None
+    before = objects_by_kind(repo) if a.flag("table-output") else None
     with repo.lock():
         parent = _commit_parent(repo, a.string("parent"), branch, a.flag("orphan"))
         root = _commit_trees(inv, repo, tree_options)
@@ -114,18 +115,10 @@ def _test_error_pre_commit(repo: Repo) -> None:
     raise StrataError("OSTREE_REPO_TEST_ERROR_PRE_COMMIT specified")
 
 
-def _objects_by_kind(repo: Repo) -> tuple[set[str], set[str]]:
-    metadata: set[str] = set()
-    contents: set[str] = set()
-    for checksum, objtype in repo.list_objects():
-        (contents if objtype is ObjectType.FILE else metadata).add(checksum)
-    return metadata, contents
-
-
 def _print_table(repo: Repo, checksum: str, before: tuple[set[str], set[str]]) -> None:
     """commit --table-output: what the commit stored, counted as objects new to the repository."""
     from strata.image.commit import content_objects
-    after = _objects_by_kind(repo)
+    after = objects_by_kind(repo)
     root = _commit_pair(repo, checksum)
     contents = content_objects(repo, root)
     new_contents = after[1] - before[1]

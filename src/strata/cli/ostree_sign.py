@@ -8,6 +8,7 @@ from pathlib import Path
 from strata.cli.ostree import Invocation, UsageError
 from strata.errors import InvalidInputError, StrataError
 from strata.image import sign as signatures
+from strata.image.fsutil import read_capped
 from strata.image.objects import ObjectType
 from strata.image.repo import Repo
 
@@ -80,10 +81,7 @@ def _secret_keys_of(path: str) -> list[str]:
     file = Path(path)
     if not file.is_file():
         raise InvalidInputError(f"File object '{path}' is not a regular file")
-    with file.open("rb") as stream:
-        text = stream.read(_MAX_KEYS_FILE + 1)
-    if len(text) > _MAX_KEYS_FILE:
-        raise InvalidInputError(f"{path}: larger than {_MAX_KEYS_FILE} bytes")
+    text = read_capped(file, _MAX_KEYS_FILE)
     return [line.strip() for line in text.decode(errors="replace").splitlines() if line.strip()]
 
 

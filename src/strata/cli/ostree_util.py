@@ -110,3 +110,12 @@ def ostree_problem(text: str) -> str:
         return f"Loading commit for ref {missing[1]}: No such metadata object {missing[2]}.commit"
     found = _IN_COMMIT_RE.match(text)
     return f"In commits {found[2]}: {found[1]}" if found else text
+
+
+def objects_by_kind(repo: Repo) -> tuple[set[str], set[str]]:
+    """The checksums of a repository's metadata objects and of its content objects."""
+    metadata: set[str] = set()
+    contents: set[str] = set()
+    for checksum, objtype in repo.list_objects():
+        (contents if objtype is ObjectType.FILE else metadata).add(checksum)
+    return metadata, contents

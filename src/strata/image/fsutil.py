@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from strata.errors import LockedError, StrataError
+from strata.errors import InvalidInputError, LockedError, StrataError
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644, fsync: bool = True) -> None:
@@ -135,3 +135,17 @@ def flock(path: Path, *, exclusive: bool, wait: bool = True, what: str = "reposi
 def ensure_writable_dir(path: Path) -> None:
     if not os.access(path, os.W_OK):
         raise StrataError(f"{path} is read-only")
+
+
+class TooLargeError(InvalidInputError):
+    """A file read with read_capped was larger than its cap."""
+
+
+def read_capped(path: Path, limit: int, what: str = "") -> bytes:
+    """The bytes of a file that may be at most limit bytes long (untrusted or user-given input is never read
+    whole before its size is known); larger: TooLargeError naming path and what it is."""
+    with path.open("rb") as stream:
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise TooLargeError(f"{path}: {what + ' ' if what else ''}larger than {limit} bytes")
+    return data

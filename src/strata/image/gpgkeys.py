@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from strata.errors import StrataError
-from strata.image.fsutil import atomic_write
+from strata.image.fsutil import atomic_write, read_capped
 
 _MAX_KEYRING = 64 << 20  # keyrings of real distributions are a few hundred KiB
 _Exporter = Callable[[Path], bytes]  # given a scratch directory, the keys to import as OpenPGP packets
@@ -64,7 +64,7 @@ def _merge(target: Path, export: _Exporter) -> int:
         (home / "target").mkdir(mode=0o700)
         ring = _empty_keyring(home / "target")
         if target.is_file():
-            ring.write_bytes(_read_limited(target))
+            ring.write_bytes(read_capped(target, _MAX_KEYRING, "keyring"))
         result = subprocess.run([*_gpg_argv(home / "target", ring), "--status-fd", "1", "--import", str(keys)],
                                 capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
         if result.returncode != 0:
@@ -104,12 +104,6 @@ def _export(argv: list[str], key_ids: list[str]) -> bytes:
     return export.stdout
 
 
-def _read_limited(path: Path) -> bytes:
-    with path.open("rb") as stream:
-        data = stream.read(_MAX_KEYRING + 1)
-    if len(data) > _MAX_KEYRING:
-        raise StrataError(f"{path}: keyring larger than {_MAX_KEYRING} bytes")
-    return data
 
 
 def _last_line(text: str) -> str:
@@ -151,4 +145,3 @@ def same_key(key_id: str, other: str) -> bool:
     """Key IDs match when the shorter is a suffix of the longer (short, long IDs and fingerprints)."""
     a, b = key_id.upper().removeprefix("0X"), other.upper().removeprefix("0X")
     return bool(a and b) and (a.endswith(b) or b.endswith(a))
-

@@ -19,6 +19,7 @@ import nacl.signing
 
 from strata.errors import CorruptionError, InvalidInputError, StrataError
 from strata.image import gvariant
+from strata.image.fsutil import read_capped
 from strata.image.gvariant import Variant
 
 ED25519 = "ed25519"
@@ -86,10 +87,7 @@ def keys_from_file(path: Path) -> list[bytes]:
     a file without any is refused."""
     if not path.is_file():
         raise InvalidInputError(f"File object '{path}' is not a regular file")
-    with path.open("rb") as stream:
-        data = stream.read(_MAX_KEY_FILE + 1)
-    if len(data) > _MAX_KEY_FILE:
-        raise InvalidInputError(f"key file '{path}' is larger than {_MAX_KEY_FILE} bytes")
+    data = read_capped(path, _MAX_KEY_FILE, "key file")
     keys = []
     for line in data.decode("utf-8", errors="replace").splitlines():
         try:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from strata.errors import StrataError
 from strata.image import gpg, sign
-from strata.image.fsutil import atomic_write
+from strata.image.fsutil import TooLargeError, atomic_write, read_capped
 
 if TYPE_CHECKING:
     from strata.image.fetcher import Fetcher
@@ -64,19 +64,13 @@ def _cached_summary(cache_dir: Path | None, name: str, signature: bytes | None) 
         return None
     folder = cache_dir / "summaries"
     try:
-        if _read(folder / f"{name}.sig") != signature:
+        if read_capped(folder / f"{name}.sig", MAX_SUMMARY_SIZE) != signature:
             return None
-        return _read(folder / name)
-    except OSError:
+        return read_capped(folder / name, MAX_SUMMARY_SIZE)
+    except (OSError, TooLargeError):
         return None
 
 
-def _read(path: Path) -> bytes:
-    with path.open("rb") as stream:
-        data = stream.read(MAX_SUMMARY_SIZE + 1)
-    if len(data) > MAX_SUMMARY_SIZE:
-        raise OSError(f"{path}: larger than a summary may be")
-    return data
 
 
 def _store(cache_dir: Path, name: str, summary: bytes, signature: bytes) -> None:
