@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import os
@@ -60,6 +61,9 @@ def validate_remote_name(name: str) -> None:
         raise InvalidInputError(f"invalid remote name: {name!r}")
 
 
+_PARSED_COMMITS_KEPT = 64
+
+
 class Repo:
     """An open repository. Objects are written to tmp/ and linked into objects/ when complete."""
 
@@ -78,6 +82,7 @@ class Repo:
         self._devino_lock = threading.Lock()
         self._prefix_dirs: set[str] = set()  # objects/XX known to exist
         self._tmpfile_works = hasattr(os, "O_TMPFILE")
+        self._parsed_commits: dict[str, tuple[bytes, Commit]] = {}  # checksum -> (bytes, parse), see load_commit
 
     # ------------------------------------------------------------ lifecycle
 
@@ -187,7 +192,20 @@ class Repo:
         return data
 
     def load_commit(self, checksum: str, *, verify: bool = False) -> Commit:
-        return Commit.parse(self.read_metadata(checksum, ObjectType.COMMIT, verify=verify), strict=verify)
+        """The parsed commit. A transaction reads the same few commits dozens of times, and a parse costs
+        milliseconds: the object is still read every time (so a deleted or changed file is noticed), and a
+        parse is reused while the bytes are the ones it was made from. Callers get their own lists."""
+        data = self.read_metadata(checksum, ObjectType.COMMIT, verify=verify)
+        if verify:
+            return Commit.parse(data, strict=True)
+        cached = self._parsed_commits.get(checksum)
+        if cached is None or cached[0] != data:
+            if len(self._parsed_commits) >= _PARSED_COMMITS_KEPT:
+                self._parsed_commits.pop(next(iter(self._parsed_commits)), None)
+            cached = (data, Commit.parse(data, strict=False))
+            self._parsed_commits[checksum] = cached
+        parsed = cached[1]
+        return dataclasses.replace(parsed, metadata=list(parsed.metadata), related=list(parsed.related))
 
     def load_dirtree(self, checksum: str, *, verify: bool = False) -> DirTree:
         return DirTree.parse(self.read_metadata(checksum, ObjectType.DIRTREE, verify=verify), strict=verify)
