@@ -9,6 +9,14 @@ class NotFoundError(StrataError):
     """A ref, object, deployment or package that was asked for does not exist."""
 
 
+class MissingFileObjectError(NotFoundError):
+    """A content object a tree names is not in the repository."""
+
+    def __init__(self, checksum: str) -> None:
+        super().__init__(f"file object {checksum} not found")
+        self.checksum = checksum
+
+
 class CorruptionError(StrataError):
     """Stored data does not match its checksum or is malformed."""
 

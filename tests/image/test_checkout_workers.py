@@ -150,7 +150,7 @@ def test_worker_error_comes_back_as_one_error(tmp_path: Path, tree: Path) -> Non
     checksum = repo.load_dirtree(victim).files["f5"]
     os.unlink(repo.file_object_path(checksum))
     done = drive(ours, tmp_path / "dest", FORKED, {"user_mode": True})
-    assert done["error"] == f"NotFoundError: file object {checksum} not found"
+    assert done["error"] == f"MissingFileObjectError: file object {checksum} not found"
     assert done["children_after"] == []
 
 

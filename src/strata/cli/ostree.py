@@ -18,7 +18,7 @@ from typing import Any
 
 from strata import __version__
 from strata.cli.ostree_options import Option, Parsed, parse, string
-from strata.errors import NotFoundError, StrataError
+from strata.errors import MissingFileObjectError, NotFoundError, StrataError
 from strata.image.repo import Repo
 
 FEATURES = ("libcurl", "gpgme", "sign-ed25519", "libarchive", "p2p")
@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("STRATA_DEBUG"):
             raise
         sys.stdout.flush()
-        print(f"error: {_one_line(_ostree_words(str(exc)))}", file=sys.stderr)
+        print(f"error: {_one_line(_ostree_words(exc))}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         return 0
@@ -199,15 +199,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _ostree_words(text: str) -> str:
+def _ostree_words(exc: StrataError) -> str:
     """A few refusals in the words ostree uses, which scripts grep for."""
+    if isinstance(exc, MissingFileObjectError):
+        return f"Couldn't find file object '{exc.checksum}'"
+    text = str(exc)
     if "invalid file name in tree: '" in text:
         import re
         text = re.sub(r"Invalid (\w+) object (\w+) from the server: invalid file name in tree: '(.*/.*)'",
                       r"\2.\1: Invalid / in filename \3", text)
         return re.sub(r"invalid file name in tree: '(.*/.*)'", r"Invalid / in filename \1", text)
-    if text.startswith("file object ") and text.endswith(" not found"):
-        return f"Couldn't find file object '{text[len('file object '):-len(' not found')]}'"
     return text
 
 

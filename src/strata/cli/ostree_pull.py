@@ -1,7 +1,6 @@
 """ostree's pull and pull-local verbs."""
 from __future__ import annotations
 
-import os
 import re
 import stat
 import time
@@ -18,16 +17,14 @@ from strata.image import remote as remotes
 from strata.image.objects import ObjectType
 from strata.image.repo import Repo, RepoMode
 from strata.image.subpaths import Subpaths
-from strata.image.subpaths import commit_objects as subpath_objects
+from strata.image.transfer import link_objects, metadata_types, missing_objects
 from strata.image.transfer import pull_local as copy_local
 
 if TYPE_CHECKING:
     from strata.image.pull import PullStats
     from strata.image.pull_deltas import DeltaTotals
-from strata.image.traverse import commit_objects, history
+from strata.image.traverse import history
 from strata.units import human_size
-
-_WHOLE = Subpaths()
 
 # ---------------------------------------------------------------- pull, pull-local
 
@@ -134,7 +131,7 @@ def _undo_unless_bareuseronly(repo: Repo, before: tuple[set[str], set[str]], ref
             for name, checksum in refs_before.items():
                 remote, _, ref = name.rpartition(":")
                 repo.set_ref(ref, checksum, remote=remote or None)
-            for checksum, objtype in _object_types(repo, after[0] - before[0]):
+            for checksum, objtype in metadata_types(repo, after[0] - before[0]):
                 repo.object_path(checksum, objtype).unlink(missing_ok=True)
             for checksum in new_contents:
                 repo.object_path(checksum, ObjectType.FILE).unlink(missing_ok=True)
@@ -158,8 +155,8 @@ def _pull_from_directory(repo: Repo, name: str, refs: list[str], *, mirror: bool
             gpg.verify(data, detached, remote.gpg_keyring, f"commit {checksum}")
         if remote.sign_verify:
             sign.verify(data, detached, list(remote.keys), f"commit {checksum}")
-    metadata, contents = _missing_objects(source, repo, wanted, depth, subpaths)
-    _link_objects(source, repo, metadata, contents)
+    metadata, contents = missing_objects(source, repo, [resolve(source, r) for r in wanted], depth, subpaths)
+    link_objects(source, repo, metadata, contents)
     copy_local(source, repo, wanted, remote=None if mirror else name, depth=depth, subpaths=subpaths)
     written = sum(_content_bytes(repo, checksum) for checksum in contents)
     print(f"{len(metadata)} metadata, {len(contents)} content objects imported; {human_size(written)} content written")
@@ -280,7 +277,7 @@ def _pull_local(inv: Invocation) -> int:
         _copy_commit_objects(source, target, refs, a.string("remote"), a.number("depth", 0))
         return 0
     depth = a.number("depth", 0)
-    metadata, contents = _missing_objects(source, target, refs, depth)
+    metadata, contents = missing_objects(source, target, [resolve(source, r) for r in refs], depth)
     written = sum(_content_bytes(source, checksum) for checksum in contents)
     if a.flag("bareuseronly-files") or target.mode is RepoMode.BARE_USER_ONLY:  # such a repo cannot hold them
         for checksum in sorted(contents):
@@ -288,7 +285,7 @@ def _pull_local(inv: Invocation) -> int:
     if a.flag("untrusted"):
         for checksum in sorted(contents):
             _verify_or_raise(source, checksum)
-    _link_objects(source, target, metadata, contents)
+    link_objects(source, target, metadata, contents)
     copy_local(source, target, refs, remote=a.string("remote"), depth=depth, trusted=not a.flag("untrusted"))
     print(f"{len(metadata)} metadata, {len(contents)} content objects imported; {human_size(written)} content written")
     return 0
@@ -352,67 +349,8 @@ def _copy_commit_objects(source: Repo, target: Repo, refs: list[str], remote: st
     print(f"{len(refs)} metadata, 0 content objects imported; 0 bytes content written")
 
 
-def _link_objects(source: Repo, target: Repo, metadata: set[str], contents: set[str]) -> None:
-    """Between repositories on one filesystem, objects are hardlinked as ostree does: metadata objects always
-    (they are the same bytes in every mode, and are checked first), content objects when the modes agree."""
-    # commits are left to copy_local, which writes each after its tree, marked partial until then
-    linkable = [(c, t) for c, t in _object_types(source, metadata) if t is not ObjectType.COMMIT]
-    if source.mode is target.mode:
-        linkable += [(c, ObjectType.FILE) for c in contents]
-    elif source.mode is RepoMode.BARE_USER and target.mode is RepoMode.BARE_USER_ONLY:
-        linkable += [(c, ObjectType.FILE) for c in contents if _same_bytes_in_bare_user_only(source, c)]
-    with target.lock():
-        for checksum, objtype in linkable:
-            if objtype is not ObjectType.FILE and O.sha256_hex(source.read_metadata(checksum, objtype)) != checksum:
-                continue
-            destination = target.object_path(checksum, objtype)
-            destination.parent.mkdir(exist_ok=True)
-            try:
-                os.link(source.object_path(checksum, objtype), destination, follow_symlinks=False)
-            except FileExistsError:
-                pass
-            except OSError:
-                return  # another filesystem (EXDEV) or no permission: copy as usual
-
-
-def _same_bytes_in_bare_user_only(source: Repo, checksum: str) -> bool:
-    """A bare-user object that bare-user-only would store as the same file (a regular file of owner 0:0
-    without xattrs, its mode already on the file): it can be hardlinked, as ostree does. Symlinks cannot,
-    bare-user keeps them as regular files."""
-    meta = source.read_file_meta(checksum)
-    if meta.is_symlink or meta.uid or meta.gid or meta.xattrs or meta.mode & 0o7777 & ~0o775:
-        return False
-    return os.lstat(source.object_path(checksum, ObjectType.FILE)).st_mode == meta.mode
-
-
-def _object_types(repo: Repo, checksums: set[str]) -> list[tuple[str, ObjectType]]:
-    found = []
-    for checksum in sorted(checksums):
-        for objtype in (ObjectType.DIRMETA, ObjectType.DIRTREE, ObjectType.COMMIT):
-            if repo.has_object(checksum, objtype):
-                found.append((checksum, objtype))
-    return found
-
-
 def _content_bytes(repo: Repo, checksum: str) -> int:
     return 0 if repo.read_file_meta(checksum).is_symlink else inspect.content_size(repo, checksum)
-
-
-def _missing_objects(source: Repo, target: Repo, refs: list[str], depth: int,
-                     subpaths: Subpaths = _WHOLE) -> tuple[set[str], set[str]]:
-    """The metadata and content objects a pull-local of refs copies (what target lacks)."""
-    metadata: set[str] = set()
-    contents: set[str] = set()
-    chain = parents.repo_chain(target)
-    for ref in refs:
-        for commit in history(source, resolve(source, ref), depth):
-            wanted = commit_objects(source, commit) if subpaths.whole else subpath_objects(source, commit, subpaths)
-            for checksum, objtype in wanted:
-                if parents.has_in_chain(chain, checksum, objtype):
-                    continue
-                (contents if objtype is ObjectType.FILE else metadata).add(checksum)
-    return metadata, contents
-
 
 
 VERBS = (

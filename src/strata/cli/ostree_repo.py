@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import stat
 import sys
@@ -83,7 +82,6 @@ def commit(inv: Invocation) -> int:
         if a.flag("skip-if-unchanged") and tree_unchanged(repo, root, parent):
             print(parent)
             return 0
-        _test_error_pre_commit(repo)
         request = CommitRequest(
             subject=a.string("subject") or "", body=_commit_body(inv),
             timestamp=parse_datetime(a.string("timestamp") or "") if a.string("timestamp") else None,
@@ -102,17 +100,6 @@ def commit(inv: Invocation) -> int:
     else:
         print(checksum)
     return 0
-
-
-def _test_error_pre_commit(repo: Repo) -> None:
-    """ostree's fault injection for its test suite (OSTREE_REPO_TEST_ERROR=pre-commit): the commit stops before
-    its commit object and ref are written, leaving a staging directory named after the boot as ostree's
-    transaction leaves one (strata has already published the tree's objects, each as it was written)."""
-    if "pre-commit" not in os.environ.get("OSTREE_REPO_TEST_ERROR", "").split(","):
-        return
-    boot_id = os.environ.get("OSTREE_BOOTID") or Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    (repo.path / "tmp" / f"staging-{boot_id}-{secrets.token_hex(3)}").mkdir(parents=True)
-    raise StrataError("OSTREE_REPO_TEST_ERROR_PRE_COMMIT specified")
 
 
 def _print_table(repo: Repo, checksum: str, before: tuple[set[str], set[str]]) -> None:

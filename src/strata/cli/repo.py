@@ -217,6 +217,7 @@ def _pull_local(args: argparse.Namespace) -> int:
     source = Repo.open(Path(args.source))
     target = open_repo(args)
     refs = args.refs or [name for name in source.list_refs(remotes=False)]
-    for ref, commit in pull_local(source, target, refs, remote=args.remote, depth=args.depth).items():
+    for ref, commit in pull_local(source, target, refs, remote=args.remote, depth=args.depth,
+                                       link=True).items():
         print(f"{ref} {commit}")
     return 0

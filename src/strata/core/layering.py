@@ -21,11 +21,12 @@ from strata.core.assemble import LazyTree, merge_package_trees, run_package_scri
 from strata.core.origin import Origin
 from strata.errors import NotFoundError, StrataError
 from strata.image import inspect
+from strata.image import objects as O
 from strata.image.checkout import CheckoutOptions, checkout_tree
 from strata.image.commit import CommitRequest, MutableTree, write_commit, write_tree_from_dir
 from strata.image.fsutil import atomic_write
 from strata.image.gvariant import Variant
-from strata.image.objects import Commit, FileMeta
+from strata.image.objects import Commit, FileMeta, ObjectType
 from strata.image.repo import Repo
 from strata.packages import pkgcache as cache
 from strata.packages import rpmdb
@@ -116,8 +117,18 @@ def _cache_base(repo: Repo, info: BaseInfo) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, json.dumps({"format": _BASE_CACHE_FORMAT, "packages": entries}).encode(), fsync=False)
+        _drop_stale_base_caches(repo, path.parent)
     except OSError:
         pass  # a cache: a read-only repository only means reading the rpmdb again next time
+
+
+def _drop_stale_base_caches(repo: Repo, directory: Path) -> None:
+    """Entries of base commits the repository no longer holds (pruned after an upgrade): one per base would
+    otherwise pile up for ever, a few megabytes each."""
+    for entry in directory.glob("*.json"):
+        commit = entry.name.removesuffix(".json")
+        if not (O.is_checksum(commit) and repo.has_object(commit, ObjectType.COMMIT)):
+            entry.unlink(missing_ok=True)
 
 
 def _read_base(repo: Repo, base_commit: str, workdir: Path) -> BaseInfo:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
-from strata.errors import CorruptionError, InvalidInputError, NotFoundError, StrataError
+from strata.errors import CorruptionError, InvalidInputError, MissingFileObjectError, NotFoundError, StrataError
 from strata.image.checkout_workers import LOCAL_ANCHOR, Item, fill_in_workers
 from strata.image.objects import DirMeta, DirTree, FileMeta, content_checksum, decode_ostreemeta
 from strata.image.repo import OSTREEMETA_XATTR, Repo, RepoMode
@@ -311,18 +311,8 @@ class _Checkout:
         return f"/proc/self/fd/{fd}/{name}"
 
     def _apply_dir_metadata(self, path: str, meta: DirMeta, created: bool) -> None:
-        if not self.opts.user_mode:
-            os.chown(path, meta.uid, meta.gid)
-            _apply_xattrs(path, meta.xattrs)
-        mode = meta.mode & 0o7777
-        if self.opts.bareuseronly_dirs or self.repo.mode is RepoMode.BARE_USER_ONLY:
-            mode &= 0o775
-        if self.opts.user_mode:
-            mode &= ~(stat.S_ISUID | stat.S_ISGID)
-            mode |= 0o700
-        os.chmod(path, mode)
-        if created:
-            os.utime(path, (0, 0))
+        apply_dir_metadata(path, meta, user_mode=self.opts.user_mode, reset_mtime=created,
+                           bareuseronly=self.opts.bareuseronly_dirs or self.repo.mode is RepoMode.BARE_USER_ONLY)
 
     # ------------------------------------------------------------ files
 
@@ -362,7 +352,7 @@ class _Checkout:
                         raise FileNotFoundError
                     st = os.stat(rest, dir_fd=prefix_fd, follow_symlinks=False)
                 except FileNotFoundError:
-                    raise NotFoundError(f"file object {checksum} not found") from None
+                    raise MissingFileObjectError(checksum) from None
                 if st.st_size == 0 and stat.S_ISREG(st.st_mode):
                     copies.append((name, checksum))
                     continue
@@ -390,7 +380,7 @@ class _Checkout:
         try:
             return os.getxattr(path, OSTREEMETA_XATTR, follow_symlinks=False)
         except FileNotFoundError:
-            raise NotFoundError(f"file object {checksum} not found") from None
+            raise MissingFileObjectError(checksum) from None
         except OSError:
             raise StrataError(f"file object {checksum} has no {OSTREEMETA_XATTR}") from None
 
@@ -477,7 +467,7 @@ class _Checkout:
         try:
             st = os.lstat(src)
         except FileNotFoundError:
-            raise NotFoundError(f"file object {checksum} not found") from None
+            raise MissingFileObjectError(checksum) from None
         if stat.S_ISREG(st.st_mode) and st.st_size == 0:
             return False
         if self.repo.mode is RepoMode.BARE_USER and self.repo.is_symlink_object(checksum, st):
@@ -539,6 +529,31 @@ class _Checkout:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dir_fd)
+
+
+def apply_dir_metadata(path: str | Path, meta: DirMeta, *, user_mode: bool = False, bareuseronly: bool = False,
+                       reset_mtime: bool = True, drop_other_xattrs: bool = False) -> None:
+    """A directory's metadata as a checkout sets it: owner and xattrs (not in user mode), mode (bare-user-only
+    masks it to 0775; user mode drops setuid/setgid and keeps the directory writable for its owner) and, on
+    directories the checkout made, mtime 0. drop_other_xattrs also removes xattrs meta does not name, for a
+    directory that already had some."""
+    if not user_mode:
+        os.chown(path, meta.uid, meta.gid, follow_symlinks=False)
+        if drop_other_xattrs:
+            wanted = {name.decode("utf-8", "surrogateescape") for name, _ in meta.xattrs}
+            for name in os.listxattr(path, follow_symlinks=False):
+                if name not in wanted:
+                    os.removexattr(path, name, follow_symlinks=False)
+        _apply_xattrs(os.fspath(path), meta.xattrs)
+    mode = meta.mode & 0o7777
+    if bareuseronly:
+        mode &= 0o775
+    if user_mode:
+        mode &= ~(stat.S_ISUID | stat.S_ISGID)
+        mode |= 0o700
+    os.chmod(path, mode)
+    if reset_mtime:
+        os.utime(path, (0, 0), follow_symlinks=False)
 
 
 def _apply_xattrs(target: str | int, xattrs: tuple[tuple[bytes, bytes], ...]) -> None:

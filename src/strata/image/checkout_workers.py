@@ -259,6 +259,8 @@ def _decode_items(data: bytes) -> list[Item]:
 def _encode_error(exc: BaseException) -> bytes:
     if isinstance(exc, OSError):
         fields = ["os", str(exc.errno or 0), exc.strerror or str(exc), os.fsdecode(exc.filename or "")]
+    elif isinstance(exc, errors.MissingFileObjectError):
+        fields = ["strata", type(exc).__name__, str(exc), exc.checksum]
     elif isinstance(exc, errors.StrataError):
         fields = ["strata", type(exc).__name__, str(exc), ""]
     else:
@@ -272,6 +274,8 @@ def _raise_reported(payload: bytes) -> None:
         raise OSError(int(detail), message, *([filename] if filename else []))
     if kind == "strata":
         cls = getattr(errors, detail, None)
+        if cls is errors.MissingFileObjectError:
+            raise errors.MissingFileObjectError(filename)
         if isinstance(cls, type) and issubclass(cls, errors.StrataError):
             raise cls(message)
         raise errors.StrataError(message)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import stat
 import time
 from collections.abc import Callable
@@ -357,10 +358,22 @@ def write_commit(repo: Repo, root: tuple[str, str], request: CommitRequest) -> s
         metadata.append(("ostree.collection-binding", "s", collection))
     if request.parent is not None and not repo.has_object(request.parent, ObjectType.COMMIT):
         raise NotFoundError(f"parent commit {request.parent} not found")
+    _injected_fault_before_commit(repo)
     timestamp = request.timestamp if request.timestamp is not None else default_timestamp()
     commit = Commit(O.vardict(metadata), request.parent, request.subject, request.body, timestamp,
                     root[0], root[1])
     return repo.write_metadata(ObjectType.COMMIT, commit.serialize())
+
+
+def _injected_fault_before_commit(repo: Repo) -> None:
+    """ostree's fault injection for its test suite (OSTREE_REPO_TEST_ERROR=pre-commit): the commit stops before
+    its commit object is written, leaving a staging directory named after the boot as ostree's transaction
+    leaves one (strata has already published the tree's objects, each as it was written)."""
+    if "pre-commit" not in os.environ.get("OSTREE_REPO_TEST_ERROR", "").split(","):
+        return
+    boot_id = os.environ.get("OSTREE_BOOTID") or Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    (repo.path / "tmp" / f"staging-{boot_id}-{secrets.token_hex(3)}").mkdir(parents=True)
+    raise StrataError("OSTREE_REPO_TEST_ERROR_PRE_COMMIT specified")
 
 
 def default_timestamp() -> int:

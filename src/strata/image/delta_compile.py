@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from strata.errors import InvalidInputError, NotFoundError
+from strata.errors import InvalidInputError, MissingFileObjectError, NotFoundError
 from strata.image import bsdiff, gvariant, rollsum, varint
 from strata.image import objects as O
 from strata.image.deltas import (
@@ -128,7 +128,7 @@ def content_info(repo: Repo, checksum: str) -> tuple[O.FileMeta, int]:
                 length = int.from_bytes(head[:4], "big") if len(head) == 8 else 0
                 meta, size, _offset = O.parse_archive_header(head + f.read(length))
         except FileNotFoundError:
-            raise NotFoundError(f"file object {checksum} not found") from None
+            raise MissingFileObjectError(checksum) from None
         return meta, size
     meta = repo.read_file_meta(checksum)
     return meta, 0 if meta.is_symlink else os.stat(path).st_size

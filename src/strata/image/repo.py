@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import BinaryIO
 
-from strata.errors import CorruptionError, InvalidInputError, NotFoundError, StrataError
+from strata.errors import CorruptionError, InvalidInputError, MissingFileObjectError, NotFoundError, StrataError
 from strata.image import objects as O
 from strata.image.fsutil import apply_xattrs, atomic_write, flock, fsync_file, read_xattrs, syncfs
 from strata.image.keyfile import KeyFile
@@ -447,7 +447,7 @@ class Repo:
                 return meta
             st = os.lstat(path)
         except FileNotFoundError:
-            raise NotFoundError(f"file object {checksum} not found") from None
+            raise MissingFileObjectError(checksum) from None
         if self.mode is RepoMode.BARE_USER:
             try:
                 uid, gid, mode, xattrs = O.decode_ostreemeta(os.getxattr(path, OSTREEMETA_XATTR))
@@ -477,7 +477,7 @@ class Repo:
             try:
                 data = path.read_bytes()
             except FileNotFoundError:
-                raise NotFoundError(f"file object {checksum} not found") from None
+                raise MissingFileObjectError(checksum) from None
             meta, size, offset = O.parse_archive_header(data)
             content = b"" if meta.is_symlink else O.archive_decompress(data[offset:], size)
         else:
@@ -494,7 +494,7 @@ class Repo:
         path = self.object_path(checksum, ObjectType.FILE)
         if self.is_archive:
             if not path.exists():
-                raise NotFoundError(f"file object {checksum} not found")
+                raise MissingFileObjectError(checksum)
             with open(path, "rb") as f:
                 head = f.read(8)
                 length = int.from_bytes(head[:4], "big") if len(head) == 8 else 0

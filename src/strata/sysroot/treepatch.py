@@ -10,14 +10,12 @@ same objects linked, same directory metadata, mtime 0 like every directory a che
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from strata import fsroot
-from strata.image.checkout import CheckoutOptions, checkout_tree
-from strata.image.objects import DirMeta
-from strata.image.repo import Repo
+from strata.image.checkout import CheckoutOptions, apply_dir_metadata, checkout_tree
+from strata.image.repo import Repo, RepoMode
 
 MAX_CHANGES = 512  # past this many changed entries a full checkout is the simpler (and not slower) way
 
@@ -51,7 +49,8 @@ def patch_checkout(repo: Repo, root: Path, old: _Dir, new: _Dir) -> bool:
     for relpath, tree, name in plan.files:
         checkout_tree(repo, tree, root / relpath, CheckoutOptions(subpath=name))
     for relpath, meta in plan.dirmeta:
-        _apply_dirmeta(root / relpath, repo.load_dirmeta(meta))
+        apply_dir_metadata(root / relpath, repo.load_dirmeta(meta), drop_other_xattrs=True,
+                           bareuseronly=repo.mode is RepoMode.BARE_USER_ONLY)
     return True
 
 
@@ -97,14 +96,3 @@ def _join(relpath: str, name: str) -> str:
     return f"{relpath}/{name}" if relpath else name
 
 
-def _apply_dirmeta(path: Path, meta: DirMeta) -> None:
-    """A directory's metadata as a checkout sets it on the directories it creates."""
-    os.chown(path, meta.uid, meta.gid, follow_symlinks=False)
-    wanted = {name.decode("utf-8", "surrogateescape"): value for name, value in meta.xattrs}
-    for name in os.listxattr(path, follow_symlinks=False):
-        if name not in wanted:
-            os.removexattr(path, name, follow_symlinks=False)
-    for name, value in wanted.items():
-        os.setxattr(path, name, value, follow_symlinks=False)
-    os.chmod(path, stat.S_IMODE(meta.mode))
-    os.utime(path, (0, 0), follow_symlinks=False)
