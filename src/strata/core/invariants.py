@@ -14,7 +14,6 @@ from pathlib import Path
 
 from strata.core.origin import Origin
 from strata.errors import StrataError
-from strata.image.fsck import fsck
 from strata.image.keyfile import KeyFile
 from strata.image.objects import ObjectType
 from strata.sysroot import bls
@@ -262,6 +261,7 @@ def _describe(snapshot: PendingSnapshot | None) -> str:
 
 
 def _check_repository(sysroot: Sysroot) -> list[str]:
+    from strata.image.fsck import fsck  # only for a full check (slow to import on every verb)
     return [f"repository fsck: {p}" for p in fsck(sysroot.repo).problems]
 
 

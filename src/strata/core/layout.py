@@ -12,10 +12,13 @@ import stat
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from strata import fsroot
-from strata.core.treefile import Treefile
 from strata.errors import InvalidInputError, StrataError
+
+if TYPE_CHECKING:
+    from strata.core.treefile import Treefile
 
 _ACCOUNTS_LIMIT = 16 * 1024 * 1024
 

@@ -12,9 +12,7 @@ import shutil
 import stat
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -175,6 +173,10 @@ def _url_join(base: str, relative: str) -> str:
 def _open_url(url: str) -> tuple[object, int | None]:
     if url.startswith("/"):
         url = "file://" + url
+    if url.startswith("file:"):  # a local repository: no need for urllib's machinery (slow to import)
+        return _open_file_url(url)
+    import urllib.error
+    import urllib.request
     try:
         response = urllib.request.urlopen(url, timeout=_TIMEOUT)
     except urllib.error.HTTPError as exc:
@@ -184,6 +186,17 @@ def _open_url(url: str) -> tuple[object, int | None]:
         raise StrataError(f"cannot fetch {url}: {reason}") from None
     length = response.headers.get("Content-Length") if hasattr(response, "headers") else None
     return response, int(length) if length else None
+
+
+def _open_file_url(url: str) -> tuple[object, int | None]:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.netloc not in ("", "localhost"):
+        raise StrataError(f"cannot fetch {url}: file:// URLs on other hosts are not supported")
+    try:
+        handle = open(urllib.parse.unquote(parsed.path), "rb")  # noqa: SIM115 (the caller closes it)
+        return handle, os.fstat(handle.fileno()).st_size
+    except OSError as exc:
+        raise StrataError(f"cannot fetch {url}: {exc}") from None
 
 
 def fetch_to(url: str, dest: Path, *, checksum: tuple[str, str] | None = None, size: int | None = None,
