@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from strata.errors import StrataError
 from strata.image import gvariant
 from strata.image import objects as O
 from strata.image.checkout import CheckoutOptions, checkout_commit
@@ -71,6 +72,36 @@ def test_missing_and_truncated_metadata(tmp_path: Path) -> None:
     out = strata("repo", "fsck", "--repo", str(repo.path), check=False)
     assert f"Missing dirtree object {trees[0]}" in out.stdout
     assert f"Corrupted dirmeta object {repo.load_commit(commit).root_meta}" in out.stdout
+    one_line_error(out)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_objects_that_are_not_regular_files_are_refused_without_blocking(tmp_path: Path, kind: str) -> None:
+    """A FIFO would block every reader for ever and a symlink would read outside the store: both are
+    corruption, reported in one line, for metadata, detached metadata and archive content alike."""
+    repo, commit = committed(tmp_path)
+    root_tree = repo.load_commit(commit).root_tree
+    content = repo.load_dirtree(root_tree).files["link"]
+    victims = [repo.object_path(root_tree, ObjectType.DIRTREE), repo.object_path(content, ObjectType.FILE),
+               repo.object_path(commit, ObjectType.COMMITMETA)]
+    for path in victims:
+        path.unlink(missing_ok=True)
+        if kind == "fifo":
+            os.mkfifo(path)
+        else:
+            path.symlink_to("/etc/hostname")
+    with pytest.raises(StrataError, match="is not a regular file"):
+        repo.load_dirtree(root_tree)
+    with pytest.raises(StrataError, match="is not a regular file"):
+        repo.read_file(content)
+    with pytest.raises(StrataError, match="is not a regular file"):
+        repo.read_file_meta(content)
+    with pytest.raises(StrataError, match="is not a regular file"):
+        repo.verify_content(content)
+    with pytest.raises(StrataError, match="is not a regular file"):
+        repo.read_detached_metadata(commit)
+    out = strata("repo", "fsck", "--repo", str(repo.path), check=False)
+    assert out.returncode != 0
     one_line_error(out)
 
 

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from strata.cli.ostree import Invocation, UsageError, Verb
 from strata.cli.ostree_options import array, flag, integer, string
@@ -16,8 +16,6 @@ from strata.image import gvariant, inspect
 from strata.image import objects as O
 from strata.image import remote as remotes
 from strata.image.config import config_get, config_set, config_unset
-from strata.image.fsck import FsckReport
-from strata.image.fsck import fsck as fsck_repo
 from strata.image.fsutil import atomic_write
 from strata.image.gvariant import Variant, byteswapped
 from strata.image.objects import ObjectType
@@ -26,6 +24,9 @@ from strata.image.prune import prune as prune_repo
 from strata.image.repo import Repo
 from strata.image.summary import SUMMARY_TYPE, commit_summary_metadata, swap64, update_summary
 from strata.units import human_size
+
+if TYPE_CHECKING:
+    from strata.image.fsck import FsckReport
 
 # ---------------------------------------------------------------- summary
 
@@ -160,6 +161,7 @@ def fsck(inv: Invocation) -> int:
         print("Validating refs...")
         print("Validating refs in collections...")
         print("Enumerating commits...")
+    from strata.image.fsck import fsck as fsck_repo  # its own verb: not loaded for the others
     report = fsck_repo(repo, delete=a.flag("delete"), mark_missing=True)
     for name, checksum in report.missing_refs:
         print(f"Object missing: {checksum}.commit", file=sys.stderr)

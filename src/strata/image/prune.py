@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from strata.errors import InvalidInputError, NotFoundError, StrataError
 from strata.image.collection_refs import collection_refs
 from strata.image.objects import ObjectType
+from strata.image.prefetch import metadata_read_ahead
 from strata.image.repo import Repo
 from strata.image.traverse import reachable
 
@@ -45,7 +46,9 @@ def prune(repo: Repo, options: PruneOptions | None = None) -> PruneResult:
         _check_only_branches(repo, opts.only_branches)
         for commit in opts.delete_commits:
             _delete_commit(repo, commit, opts.dry_run)
-        keep = reachable(repo, _roots(repo, opts), commit_only=opts.commit_only)
+        walks_history = not opts.refs_only or opts.depth < 0  # else a few commits deep from each ref at most
+        with metadata_read_ahead(repo) if walks_history else contextlib.nullcontext():
+            keep = reachable(repo, _roots(repo, opts), commit_only=opts.commit_only)
         result = PruneResult(0, 0, 0)
         for checksum, objtype in list(repo.list_objects(ObjectType.COMMIT if opts.commit_only else None)):
             if objtype in (ObjectType.COMMITMETA, ObjectType.TOMBSTONE_COMMIT):

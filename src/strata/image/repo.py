@@ -182,9 +182,11 @@ class Repo:
 
     def read_metadata(self, checksum: str, objtype: ObjectType, *, verify: bool = False) -> bytes:
         try:
-            data = self.object_path(checksum, objtype).read_bytes()
+            data = _read_regular_file(self.object_path(checksum, objtype))
         except FileNotFoundError:
             raise NotFoundError(f"{objtype.value} object {checksum} not found") from None
+        except _NotRegularFile:
+            raise CorruptionError(f"{objtype.value} object {checksum} is not a regular file") from None
         if verify and objtype not in (ObjectType.COMMITMETA, ObjectType.TOMBSTONE_COMMIT):
             actual = hashlib.sha256(data).hexdigest()
             if actual != checksum:
@@ -233,9 +235,11 @@ class Repo:
 
     def read_detached_metadata(self, commit: str) -> bytes | None:
         try:
-            return self.object_path(commit, ObjectType.COMMITMETA).read_bytes()
+            return _read_regular_file(self.object_path(commit, ObjectType.COMMITMETA))
         except FileNotFoundError:
             return None
+        except _NotRegularFile:
+            raise CorruptionError(f"detached metadata of commit {commit} is not a regular file") from None
 
     def _publish_bytes(self, checksum: str, objtype: ObjectType, data: bytes) -> None:
         tmp = self._tmp_name()
@@ -440,7 +444,7 @@ class Repo:
         path = self.object_path(checksum, ObjectType.FILE)
         try:
             if self.is_archive:
-                with open(path, "rb") as f:
+                with _open_regular(path) as f:
                     head = f.read(8)
                     length = int.from_bytes(head[:4], "big") if len(head) == 8 else 0
                     meta, _size, _off = O.parse_archive_header(head + f.read(length))
@@ -448,6 +452,8 @@ class Repo:
             st = os.lstat(path)
         except FileNotFoundError:
             raise MissingFileObjectError(checksum) from None
+        except _NotRegularFile:
+            raise CorruptionError(f"file object {checksum} is not a regular file") from None
         if self.mode is RepoMode.BARE_USER:
             try:
                 uid, gid, mode, xattrs = O.decode_ostreemeta(os.getxattr(path, OSTREEMETA_XATTR))
@@ -475,9 +481,11 @@ class Repo:
         path = self.object_path(checksum, ObjectType.FILE)
         if self.is_archive:
             try:
-                data = path.read_bytes()
+                data = _read_regular_file(path)
             except FileNotFoundError:
                 raise MissingFileObjectError(checksum) from None
+            except _NotRegularFile:
+                raise CorruptionError(f"file object {checksum} is not a regular file") from None
             meta, size, offset = O.parse_archive_header(data)
             content = b"" if meta.is_symlink else O.archive_decompress(data[offset:], size)
         else:
@@ -495,7 +503,11 @@ class Repo:
         if self.is_archive:
             if not path.exists():
                 raise MissingFileObjectError(checksum)
-            with open(path, "rb") as f:
+            try:
+                f = _open_regular(path)
+            except _NotRegularFile:
+                raise CorruptionError(f"file object {checksum} is not a regular file") from None
+            with f:
                 head = f.read(8)
                 length = int.from_bytes(head[:4], "big") if len(head) == 8 else 0
                 meta, size, _offset = O.parse_archive_header(head + f.read(length))
@@ -697,3 +709,46 @@ def _probe_user_xattrs(directory: Path) -> None:
         raise
     finally:
         probe.unlink()
+
+
+class _NotRegularFile(Exception):
+    pass
+
+
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    fd = _open_regular_fd(path)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _NotRegularFile
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _open_regular_fd(path: Path) -> int:
+    try:
+        return os.open(path, _READ_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _NotRegularFile from None
+        raise
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The whole file, refusing anything but a regular file (a FIFO would block the reader for ever, a
+    symlink would read outside the store)."""
+    fd = _open_regular_fd(path)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _NotRegularFile
+        data = os.read(fd, info.st_size)
+        while len(data) < info.st_size and (more := os.read(fd, info.st_size - len(data))):
+            data += more
+        return data
+    finally:
+        os.close(fd)

@@ -13,14 +13,15 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import nacl.exceptions
-import nacl.signing
+from typing import TYPE_CHECKING
 
 from strata.errors import CorruptionError, InvalidInputError, StrataError
 from strata.image import gvariant
 from strata.image.fsutil import read_capped
 from strata.image.gvariant import Variant
+
+if TYPE_CHECKING:  # PyNaCl loads a native library: imported where a key is used
+    import nacl.signing
 
 ED25519 = "ed25519"
 DUMMY = "dummy"
@@ -50,6 +51,7 @@ def check_engine(name: str) -> str:
 
 def generate_keypair() -> tuple[str, str]:
     """(secret, public) in ostree's text form: base64 of the 64-byte secret (seed + public) and of the public."""
+    import nacl.signing
     key = nacl.signing.SigningKey.generate()
     secret = bytes(key) + bytes(key.verify_key)
     return base64.b64encode(secret).decode(), base64.b64encode(bytes(key.verify_key)).decode()
@@ -61,6 +63,7 @@ def load_secret(text: str) -> nacl.signing.SigningKey:
         raw = raw[:32]
     if len(raw) != 32:
         raise InvalidInputError("an ed25519 secret key is 32 or 64 bytes (base64)")
+    import nacl.signing
     return nacl.signing.SigningKey(raw)
 
 
@@ -184,6 +187,8 @@ class Verifier:
 
 
 def _check_ed25519(data: bytes, found: list[bytes], keys: list[bytes]) -> str:
+    import nacl.exceptions
+    import nacl.signing
     failed: list[str] = []
     for signature in found:
         if len(signature) != _ED25519_SIGNATURE_SIZE:
