@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from strata.errors import InvalidInputError, MissingFileObjectError, NotFoundError
+from strata.errors import InvalidInputError, NotFoundError
 from strata.image import bsdiff, gvariant, rollsum, varint
 from strata.image import objects as O
 from strata.image.deltas import (
@@ -122,14 +122,7 @@ def content_info(repo: Repo, checksum: str) -> tuple[O.FileMeta, int]:
     """A content object's metadata and content size, without reading the content."""
     path = repo.object_path(checksum, ObjectType.FILE)
     if repo.is_archive:
-        try:
-            with open(path, "rb") as f:
-                head = f.read(8)
-                length = int.from_bytes(head[:4], "big") if len(head) == 8 else 0
-                meta, size, _offset = O.parse_archive_header(head + f.read(length))
-        except FileNotFoundError:
-            raise MissingFileObjectError(checksum) from None
-        return meta, size
+        return repo.archive_header(checksum)
     meta = repo.read_file_meta(checksum)
     return meta, 0 if meta.is_symlink else os.stat(path).st_size
 

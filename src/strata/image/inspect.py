@@ -150,13 +150,7 @@ def file_entry(repo: Repo, path: str, checksum: str) -> TreeEntry:
 
 def content_size(repo: Repo, checksum: str) -> int:
     if repo.is_archive:
-        from strata.image.objects import ObjectType, parse_archive_header
-        path = repo.object_path(checksum, ObjectType.FILE)
-        with open(path, "rb") as f:
-            head = f.read(8)
-            length = int.from_bytes(head[:4], "big")
-            _meta, size, _offset = parse_archive_header(head + f.read(length))
-        return size
+        return repo.archive_header(checksum)[1]
     from strata.image.objects import ObjectType
     return repo.object_path(checksum, ObjectType.FILE).stat().st_size
 

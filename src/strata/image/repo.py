@@ -182,11 +182,9 @@ class Repo:
 
     def read_metadata(self, checksum: str, objtype: ObjectType, *, verify: bool = False) -> bytes:
         try:
-            data = _read_regular_file(self.object_path(checksum, objtype))
+            data = _read_regular_file(self.object_path(checksum, objtype), f"{objtype.value} object {checksum}")
         except FileNotFoundError:
             raise NotFoundError(f"{objtype.value} object {checksum} not found") from None
-        except _NotRegularFile:
-            raise CorruptionError(f"{objtype.value} object {checksum} is not a regular file") from None
         if verify and objtype not in (ObjectType.COMMITMETA, ObjectType.TOMBSTONE_COMMIT):
             actual = hashlib.sha256(data).hexdigest()
             if actual != checksum:
@@ -235,11 +233,10 @@ class Repo:
 
     def read_detached_metadata(self, commit: str) -> bytes | None:
         try:
-            return _read_regular_file(self.object_path(commit, ObjectType.COMMITMETA))
+            return _read_regular_file(self.object_path(commit, ObjectType.COMMITMETA),
+                                      f"detached metadata of commit {commit}")
         except FileNotFoundError:
             return None
-        except _NotRegularFile:
-            raise CorruptionError(f"detached metadata of commit {commit} is not a regular file") from None
 
     def _publish_bytes(self, checksum: str, objtype: ObjectType, data: bytes) -> None:
         tmp = self._tmp_name()
@@ -444,16 +441,10 @@ class Repo:
         path = self.object_path(checksum, ObjectType.FILE)
         try:
             if self.is_archive:
-                with _open_regular(path) as f:
-                    head = f.read(8)
-                    length = int.from_bytes(head[:4], "big") if len(head) == 8 else 0
-                    meta, _size, _off = O.parse_archive_header(head + f.read(length))
-                return meta
+                return self.archive_header(checksum)[0]
             st = os.lstat(path)
         except FileNotFoundError:
             raise MissingFileObjectError(checksum) from None
-        except _NotRegularFile:
-            raise CorruptionError(f"file object {checksum} is not a regular file") from None
         if self.mode is RepoMode.BARE_USER:
             try:
                 uid, gid, mode, xattrs = O.decode_ostreemeta(os.getxattr(path, OSTREEMETA_XATTR))
@@ -476,16 +467,22 @@ class Repo:
         meta.validate()
         return meta
 
+    def archive_header(self, checksum: str) -> tuple[FileMeta, int]:
+        """An archive content object's metadata and uncompressed size, from its header alone."""
+        try:
+            with _open_regular(self.object_path(checksum, ObjectType.FILE), f"file object {checksum}") as f:
+                return _read_archive_header(f)
+        except FileNotFoundError:
+            raise MissingFileObjectError(checksum) from None
+
     def read_file(self, checksum: str, *, verify: bool = True) -> tuple[FileMeta, bytes]:
         """A content object's metadata and content (empty for symlinks), checked against its name."""
         path = self.object_path(checksum, ObjectType.FILE)
         if self.is_archive:
             try:
-                data = _read_regular_file(path)
+                data = _read_regular_file(path, f"file object {checksum}")
             except FileNotFoundError:
                 raise MissingFileObjectError(checksum) from None
-            except _NotRegularFile:
-                raise CorruptionError(f"file object {checksum} is not a regular file") from None
             meta, size, offset = O.parse_archive_header(data)
             content = b"" if meta.is_symlink else O.archive_decompress(data[offset:], size)
         else:
@@ -501,16 +498,12 @@ class Repo:
         """Recompute a content object's checksum, streaming, so big files never sit in memory whole."""
         path = self.object_path(checksum, ObjectType.FILE)
         if self.is_archive:
-            if not path.exists():
-                raise MissingFileObjectError(checksum)
             try:
-                f = _open_regular(path)
-            except _NotRegularFile:
-                raise CorruptionError(f"file object {checksum} is not a regular file") from None
+                f = _open_regular(path, f"file object {checksum}")
+            except FileNotFoundError:
+                raise MissingFileObjectError(checksum) from None
             with f:
-                head = f.read(8)
-                length = int.from_bytes(head[:4], "big") if len(head) == 8 else 0
-                meta, size, _offset = O.parse_archive_header(head + f.read(length))
+                meta, size = _read_archive_header(f)
                 digest = hashlib.sha256(O.file_header(meta))
                 if not meta.is_symlink:
                     O.hash_inflated(f.read, digest, size)
@@ -711,44 +704,46 @@ def _probe_user_xattrs(directory: Path) -> None:
         probe.unlink()
 
 
-class _NotRegularFile(Exception):
-    pass
-
-
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-def _open_regular(path: Path) -> BinaryIO:
-    fd = _open_regular_fd(path)
+def _open_regular_fd(path: Path, what: str) -> int:
+    """An open descriptor of path, which must be a regular file: a FIFO would block the reader for ever, a
+    symlink would read outside the store. Anything else is corruption of what."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CorruptionError(f"{what} is not a regular file") from None
+        raise
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise _NotRegularFile
+            raise CorruptionError(f"{what} is not a regular file")
     except BaseException:
         os.close(fd)
         raise
-    return os.fdopen(fd, "rb")
+    return fd
 
 
-def _open_regular_fd(path: Path) -> int:
+def _open_regular(path: Path, what: str) -> BinaryIO:
+    return os.fdopen(_open_regular_fd(path, what), "rb")
+
+
+def _read_regular_file(path: Path, what: str) -> bytes:
+    fd = _open_regular_fd(path, what)
     try:
-        return os.open(path, _READ_FLAGS)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _NotRegularFile from None
-        raise
-
-
-def _read_regular_file(path: Path) -> bytes:
-    """The whole file, refusing anything but a regular file (a FIFO would block the reader for ever, a
-    symlink would read outside the store)."""
-    fd = _open_regular_fd(path)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise _NotRegularFile
-        data = os.read(fd, info.st_size)
-        while len(data) < info.st_size and (more := os.read(fd, info.st_size - len(data))):
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size)
+        while len(data) < size and (more := os.read(fd, size - len(data))):
             data += more
         return data
     finally:
         os.close(fd)
+
+
+def _read_archive_header(f: BinaryIO) -> tuple[FileMeta, int]:
+    """The header of an archive content object open at its start; leaves f at the compressed body."""
+    head = f.read(8)
+    length = int.from_bytes(head[:4], "big") if len(head) == 8 else 0
+    meta, size, _offset = O.parse_archive_header(head + f.read(length))
+    return meta, size
